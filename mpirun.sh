@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Launch a Python script on P MPI ranks with the MPI that belongs to this environment.
+#
+#   ./mpirun.sh -n P [--hostfile F] [--timeout S] [MPIEXEC-OPTION ...] python script.py args...
+#
+# See --help. The job's exit status is mpiexec's (a rank's sys.exit(3) gives 3).
+set -euo pipefail
+
+usage() {
+    cat <<'EOT'
+Usage: ./mpirun.sh -n P [--hostfile F] [--timeout S] [MPIEXEC-OPTION ...] python script.py [args...]
+
+Runs `python -m mpi4py script.py args...` on P ranks, so that an uncaught exception
+on any rank aborts every rank instead of leaving the others hanging.
+
+  -n, -np P        number of ranks (required)
+  --hostfile F     hosts to run on (MPICH: -f F, Open MPI: --hostfile F)
+  --timeout S      kill the whole job after S seconds (MPICH: MPIEXEC_TIMEOUT, Open MPI: --timeout)
+  -h, --help       this text
+  Any other option before the command is passed to mpiexec unchanged.
+
+The command may be `python script.py`, `python -m module` or `python -c code`;
+"python"/"python3" means the project's .venv interpreter when .venv exists.
+Any other command (e.g. `hostname`) runs as it is.
+
+Environment: OMP_NUM_THREADS, NUMBA_NUM_THREADS, OPENBLAS_NUM_THREADS and
+MKL_NUM_THREADS default to max(1, cores // P); PYTHONUNBUFFERED=1.
+MPIEXEC overrides which mpiexec is used.
+EOT
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+nprocs="" hostfile="" timeout="" passthrough=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        -n|-np) nprocs="${2:?-n needs a number}"; shift 2 ;;
+        --hostfile|-f) hostfile="${2:?--hostfile needs a file}"; shift 2 ;;
+        --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
+        -*) passthrough+=("$1"); shift ;;
+        *) break ;;
+    esac
+done
+if [[ -z "$nprocs" || $# -eq 0 ]]; then
+    usage >&2
+    exit 2
+fi
+if ! [[ "$nprocs" =~ ^[1-9][0-9]*$ ]]; then
+    echo "mpirun.sh: -n must be a positive integer, got '$nprocs'" >&2
+    exit 2
+fi
+
+# The interpreter: "python" means the project's .venv when it exists.
+cmd=("$@")
+python=""
+case "${cmd[0]}" in
+    python|python3)
+        if [[ -x "$here/.venv/bin/python" ]]; then
+            python="$here/.venv/bin/python"
+        else
+            python=$(command -v "${cmd[0]}" || true)
+        fi ;;
+    */python*|python3.*) python=$(command -v "${cmd[0]}" || true) ;;
+esac
+[[ -n "$python" ]] && cmd[0]="$python"
+
+# The mpiexec that belongs to that environment, else the one on PATH.
+mpiexec="${MPIEXEC:-}"
+if [[ -z "$mpiexec" ]]; then
+    for candidate in "$here/.venv/bin/mpiexec" "${python:+$(dirname "$python")/mpiexec}"; do
+        if [[ -n "$candidate" && -x "$candidate" ]]; then mpiexec="$candidate"; break; fi
+    done
+fi
+if [[ -z "$mpiexec" && -n "$python" ]]; then
+    prefix=$("$python" -c 'import sys; print(sys.prefix)' 2>/dev/null || true)
+    [[ -x "$prefix/bin/mpiexec" ]] && mpiexec="$prefix/bin/mpiexec"
+fi
+[[ -z "$mpiexec" ]] && mpiexec=$(command -v mpiexec || true)
+if [[ -z "$mpiexec" ]]; then
+    echo "mpirun.sh: no mpiexec found. Install the embedded MPI into this environment:" >&2
+    echo "    ${python:-python3} -m pip install mpi4py mpich" >&2
+    echo "or run ./setup.sh, which creates .venv with everything." >&2
+    exit 127
+fi
+
+# One thread pool per rank: share the cores.
+cores=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+threads=$(( cores / nprocs )); (( threads < 1 )) && threads=1
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}"
+export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-$threads}"
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$threads}"
+export MKL_NUM_THREADS="${MKL_NUM_THREADS:-$threads}"
+export PYTHONUNBUFFERED=1
+
+# `python script.py` -> `python -m mpi4py script.py`: an uncaught exception on any rank
+# then calls MPI_Abort, which ends every rank (plain python leaves the others hanging).
+if [[ -n "$python" && "${cmd[*]:1:2}" != "-m mpi4py" ]]; then
+    cmd=("${cmd[0]}" -m mpi4py "${cmd[@]:1}")
+fi
+
+args=(-n "$nprocs")
+if "$mpiexec" --version 2>&1 | grep -qiE "open mpi|openrte"; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    args+=(--oversubscribe)
+    [[ -n "$hostfile" ]] && args+=(--hostfile "$hostfile")
+    [[ -n "$timeout" ]] && args+=(--timeout "$timeout")
+else
+    # MPICH (hydra) and its derivatives.
+    [[ -n "$hostfile" ]] && args+=(-f "$hostfile")
+    [[ -n "$timeout" ]] && export MPIEXEC_TIMEOUT="$timeout"
+fi
+
+exec "$mpiexec" "${args[@]}" ${passthrough[@]+"${passthrough[@]}"} "${cmd[@]}"
