@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Launch a Python script on P MPI ranks with the MPI that belongs to this environment.
 #
-#   ./mpirun.sh -n P [--hostfile F] [--timeout S] [MPIEXEC-OPTION ...] python script.py args...
+#   ./mpirun.sh -n P [--hostfile F] [--timeout S] [--mpiexec-arg A ...] python script.py args...
 #
 # See --help. The job's exit status is mpiexec's (a rank's sys.exit(3) gives 3).
 set -euo pipefail
 
 usage() {
     cat <<'EOT'
-Usage: ./mpirun.sh -n P [--hostfile F] [--timeout S] [MPIEXEC-OPTION ...] python script.py [args...]
+Usage: ./mpirun.sh -n P [--hostfile F] [--timeout S] [--mpiexec-arg A ...] python script.py [args...]
 
 Runs `python -m mpi4py script.py args...` on P ranks, so that an uncaught exception
 on any rank aborts every rank instead of leaving the others hanging.
@@ -17,7 +17,7 @@ on any rank aborts every rank instead of leaving the others hanging.
   --hostfile F     hosts to run on (MPICH: -f F, Open MPI: --hostfile F)
   --timeout S      kill the whole job after S seconds (MPICH: MPIEXEC_TIMEOUT, Open MPI: --timeout)
   -h, --help       this text
-  Any other option before the command is passed to mpiexec unchanged.
+  --mpiexec-arg A  pass A to mpiexec unchanged (repeat for each word)
 
 The command may be `python script.py`, `python -m module` or `python -c code`;
 "python"/"python3" means the project's .venv interpreter when .venv exists.
@@ -37,7 +37,9 @@ while [[ $# -gt 0 ]]; do
         -n|-np) nprocs="${2:?-n needs a number}"; shift 2 ;;
         --hostfile|-f) hostfile="${2:?--hostfile needs a file}"; shift 2 ;;
         --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
-        -*) passthrough+=("$1"); shift ;;
+        --mpiexec-arg) passthrough+=("${2:?--mpiexec-arg needs a value}"); shift 2 ;;
+        -*) echo "mpirun.sh: unknown option '$1' (pass mpiexec options with --mpiexec-arg)" >&2
+            exit 2 ;;
         *) break ;;
     esac
 done

@@ -1,4 +1,4 @@
-"""Run Python code on k MPI ranks from a test, with a hard timeout, and collect what each rank reports.
+"""Run Python code on k MPI ranks from a test, with a timeout, and collect what each rank reports.
 
 A snippet calls ``report(key=value, ...)`` (injected) to send JSON-able results back; the result's
 ``reports`` lists them ordered by rank. Every run goes through ./mpirun.sh, so the launcher is
@@ -29,7 +29,10 @@ _sys.path.insert(0, {str(ROOT)!r})
 def report(**kw):
     from mpi4py import MPI
     kw.setdefault("rank", MPI.COMM_WORLD.Get_rank())
-    print({MARK!r} + _json.dumps(kw), flush=True)
+    # NOTE: one write per report: print() writes the text and the newline separately, and
+    # with PYTHONUNBUFFERED another rank's output can land between them.
+    _sys.stdout.write({MARK!r} + _json.dumps(kw) + "\\n")
+    _sys.stdout.flush()
 '''
 
 
@@ -54,10 +57,20 @@ class MPIResult:
         return out
 
 
+def _parse_reports(text: str) -> list:
+    """Every JSON object that follows a MARK, wherever it stands in the (interleaved) output."""
+    decoder, reports, pos = json.JSONDecoder(), [], text.find(MARK)
+    while pos >= 0:
+        obj, end = decoder.raw_decode(text, pos + len(MARK))
+        reports.append(obj)
+        pos = text.find(MARK, end)
+    return reports
+
+
 def run_mpi(code: str | None = None, nprocs: int = 2, *, script: str | Path | None = None,
             args=(), timeout: float = 60, env: dict | None = None, tmp_path: Path | None = None,
             launcher_args=(), check: bool = False) -> MPIResult:
-    """Run ``code`` (a snippet, dedented, with ``report`` injected) or ``script`` on ``nprocs`` ranks.
+    """Run ``code`` (a dedented snippet with ``report`` injected) or ``script`` on ``nprocs`` ranks.
 
     A job that outlives ``timeout`` seconds fails the calling test with the captured output.
     ``check=True`` also fails the test on a non-zero exit status.
@@ -89,8 +102,7 @@ def run_mpi(code: str | None = None, nprocs: int = 2, *, script: str | Path | No
         pytest.fail(f"MPI job on {nprocs} ranks hung for {timeout + 15:.0f} s: {' '.join(cmd)}\n"
                     f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
     elapsed = time.monotonic() - start
-    reports = [json.loads(line[len(MARK):]) for line in stdout.splitlines()
-               if line.startswith(MARK)]
+    reports = _parse_reports(stdout)
     reports.sort(key=lambda r: r.get("rank", -1))
     result = MPIResult(proc.returncode, stdout, stderr, elapsed, reports)
     if check and proc.returncode != 0:
