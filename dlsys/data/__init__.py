@@ -1,0 +1,37 @@
+"""Data loading: datasets, samplers, the DataLoader and the offline MNIST-family datasets."""
+
+from .dataloader import DataLoader, default_collate
+from .dataset import Dataset, TensorDataset
+from .datasets import (
+    cache_path,
+    data_dir,
+    fashion_mnist,
+    fetch,
+    fetch_command,
+    is_available,
+    mnist,
+    read_idx,
+)
+from .sampler import DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from .synthetic import synthetic_classification, synthetic_mnist
+
+DATASETS = ("mnist", "fashion-mnist", "synthetic")
+
+
+def load(name: str, split: str = "train"):
+    """``(images, labels)`` of a dataset by name: "mnist", "fashion-mnist" or "synthetic"."""
+    if name == "mnist":
+        return mnist(split)
+    if name == "fashion-mnist":
+        return fashion_mnist(split)
+    if name == "synthetic":
+        return synthetic_mnist(split)
+    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+
+
+__all__ = [
+    "Dataset", "TensorDataset", "DataLoader", "default_collate",
+    "Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler",
+    "mnist", "fashion_mnist", "fetch", "fetch_command", "is_available", "cache_path",
+    "data_dir", "read_idx", "synthetic_classification", "synthetic_mnist", "load", "DATASETS",
+]
