@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-UNARY_OPS = ("neg", "exp", "log", "sqrt", "abs", "sign", "relu", "tanh", "sigmoid", "gelu")
+UNARY_OPS = ("neg", "exp", "log", "sqrt", "abs", "sign", "relu", "tanh", "sigmoid", "gelu",
+             "erf", "gelu_grad")  # gelu is exact (erf); gelu_grad(x) = Phi(x) + x * phi(x)
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
               "eq", "ne", "lt", "le", "gt", "ge")  # comparisons return bool arrays
 # scalar ops: any binary op with a Python scalar on the right; reverse=True puts it on the left
@@ -103,6 +104,24 @@ class Device:
     def unary(self, op: str, x):
         raise NotImplementedError
 
+    def unary_backward(self, op: str, x, y, grad):
+        """grad * op'(x), fused, for op in ("relu", "tanh", "sigmoid", "exp", "gelu");
+        y = op(x) is the forward output (tanh, sigmoid and exp use it). Added by backend-cpu;
+        this default composes other kernels, so a device need not override it."""
+        if op == "relu":
+            return self.where(self.scalar("gt", x, 0), grad, self.full(x.shape, 0, x.dtype))
+        if op == "tanh":
+            d = self.scalar("sub", self.binary("mul", y, y), 1, reverse=True)
+        elif op == "sigmoid":
+            d = self.binary("mul", y, self.scalar("sub", y, 1, reverse=True))
+        elif op == "exp":
+            d = y
+        elif op == "gelu":
+            d = self.unary("gelu_grad", x)
+        else:
+            raise ValueError(f"unary_backward: unsupported op {op!r}")
+        return self.binary("mul", grad, d)
+
     def binary(self, op: str, a, b):
         raise NotImplementedError
 
@@ -154,6 +173,12 @@ class Device:
 
     def log_softmax(self, x):
         raise NotImplementedError
+
+    def logsumexp(self, x):
+        """Stable log(sum(exp(x))) over the last axis; the result drops that axis. Added by
+        backend-cpu; this default composes other kernels (x - log_softmax(x) at column 0)."""
+        ls = self.log_softmax(x)
+        return self.binary("sub", self.getitem(x, (Ellipsis, 0)), self.getitem(ls, (Ellipsis, 0)))
 
     def cross_entropy(self, logits, target):
         """Mean cross-entropy of (N, C) logits and int64 (N,) targets, and the softmax of the

@@ -1,0 +1,76 @@
+"""Devices: ``cpu()``, ``cuda(index)``, ``cuda_is_available()``, ``as_device(x)``.
+
+The CUDA module (``dlsys.backend.cuda``) is imported lazily, only when a CUDA device is asked
+for, so a machine without ``numba-cuda`` or a GPU never pays for (or fails on) that import.
+"""
+
+from __future__ import annotations
+
+from .cpu import CPUDevice
+from .device import BINARY_OPS, UNARY_OPS, Device
+
+__all__ = ["Device", "CPUDevice", "UNARY_OPS", "BINARY_OPS", "cpu", "cuda",
+           "cuda_is_available", "as_device", "default_device"]
+
+_CPU = CPUDevice()
+_CUDA: dict[int, Device] = {}
+
+
+def cpu() -> CPUDevice:
+    """The CPU device (a singleton)."""
+    return _CPU
+
+
+def default_device() -> Device:
+    return _CPU
+
+
+def cuda_is_available() -> bool:
+    """True when numba-cuda is installed and sees a GPU (or its simulator). Never raises."""
+    try:
+        from numba import cuda as nb_cuda
+
+        return bool(nb_cuda.is_available())
+    except Exception:
+        return False
+
+
+def cuda(index: int = 0) -> Device:
+    """The CUDA device ``index`` (one object per index). RuntimeError when unavailable."""
+    index = int(index)
+    if index in _CUDA:
+        return _CUDA[index]
+    try:
+        from numba import cuda as nb_cuda  # noqa: F401
+    except Exception as e:
+        raise RuntimeError(
+            "CUDA device requested but the package `numba-cuda` is not installed or does not "
+            f"import ({type(e).__name__}: {e}); install it with `pip install numba-cuda[cu12]` "
+            "(extra: dlsys-collective[cuda])") from e
+    if not cuda_is_available():
+        raise RuntimeError("CUDA device requested but no GPU is present (numba-cuda is "
+                           "installed, numba.cuda.is_available() is False); use ds.cpu()")
+    try:
+        from . import cuda as cuda_mod
+    except ImportError as e:
+        raise RuntimeError(f"the CUDA backend (dlsys.backend.cuda) failed to import: {e}") from e
+    dev = cuda_mod.CUDADevice(index)
+    _CUDA[index] = dev
+    return dev
+
+
+def as_device(x=None) -> Device:
+    """Device | "cpu" | "cuda" | "cuda:N" | None (the default, cpu) -> a Device."""
+    if x is None:
+        return _CPU
+    if isinstance(x, Device):
+        return x
+    if isinstance(x, str):
+        s = x.strip().lower()
+        if s == "cpu":
+            return _CPU
+        if s == "cuda":
+            return cuda(0)
+        if s.startswith("cuda:") and s[5:].isdigit():
+            return cuda(int(s[5:]))
+    raise ValueError(f"unknown device {x!r}: expected a Device, 'cpu', 'cuda', 'cuda:N' or None")

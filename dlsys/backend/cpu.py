@@ -1,0 +1,256 @@
+"""The CPU device: numpy (and its BLAS) where it is best, Numba kernels where numpy is slow.
+
+Every method returns numpy.ndarray (never a numpy scalar: 0-d results are 0-d arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu_kernels as K
+from . import cpu_kernels_nn as KN
+from . import cpu_kernels_optim as KO
+from .device import BINARY_OPS, UNARY_OPS, Device
+
+
+def _arr(r):
+    return r if isinstance(r, np.ndarray) else np.asarray(r)
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _check_float(x, what):
+    if x.dtype.kind != "f":
+        raise TypeError(f"{what} needs a floating-point array, got dtype {x.dtype}")
+
+
+_UNARY = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "sign": np.sign,
+    "relu": lambda x: np.maximum(x, x.dtype.type(0)),
+    "tanh": np.tanh,
+    "sigmoid": K.sigmoid_ref,
+    "gelu": K.gelu_ref,
+    "erf": K.erf_ref,
+    "gelu_grad": K.gelu_grad_ref,
+}
+
+_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal,
+}
+_COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+class CPUDevice(Device):
+    name = "cpu"
+
+    # -- memory --------------------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    def full(self, shape, value, dtype):
+        return np.full(shape, value, dtype=dtype)
+
+    def from_numpy(self, a):
+        return np.ascontiguousarray(a)
+
+    def to_numpy(self, x, out=None):
+        if out is None:
+            return x
+        np.copyto(out, x, casting="unsafe")
+        return out
+
+    def copy_(self, dst, src):
+        src = np.asarray(src)
+        if src.shape != dst.shape:
+            raise ValueError(f"copy_: shapes differ, dst {dst.shape} vs src {src.shape}")
+        np.copyto(dst, src, casting="unsafe")
+        return dst
+
+    def astype(self, x, dtype):
+        return x.astype(dtype)
+
+    def compact(self, x):
+        return np.ascontiguousarray(x)
+
+    # -- views ---------------------------------------------------------------------------------
+    def reshape(self, x, shape):
+        return np.reshape(x, shape)
+
+    def permute(self, x, axes):
+        return np.transpose(x, axes)
+
+    def broadcast_to(self, x, shape):
+        return np.broadcast_to(x, shape)
+
+    def getitem(self, x, index):
+        return _arr(x[index])
+
+    def index_add(self, out, index, values):
+        K.index_add_ref(out, index, values)
+        return out
+
+    def stack(self, arrays, axis):
+        return np.stack(arrays, axis=axis)
+
+    def concatenate(self, arrays, axis):
+        return np.concatenate(arrays, axis=axis)
+
+    # -- elementwise ---------------------------------------------------------------------------
+    def unary(self, op, x):
+        f = _UNARY.get(op)
+        if f is None:
+            raise ValueError(f"unknown unary op {op!r}; known: {UNARY_OPS}")
+        return _arr(f(x))
+
+    def unary_backward(self, op, x, y, grad):
+        """grad * op'(x) for op in relu, tanh, sigmoid, gelu, exp (y = op(x), the forward output,
+        is used where cheaper: tanh, sigmoid, exp)."""
+        if op == "relu":
+            return _arr(np.where(x > 0, grad, grad.dtype.type(0)))
+        if op == "tanh":
+            return _arr(grad * (1 - y * y))
+        if op == "sigmoid":
+            return _arr(grad * (y * (1 - y)))
+        if op == "exp":
+            return _arr(grad * y)
+        if op == "gelu":
+            return _arr(grad * K.gelu_grad_ref(x))
+        raise ValueError(f"unary_backward: unsupported op {op!r}")
+
+    def binary(self, op, a, b):
+        f = _BINARY.get(op)
+        if f is None:
+            raise ValueError(f"unknown binary op {op!r}; known: {BINARY_OPS}")
+        if a.shape != b.shape:
+            raise ValueError(f"binary {op}: shapes differ, {a.shape} vs {b.shape}")
+        return _arr(f(a, b))
+
+    def scalar(self, op, a, s, reverse=False):
+        f = _BINARY.get(op)
+        if f is None:
+            raise ValueError(f"unknown scalar op {op!r}; known: {BINARY_OPS}")
+        r = _arr(f(s, a) if reverse else f(a, s))
+        if op not in _COMPARE and r.dtype != a.dtype and a.dtype.kind == "f":
+            r = r.astype(a.dtype)
+        return r
+
+    def where(self, cond, a, b):
+        return _arr(np.where(cond, a, b))
+
+    # -- reductions ----------------------------------------------------------------------------
+    def sum(self, x, axes, keepdims=False):
+        if x.dtype == np.float16:
+            # NOTE: accumulate float16 in float32 (as PyTorch does), round once at the end.
+            return _arr(np.sum(x, axis=axes, dtype=np.float32, keepdims=keepdims)
+                        .astype(np.float16))
+        return _arr(np.sum(x, axis=axes, keepdims=keepdims))
+
+    def max(self, x, axis, keepdims=False):
+        if axis is None:
+            idx = np.asarray(np.argmax(x), dtype=np.int64)
+            val = _arr(x.reshape(-1)[idx])
+            if keepdims:
+                shp = (1,) * x.ndim
+                return val.reshape(shp), idx.reshape(shp)
+            return val, idx
+        if x.shape[axis] == 0:
+            raise ValueError(f"max: zero-size axis {axis} in shape {x.shape}")
+        idx = np.argmax(x, axis=axis, keepdims=True)
+        val = np.take_along_axis(x, idx, axis=axis)
+        idx = idx.astype(np.int64, copy=False)
+        if not keepdims:
+            val, idx = val.squeeze(axis), idx.squeeze(axis)
+        return _arr(val), _arr(idx)
+
+    # -- linear algebra ------------------------------------------------------------------------
+    def matmul(self, a, b):
+        if a.dtype == np.float16:
+            # NOTE: numpy has no float16 BLAS (a slow loop); float32 is faster and more exact.
+            return _arr(np.matmul(a.astype(np.float32), b.astype(np.float32))
+                        .astype(np.float16))
+        return _arr(np.matmul(a, b))
+
+    # -- convolution and pooling ---------------------------------------------------------------
+    def im2col(self, x, kh, kw, stride, padding):
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        return KN.im2col_ref(x, kh, kw, sh, sw, ph, pw)
+
+    def col2im(self, cols, x_shape, kh, kw, stride, padding):
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        return KN.col2im_ref(np.ascontiguousarray(cols), tuple(x_shape), kh, kw, sh, sw, ph, pw)
+
+    def max_pool2d(self, x, kernel, stride):
+        kh, kw = _pair(kernel, "kernel")
+        sh, sw = _pair(kernel if stride is None else stride, "stride")
+        return KN.max_pool2d_ref(x, kh, kw, sh, sw)
+
+    def max_pool2d_backward(self, grad_out, argmax, x_shape):
+        return KN.max_pool2d_backward_ref(grad_out, argmax, tuple(x_shape))
+
+    def avg_pool2d(self, x, kernel, stride):
+        kh, kw = _pair(kernel, "kernel")
+        sh, sw = _pair(kernel if stride is None else stride, "stride")
+        return KN.avg_pool2d_ref(x, kh, kw, sh, sw)
+
+    def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):
+        kh, kw = _pair(kernel, "kernel")
+        sh, sw = _pair(kernel if stride is None else stride, "stride")
+        return KN.avg_pool2d_backward_ref(grad_out, tuple(x_shape), kh, kw, sh, sw)
+
+    # -- softmax family ------------------------------------------------------------------------
+    def softmax(self, x):
+        return KN.softmax_ref(x)
+
+    def log_softmax(self, x):
+        return KN.log_softmax_ref(x)
+
+    def logsumexp(self, x):
+        """log(sum(exp(x))) over the last axis (stable); the result drops that axis."""
+        return _arr(KN.logsumexp_ref(x))
+
+    def cross_entropy(self, logits, target):
+        _check_ce(logits, target)
+        return KN.cross_entropy_ref(logits, target)
+
+    def cross_entropy_backward(self, probs, target, grad_loss):
+        return KN.cross_entropy_backward_ref(probs, target, grad_loss)
+
+    # -- optimizer updates ---------------------------------------------------------------------
+    def sgd_step(self, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
+                 dampening, first_step):
+        if momentum != 0 and momentum_buf is None:
+            raise ValueError("sgd_step: momentum != 0 needs a momentum_buf")
+        KO.sgd_ref(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
+                   dampening, first_step)
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                  step, decoupled):
+        KO.adam_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                    step, decoupled)
+
+
+def _check_ce(logits, target):
+    if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"cross_entropy: logits must be (N, C) and target (N,), got "
+                         f"{logits.shape} and {target.shape}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must be an integer array, got {target.dtype}")
+    if target.size and (target.min() < 0 or target.max() >= logits.shape[1]):
+        raise ValueError(f"cross_entropy: target values must lie in [0, {logits.shape[1]}), "
+                         f"got min {target.min()} max {target.max()}")
