@@ -1,5 +1,19 @@
 """collective: MPI gradient synchronisation for data-parallel training."""
 
+from .allreduce import allreduce, allreduce_
+from .collectives import (
+    allgather,
+    allgather_object,
+    barrier,
+    broadcast,
+    broadcast_,
+    broadcast_object,
+    reduce_scatter,
+)
 from .comm import init, local_rank, local_size, rank, size
+from .reduce_ops import Average, Max, Min, ReduceOp, Sum
 
-__all__ = ["init", "rank", "size", "local_rank", "local_size"]
+__all__ = ["init", "rank", "size", "local_rank", "local_size",
+           "Sum", "Average", "Max", "Min", "ReduceOp",
+           "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather", "reduce_scatter",
+           "barrier", "broadcast_object", "allgather_object"]

@@ -1,0 +1,145 @@
+"""Recursive doubling allreduce (latency-optimal), fused with the mismatch handshake.
+
+Schedule for P ranks, P2 = the largest power of two <= P (the standard non-power-of-two
+treatment): ranks r >= P2 ("extra") first fold their data into rank r - P2, the P2 ranks run
+the butterfly (step k exchanges with r XOR 2^k), and then each extra rank receives the final
+result from r - P2. ceil(log2 P) exchanges (+2 when P is not a power of two) of the whole
+vector.
+
+Bitwise identical results on every rank: each pair of ranks combines the two operands in the
+same order, the lower rank's partial result first (``op(low, high)``), so both members of a
+pair compute the same bits, and by induction every rank ends with the same value; extra ranks
+get a copy.
+
+Every message starts with an 8-byte header carrying the running fingerprint agreement (see
+``collective.safety``). Payloads up to SMALL_MAX bytes travel in the same message as the header
+(the mismatch check then costs nothing); larger payloads run a header-only butterfly first and
+then the data butterfly with exact sizes. Receives of the fused protocol always go into a buffer
+of capacity 8 + SMALL_MAX, so mismatched ranks can never truncate a message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..buffers import POOL
+from ..context import TAG_HANDSHAKE, TAG_RD
+from ..safety import MISMATCH
+
+SMALL_MAX = 64 * 1024  # bytes of payload fused into the handshake messages
+_HDR = 8
+
+FOLD_SEND, FOLD_RECV, XCHG, UNFOLD_SEND, UNFOLD_RECV = range(5)
+
+
+def schedule(rank: int, size: int):
+    """[(kind, peer, i_am_lower)] for this rank: precomputed once per (rank, size)."""
+    p2 = 1
+    while p2 * 2 <= size:
+        p2 *= 2
+    steps = []
+    if rank >= p2:
+        return [(FOLD_SEND, rank - p2, False), (UNFOLD_RECV, rank - p2, False)]
+    if rank + p2 < size:
+        steps.append((FOLD_RECV, rank + p2, True))
+    mask = 1
+    while mask < p2:
+        peer = rank ^ mask
+        steps.append((XCHG, peer, rank < peer))
+        mask <<= 1
+    if rank + p2 < size:
+        steps.append((UNFOLD_SEND, rank + p2, True))
+    return steps
+
+
+def _schedule(ctx):
+    s = ctx.cache.get("rd_schedule")
+    if s is None:
+        s = ctx.cache["rd_schedule"] = schedule(ctx.rank, ctx.size)
+    return s
+
+
+def handshake(ctx, fp: int) -> int:
+    """Header-only agreement: the common fingerprint, or MISMATCH (same on every rank)."""
+    return rd_allreduce(ctx, fp, None, None)
+
+
+def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
+    """Agree on ``fp`` and, when ``data`` is given, reduce it in place with ``ufunc``.
+
+    ``data``: C-contiguous 1-D numpy array (modified in place only when the fingerprints agree).
+    ``divide_by``: divide the result by it (Average). Returns the agreed fingerprint or MISMATCH.
+    """
+    comm = ctx.comm
+    nb = 0 if data is None else data.nbytes
+    fused = nb <= SMALL_MAX
+    pay = nb if fused else 0
+    sbuf = POOL.get("rd_send", _HDR + SMALL_MAX)
+    rbuf = POOL.get("rd_recv", _HDR + SMALL_MAX)
+    smsg = sbuf[:_HDR + pay]
+    shdr = sbuf[:_HDR].view(np.int64)
+    rhdr = rbuf[:_HDR].view(np.int64)
+    agg = fp
+    shdr[0] = agg
+    acc = rin = None
+    if pay:
+        acc = sbuf[_HDR:_HDR + pay].view(data.dtype)
+        rin = rbuf[_HDR:_HDR + pay].view(data.dtype)
+        np.copyto(acc, data)
+    for kind, peer, low in _schedule(ctx):
+        if kind == XCHG:
+            comm.Sendrecv(smsg, peer, TAG_HANDSHAKE, rbuf, peer, TAG_HANDSHAKE)
+        elif kind == FOLD_RECV:
+            comm.Recv(rbuf, peer, TAG_HANDSHAKE)
+        elif kind == FOLD_SEND:
+            comm.Send(smsg, peer, TAG_HANDSHAKE)
+            continue
+        elif kind == UNFOLD_SEND:
+            comm.Send(smsg, peer, TAG_HANDSHAKE)
+            continue
+        else:  # UNFOLD_RECV: the final result
+            comm.Recv(rbuf, peer, TAG_HANDSHAKE)
+            agg = int(rhdr[0])
+            if pay and agg != MISMATCH:
+                np.copyto(acc, rin)
+            continue
+        if int(rhdr[0]) != agg:
+            agg = MISMATCH
+        shdr[0] = agg
+        if pay and agg != MISMATCH:
+            if low:
+                ufunc(acc, rin, out=acc)
+            else:
+                ufunc(rin, acc, out=acc)
+    if agg == MISMATCH or data is None or nb == 0:
+        return agg
+    if fused:
+        if divide_by:
+            np.true_divide(acc, divide_by, out=data, casting="unsafe")
+        else:
+            np.copyto(data, acc)
+        return agg
+    _rd_data(ctx, data, ufunc)
+    if divide_by:
+        np.true_divide(data, divide_by, out=data, casting="unsafe")
+    return agg
+
+
+def _rd_data(ctx, data, ufunc):
+    """The data butterfly for large payloads, sizes already agreed; in place on ``data``."""
+    comm = ctx.comm
+    tmp = POOL.get("rd_data", data.nbytes, data.dtype)
+    for kind, peer, low in _schedule(ctx):
+        if kind == FOLD_SEND or kind == UNFOLD_SEND:
+            comm.Send(data, peer, TAG_RD)
+        elif kind == UNFOLD_RECV:
+            comm.Recv(data, peer, TAG_RD)
+        else:
+            if kind == XCHG:
+                comm.Sendrecv(data, peer, TAG_RD, tmp, peer, TAG_RD)
+            else:
+                comm.Recv(tmp, peer, TAG_RD)
+            if low:
+                ufunc(data, tmp, out=data)
+            else:
+                ufunc(tmp, data, out=data)
