@@ -12,6 +12,12 @@ from . import cpu_kernels_nn as KN
 from . import cpu_kernels_optim as KO
 from .device import BINARY_OPS, UNARY_OPS, Device
 
+# NOTE: routing follows benchmarks/kernels.py (one thread, float32; see the table there): a
+# Numba kernel is used only where it measured faster than its numpy reference. Softmax-family
+# kernels win on short rows only: numpy's SIMD exp beats Numba's scalar exp on long rows.
+_SOFTMAX_NUMBA_MAX_C = 32
+_NUMBA_UNARY = ("gelu", "erf", "gelu_grad")  # sigmoid/tanh: numpy's SIMD tanh is faster
+
 
 def _arr(r):
     return r if isinstance(r, np.ndarray) else np.asarray(r)
@@ -44,6 +50,21 @@ _UNARY = {
     "erf": K.erf_ref,
     "gelu_grad": K.gelu_grad_ref,
 }
+
+
+def _via_numba(kernel, op, *arrays):
+    """Run an elementwise Numba kernel on compact copies where needed (broadcast views are
+    common here: the gradient of a sum); float16 goes through float32 and back.
+    NOTE: Numba has no float16 arithmetic, and erf has no numpy ufunc to fall back on."""
+    dt = arrays[0].dtype
+    if dt == np.float16:
+        return kernel(op, *(a.astype(np.float32) for a in arrays)).astype(np.float16)
+    return kernel(op, *(np.ascontiguousarray(a) for a in arrays))
+
+
+def _short_rows(x):
+    return x.ndim >= 1 and x.shape[-1] <= _SOFTMAX_NUMBA_MAX_C
+
 
 _BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
@@ -100,7 +121,7 @@ class CPUDevice(Device):
         return _arr(x[index])
 
     def index_add(self, out, index, values):
-        K.index_add_ref(out, index, values)
+        K.index_add_fast(out, index, values)
         return out
 
     def stack(self, arrays, axis):
@@ -114,22 +135,16 @@ class CPUDevice(Device):
         f = _UNARY.get(op)
         if f is None:
             raise ValueError(f"unknown unary op {op!r}; known: {UNARY_OPS}")
+        if op in _NUMBA_UNARY and x.dtype.kind == "f":
+            return _via_numba(K.unary_nb, op, x)
         return _arr(f(x))
 
     def unary_backward(self, op, x, y, grad):
         """grad * op'(x) for op in relu, tanh, sigmoid, gelu, exp (y = op(x), the forward output,
-        is used where cheaper: tanh, sigmoid, exp)."""
-        if op == "relu":
-            return _arr(np.where(x > 0, grad, grad.dtype.type(0)))
-        if op == "tanh":
-            return _arr(grad * (1 - y * y))
-        if op == "sigmoid":
-            return _arr(grad * (y * (1 - y)))
-        if op == "exp":
-            return _arr(grad * y)
-        if op == "gelu":
-            return _arr(grad * K.gelu_grad_ref(x))
-        raise ValueError(f"unary_backward: unsupported op {op!r}")
+        is used where cheaper: tanh, sigmoid, exp). One fused pass (Numba) for float32/64."""
+        if op in K.BACKWARD_NB and x.dtype.kind == "f" and x.dtype == y.dtype == grad.dtype:
+            return _via_numba(K.unary_backward_nb, op, x, y, grad)
+        return _arr(K.unary_backward_ref(op, x, y, grad))
 
     def binary(self, op, a, b):
         f = _BINARY.get(op)
@@ -188,37 +203,39 @@ class CPUDevice(Device):
     def im2col(self, x, kh, kw, stride, padding):
         sh, sw = _pair(stride, "stride")
         ph, pw = _pair(padding, "padding")
+        # NOTE: numpy's strided-window copy measured faster than the Numba im2col kernel.
         return KN.im2col_ref(x, kh, kw, sh, sw, ph, pw)
 
     def col2im(self, cols, x_shape, kh, kw, stride, padding):
         sh, sw = _pair(stride, "stride")
         ph, pw = _pair(padding, "padding")
-        return KN.col2im_ref(np.ascontiguousarray(cols), tuple(x_shape), kh, kw, sh, sw, ph, pw)
+        return KN.col2im_fast(cols, tuple(x_shape), kh, kw, sh, sw, ph, pw)
 
     def max_pool2d(self, x, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        return KN.max_pool2d_ref(x, kh, kw, sh, sw)
+        return KN.max_pool2d_fast(x, kh, kw, sh, sw)
 
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
-        return KN.max_pool2d_backward_ref(grad_out, argmax, tuple(x_shape))
+        return KN.max_pool2d_backward_fast(grad_out, argmax, tuple(x_shape))
 
     def avg_pool2d(self, x, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        return KN.avg_pool2d_ref(x, kh, kw, sh, sw)
+        return KN.avg_pool2d_fast(x, kh, kw, sh, sw)
 
     def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
+        # NOTE: numpy's strided adds measured faster than the Numba kernel on large inputs.
         return KN.avg_pool2d_backward_ref(grad_out, tuple(x_shape), kh, kw, sh, sw)
 
     # -- softmax family ------------------------------------------------------------------------
     def softmax(self, x):
-        return KN.softmax_ref(x)
+        return KN.softmax_fast(x) if _short_rows(x) else KN.softmax_ref(x)
 
     def log_softmax(self, x):
-        return KN.log_softmax_ref(x)
+        return KN.log_softmax_fast(x) if _short_rows(x) else KN.log_softmax_ref(x)
 
     def logsumexp(self, x):
         """log(sum(exp(x))) over the last axis (stable); the result drops that axis."""
@@ -226,21 +243,25 @@ class CPUDevice(Device):
 
     def cross_entropy(self, logits, target):
         _check_ce(logits, target)
+        if _short_rows(logits):
+            return KN.cross_entropy_fast(logits, target)
         return KN.cross_entropy_ref(logits, target)
 
     def cross_entropy_backward(self, probs, target, grad_loss):
-        return KN.cross_entropy_backward_ref(probs, target, grad_loss)
+        return KN.cross_entropy_backward_fast(probs, target, grad_loss)
 
     # -- optimizer updates ---------------------------------------------------------------------
     def sgd_step(self, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
                  dampening, first_step):
         if momentum != 0 and momentum_buf is None:
             raise ValueError("sgd_step: momentum != 0 needs a momentum_buf")
-        KO.sgd_ref(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
+        KO.sgd_fast(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
                    dampening, first_step)
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                   step, decoupled):
+        # NOTE: numpy measured faster than the Numba adam kernel (its sqrt/div loop does not
+        # vectorise); adam_fast stays in cpu_kernels_optim for the benchmark.
         KO.adam_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                     step, decoupled)
 

@@ -1,6 +1,10 @@
 """CPU elementwise kernels (fused chains) and scatter-add.
 
-Each ``*_ref`` is the numpy reference; the Numba kernel beside it computes the same.
+Each ``*_ref`` is the numpy reference; the Numba kernel (``*_nb``) beside it computes the same.
+Numba kernels take C-contiguous float32/float64 arrays; the ``*_fast`` wrappers check that and
+fall back to the reference otherwise (float16 included: Numba has no float16 arithmetic).
+NOTE: kernels are compiled lazily (no eager signatures) with cache=True, and the wrappers pass
+only flat C arrays, so each kernel has at most two specialisations (float32, float64).
 """
 
 from __future__ import annotations
@@ -8,9 +12,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_NB_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def numba_ok(*arrays):
+    """True when every array is C-contiguous float32/float64 of one dtype (a Numba fast path)."""
+    dt = arrays[0].dtype
+    return dt in _NB_FLOATS and all(a.dtype == dt and a.flags.c_contiguous for a in arrays)
+
 
 # NOTE: numpy has no erf ufunc (scipy is not a dependency): the reference maps math.erf.
 _erf_obj = np.frompyfunc(math.erf, 1, 1)
@@ -20,9 +33,22 @@ def erf_ref(x):
     return _erf_obj(x).astype(x.dtype)
 
 
+@njit(cache=True)
+def erf_nb(x, out):
+    for i in range(x.size):
+        out[i] = math.erf(x[i])
+
+
 def gelu_ref(x):
     """Exact GELU, x * Phi(x) (PyTorch's default approximate='none')."""
     return x * (0.5 * (1.0 + erf_ref(x * _SQRT1_2)))
+
+
+@njit(cache=True)
+def gelu_nb(x, out):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = v * (0.5 * (1.0 + math.erf(v * _SQRT1_2)))
 
 
 def gelu_grad_ref(x):
@@ -31,10 +57,121 @@ def gelu_grad_ref(x):
     return cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x))
 
 
+@njit(cache=True)
+def gelu_grad_nb(x, out):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = 0.5 * (1.0 + math.erf(v * _SQRT1_2)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
+
+
 def sigmoid_ref(x):
     # NOTE: 0.5 * (1 + tanh(x / 2)) is sigmoid without exp overflow for large |x|.
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+@njit(cache=True)
+def sigmoid_nb(x, out):
+    for i in range(x.size):
+        v = x[i]
+        if v >= 0:
+            out[i] = 1.0 / (1.0 + math.exp(-v))
+        else:
+            e = math.exp(v)  # NOTE: exp of a negative never overflows
+            out[i] = e / (1.0 + e)
+
+
+# -- fused backward of unary ops: grad * f'(x), one pass instead of two or three ---------------
+def unary_backward_ref(op, x, y, grad):
+    if op == "relu":
+        return np.where(x > 0, grad, grad.dtype.type(0))
+    if op == "tanh":
+        return grad * (1 - y * y)
+    if op == "sigmoid":
+        return grad * (y * (1 - y))
+    if op == "exp":
+        return grad * y
+    if op == "gelu":
+        return grad * gelu_grad_ref(x)
+    raise ValueError(f"unary_backward: unsupported op {op!r}")
+
+
+@njit(cache=True)
+def relu_backward_nb(x, g, out):
+    for i in range(x.size):
+        out[i] = g[i] if x[i] > 0 else 0.0
+
+
+@njit(cache=True)
+def tanh_backward_nb(y, g, out):
+    for i in range(y.size):
+        out[i] = g[i] * (1.0 - y[i] * y[i])
+
+
+@njit(cache=True)
+def sigmoid_backward_nb(y, g, out):
+    for i in range(y.size):
+        out[i] = g[i] * (y[i] * (1.0 - y[i]))
+
+
+@njit(cache=True)
+def gelu_backward_nb(x, g, out):
+    for i in range(x.size):
+        v = x[i]
+        d = 0.5 * (1.0 + math.erf(v * _SQRT1_2)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
+        out[i] = g[i] * d
+
+
+UNARY_NB = {"erf": erf_nb, "gelu": gelu_nb, "gelu_grad": gelu_grad_nb, "sigmoid": sigmoid_nb}
+UNARY_REF = {"erf": erf_ref, "gelu": gelu_ref, "gelu_grad": gelu_grad_ref, "sigmoid": sigmoid_ref}
+# which input the fused backward kernel reads: x (the forward input) or y (its output)
+BACKWARD_NB = {"relu": (relu_backward_nb, "x"), "tanh": (tanh_backward_nb, "y"),
+               "sigmoid": (sigmoid_backward_nb, "y"), "gelu": (gelu_backward_nb, "x")}
+
+
+def unary_nb(op, x):
+    out = np.empty_like(x)
+    UNARY_NB[op](x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def unary_backward_nb(op, x, y, grad):
+    kernel, which = BACKWARD_NB[op]
+    a = x if which == "x" else y
+    out = np.empty_like(grad)
+    kernel(a.reshape(-1), grad.reshape(-1), out.reshape(-1))
+    return out
+
+
+# -- scatter-add ------------------------------------------------------------------------------
 def index_add_ref(out, index, values):
     np.add.at(out, index, values)
+
+
+@njit(cache=True)
+def index_add_rows_nb(out, index, values):
+    """out[index[i], :] += values[i, :] for 2-D out/values and 1-D in-range int64 index."""
+    for i in range(index.size):
+        r = index[i]
+        for j in range(out.shape[1]):
+            out[r, j] += values[i, j]
+
+
+def index_add_fast(out, index, values):
+    """Route out[index] += values (repeated indices add up) to the row kernel when ``index``
+    is one integer array selecting along axis 0; everything else goes to np.add.at."""
+    if (not isinstance(index, np.ndarray) or index.dtype.kind not in "iu" or out.ndim == 0
+            or not numba_ok(out) or values.dtype != out.dtype
+            or values.shape != index.shape + out.shape[1:]):
+        return index_add_ref(out, index, values)
+    rows = out.shape[0]
+    idx = index.reshape(-1).astype(np.int64, copy=False)
+    if idx.size == 0 or out.size == 0:
+        return index_add_ref(out, index, values)  # NOTE: np.add.at raises if out of range
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < -rows or hi >= rows:
+        raise IndexError(f"index_add: index out of range [{lo}, {hi}] for axis 0 of size "
+                         f"{rows} (shape {out.shape})")
+    if lo < 0:
+        idx = np.where(idx < 0, idx + rows, idx)
+    vals = np.ascontiguousarray(values).reshape(idx.size, -1)
+    index_add_rows_nb(out.reshape(rows, -1), idx, vals)

@@ -7,8 +7,13 @@ float16 to the references) and ints for kernel/stride/padding pairs.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 from numpy.lib.stride_tricks import as_strided
+
+from .cpu_kernels import numba_ok
 
 
 def _out_hw(h, w, kh, kw, sh, sw, ph=0, pw=0):
@@ -125,3 +130,282 @@ def avg_pool2d_backward_ref(grad_out, x_shape, kh, kw, sh, sw):
         for j in range(kw):
             gx[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += g
     return gx
+
+
+# ============================================================================================
+# Numba kernels (compact float32/float64 inputs; see cpu.py for the routing)
+# NOTE: "reassoc"/"contract" only: they let LLVM vectorise row sums and fuse multiply-adds,
+# but keep inf/nan semantics (no nnan/ninf), so -inf logits and nan inputs behave like numpy.
+# ============================================================================================
+_FM = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=_FM)
+def softmax_nb(x, out):
+    for r in range(x.shape[0]):
+        m = x[r, 0]
+        for j in range(1, x.shape[1]):
+            if x[r, j] > m:
+                m = x[r, j]
+        s = 0.0
+        for j in range(x.shape[1]):
+            e = math.exp(x[r, j] - m)
+            out[r, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(x.shape[1]):
+            out[r, j] *= inv
+
+
+@njit(cache=True, fastmath=_FM)
+def log_softmax_nb(x, out):
+    for r in range(x.shape[0]):
+        m = x[r, 0]
+        for j in range(1, x.shape[1]):
+            if x[r, j] > m:
+                m = x[r, j]
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += math.exp(x[r, j] - m)
+        c = m + math.log(s)
+        for j in range(x.shape[1]):
+            out[r, j] = x[r, j] - c
+
+
+@njit(cache=True, fastmath=_FM)
+def cross_entropy_nb(logits, target, probs):
+    """One pass per row: max, exp and its sum (probs), loss. Returns the mean loss (float64)."""
+    n, c = logits.shape
+    total = 0.0
+    for r in range(n):
+        m = logits[r, 0]
+        for j in range(1, c):
+            if logits[r, j] > m:
+                m = logits[r, j]
+        s = 0.0
+        for j in range(c):
+            e = math.exp(logits[r, j] - m)
+            probs[r, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(c):
+            probs[r, j] *= inv
+        total += math.log(s) + m - logits[r, target[r]]
+    return total / n if n else np.nan
+
+
+@njit(cache=True)
+def cross_entropy_backward_nb(probs, target, scale, out):
+    n, c = probs.shape
+    for r in range(n):
+        for j in range(c):
+            out[r, j] = probs[r, j] * scale
+        out[r, target[r]] -= scale
+
+
+@njit(cache=True)
+def im2col_nb(x, kh, kw, sh, sw, ph, pw, out):
+    n, c, h, w = x.shape
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    row = 0
+    for b in range(n):
+        for y in range(oh):
+            for z in range(ow):
+                col = 0
+                for ch in range(c):
+                    for i in range(kh):
+                        hi = y * sh - ph + i
+                        for j in range(kw):
+                            wj = z * sw - pw + j
+                            if 0 <= hi < h and 0 <= wj < w:
+                                out[row, col] = x[b, ch, hi, wj]
+                            else:
+                                out[row, col] = 0.0
+                            col += 1
+                row += 1
+
+
+@njit(cache=True)
+def col2im_nb(cols, kh, kw, sh, sw, ph, pw, out):
+    """out (zeroed, (N, C, H, W)) += the adjoint of im2col applied to cols."""
+    n, c, h, w = out.shape
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    row = 0
+    for b in range(n):
+        for y in range(oh):
+            for z in range(ow):
+                col = 0
+                for ch in range(c):
+                    for i in range(kh):
+                        hi = y * sh - ph + i
+                        for j in range(kw):
+                            wj = z * sw - pw + j
+                            if 0 <= hi < h and 0 <= wj < w:
+                                out[b, ch, hi, wj] += cols[row, col]
+                            col += 1
+                row += 1
+
+
+@njit(cache=True)
+def max_pool2d_nb(x, kh, kw, sh, sw, out, argmax):
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for b in range(n):
+        for ch in range(c):
+            for y in range(oh):
+                for z in range(ow):
+                    best = x[b, ch, y * sh, z * sw]
+                    arg = y * sh * w + z * sw
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = x[b, ch, y * sh + i, z * sw + j]
+                            # NOTE: strict > keeps the first of ties; a nan wins once and stays
+                            # (as np.argmax: the first nan).
+                            if v > best or (v != v and best == best):
+                                best = v
+                                arg = (y * sh + i) * w + z * sw + j
+                    out[b, ch, y, z] = best
+                    argmax[b, ch, y, z] = arg
+
+
+@njit(cache=True)
+def max_pool2d_backward_nb(grad_out, argmax, out):
+    """out: zeroed (N, C, H*W); repeated argmax (overlapping windows) adds up."""
+    n, c, oh, ow = grad_out.shape
+    for b in range(n):
+        for ch in range(c):
+            for y in range(oh):
+                for z in range(ow):
+                    out[b, ch, argmax[b, ch, y, z]] += grad_out[b, ch, y, z]
+
+
+@njit(cache=True, fastmath=_FM)
+def avg_pool2d_nb(x, kh, kw, sh, sw, out):
+    n, c = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    inv = 1.0 / (kh * kw)
+    for b in range(n):
+        for ch in range(c):
+            for y in range(oh):
+                for z in range(ow):
+                    s = 0.0
+                    for i in range(kh):
+                        for j in range(kw):
+                            s += x[b, ch, y * sh + i, z * sw + j]
+                    out[b, ch, y, z] = s * inv
+
+
+@njit(cache=True)
+def avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out):
+    n, c, oh, ow = grad_out.shape
+    inv = 1.0 / (kh * kw)
+    for b in range(n):
+        for ch in range(c):
+            for y in range(oh):
+                for z in range(ow):
+                    g = grad_out[b, ch, y, z] * inv
+                    for i in range(kh):
+                        for j in range(kw):
+                            out[b, ch, y * sh + i, z * sw + j] += g
+
+
+# -- wrappers: allocate outputs, fall back to the references where Numba does not apply --------
+def _rows(x):
+    return x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+
+
+def softmax_fast(x):
+    if not numba_ok(x) or x.size == 0:
+        return softmax_ref(x)
+    out = np.empty_like(x)
+    softmax_nb(_rows(x), _rows(out))
+    return out
+
+
+def log_softmax_fast(x):
+    if not numba_ok(x) or x.size == 0:
+        return log_softmax_ref(x)
+    out = np.empty_like(x)
+    log_softmax_nb(_rows(x), _rows(out))
+    return out
+
+
+def cross_entropy_fast(logits, target):
+    if not numba_ok(logits) or logits.size == 0:
+        return cross_entropy_ref(logits, target)
+    probs = np.empty_like(logits)
+    loss = cross_entropy_nb(logits, np.ascontiguousarray(target, dtype=np.int64), probs)
+    return np.asarray(loss, dtype=logits.dtype), probs
+
+
+def cross_entropy_backward_fast(probs, target, grad_loss):
+    if not numba_ok(probs) or probs.size == 0:
+        return cross_entropy_backward_ref(probs, target, grad_loss)
+    out = np.empty_like(probs)
+    cross_entropy_backward_nb(probs, np.ascontiguousarray(target, dtype=np.int64),
+                              float(grad_loss) / probs.shape[0], out)
+    return out
+
+
+def im2col_fast(x, kh, kw, sh, sw, ph, pw):
+    x = np.ascontiguousarray(x)
+    if not numba_ok(x):
+        return im2col_ref(x, kh, kw, sh, sw, ph, pw)
+    n, c, h, w = x.shape
+    oh, ow = _out_hw(h, w, kh, kw, sh, sw, ph, pw)
+    out = np.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+    im2col_nb(x, kh, kw, sh, sw, ph, pw, out)
+    return out
+
+
+def col2im_fast(cols, x_shape, kh, kw, sh, sw, ph, pw):
+    cols = np.ascontiguousarray(cols)
+    if not numba_ok(cols):
+        return col2im_ref(cols, x_shape, kh, kw, sh, sw, ph, pw)
+    out = np.zeros(x_shape, dtype=cols.dtype)
+    col2im_nb(cols, kh, kw, sh, sw, ph, pw, out)
+    return out
+
+
+def max_pool2d_fast(x, kh, kw, sh, sw):
+    x = np.ascontiguousarray(x)
+    if not numba_ok(x):
+        return max_pool2d_ref(x, kh, kw, sh, sw)
+    n, c, h, w = x.shape
+    oh, ow = _out_hw(h, w, kh, kw, sh, sw)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
+    max_pool2d_nb(x, kh, kw, sh, sw, out, argmax)
+    return out, argmax
+
+
+def max_pool2d_backward_fast(grad_out, argmax, x_shape):
+    grad_out = np.ascontiguousarray(grad_out)
+    if not numba_ok(grad_out):
+        return max_pool2d_backward_ref(grad_out, argmax, x_shape)
+    n, c, h, w = x_shape
+    out = np.zeros((n, c, h * w), dtype=grad_out.dtype)
+    max_pool2d_backward_nb(grad_out, np.ascontiguousarray(argmax, dtype=np.int64), out)
+    return out.reshape(x_shape)
+
+
+def avg_pool2d_fast(x, kh, kw, sh, sw):
+    x = np.ascontiguousarray(x)
+    if not numba_ok(x):
+        return avg_pool2d_ref(x, kh, kw, sh, sw)
+    n, c, h, w = x.shape
+    oh, ow = _out_hw(h, w, kh, kw, sh, sw)
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    avg_pool2d_nb(x, kh, kw, sh, sw, out)
+    return out
+
+
+def avg_pool2d_backward_fast(grad_out, x_shape, kh, kw, sh, sw):
+    grad_out = np.ascontiguousarray(grad_out)
+    if not numba_ok(grad_out):
+        return avg_pool2d_backward_ref(grad_out, x_shape, kh, kw, sh, sw)
+    out = np.zeros(x_shape, dtype=grad_out.dtype)
+    avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out)
+    return out

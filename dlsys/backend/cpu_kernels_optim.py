@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
+
+from .cpu_kernels import numba_ok
 
 
 def sgd_ref(param, grad, buf, lr, momentum, weight_decay, nesterov, dampening, first_step):
@@ -41,3 +44,56 @@ def adam_ref(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decou
     bc2_sqrt = math.sqrt(1 - beta2 ** step)
     denom = np.sqrt(v) / bc2_sqrt + eps
     param -= (lr / bc1) * (m / denom)
+
+
+# NOTE: the wrappers pass every scalar as the array's dtype (np.float32(lr), ...), so float32
+# updates run in float32 like the references (and vectorise); literals are avoided in the
+# kernels because a Python float literal would promote float32 arithmetic to float64.
+# No fastmath: the update order is part of PyTorch's semantics and must not be reassociated.
+@njit(cache=True)
+def sgd_nb(param, grad, buf, lr, momentum, weight_decay, one_minus_damp, use_momentum, nesterov,
+           first_step):
+    """``buf`` is ignored (pass any array of param's dtype) when use_momentum is False."""
+    for i in range(param.size):
+        d = grad[i] + weight_decay * param[i]
+        if use_momentum:
+            b = d if first_step else momentum * buf[i] + one_minus_damp * d
+            buf[i] = b
+            d = d + momentum * b if nesterov else b
+        param[i] -= lr * d
+
+
+@njit(cache=True)
+def adam_nb(param, grad, m, v, decay, weight_decay, one_minus_b1, beta2, one_minus_b2, eps,
+            step_size, bc2_sqrt):
+    """decay multiplies param first (AdamW: 1 - lr * wd, else 1); weight_decay is added to the
+    gradient (Adam: wd, AdamW: 0)."""
+    for i in range(param.size):
+        p = param[i] * decay
+        g = grad[i] + weight_decay * p
+        mi = m[i] + one_minus_b1 * (g - m[i])
+        vi = beta2 * v[i] + one_minus_b2 * g * g
+        m[i] = mi
+        v[i] = vi
+        param[i] = p - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+
+
+def sgd_fast(param, grad, buf, lr, momentum, weight_decay, nesterov, dampening, first_step):
+    if not numba_ok(param, grad, *(() if buf is None else (buf,))):
+        return sgd_ref(param, grad, buf, lr, momentum, weight_decay, nesterov, dampening,
+                       first_step)
+    t = param.dtype.type
+    b = param if buf is None else buf  # NOTE: a stand-in, never read when momentum == 0
+    sgd_nb(param.reshape(-1), grad.reshape(-1), b.reshape(-1), t(lr), t(momentum),
+           t(weight_decay), t(1 - dampening), momentum != 0, bool(nesterov), bool(first_step))
+
+
+def adam_fast(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    if not numba_ok(param, grad, m, v):
+        return adam_ref(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                        decoupled)
+    t = param.dtype.type
+    decay, wd = (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+    adam_nb(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), t(decay), t(wd),
+            t(1 - beta1), t(beta2), t(1 - beta2), t(eps), t(lr / (1 - beta1 ** step)),
+            t(math.sqrt(1 - beta2 ** step)))
