@@ -1,0 +1,448 @@
+"""CPU backend: every Numba kernel against its numpy reference, and the interface semantics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dlsys import backend as B
+from dlsys.backend import cpu_kernels as K
+from dlsys.backend import cpu_kernels_nn as KN
+from dlsys.backend import cpu_kernels_optim as KO
+from dlsys.backend.device import Device
+
+FLOATS = [np.float32, np.float64]
+
+
+def tol(dt):
+    return dict(rtol=2e-5, atol=2e-6) if dt == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def dev():
+    return B.cpu()
+
+
+# -- devices ------------------------------------------------------------------------------------
+def test_device_helpers():
+    d = B.cpu()
+    assert d is B.cpu() and repr(d) == "device(type='cpu')"
+    assert B.as_device(None) is d and B.as_device("cpu") is d and B.as_device(d) is d
+    assert d == B.as_device("CPU") and hash(d) == hash(B.cpu())
+    with pytest.raises(ValueError, match="unknown device"):
+        B.as_device("tpu")
+    assert isinstance(B.cuda_is_available(), bool)
+    if not B.cuda_is_available():
+        with pytest.raises(RuntimeError, match="numba-cuda|no GPU"):
+            B.cuda()
+        with pytest.raises(RuntimeError):
+            B.as_device("cuda:1")
+
+
+# -- softmax family and cross-entropy -----------------------------------------------------------
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (3, 33)])
+def test_softmax_family_kernels(rng, dt, shape):
+    x = (rng.standard_normal(shape) * 30).astype(dt)  # NOTE: large logits test stability
+    if shape[1] > 1:
+        x[0, 0] = -np.inf  # a zero probability (a row of all -inf would be nan, as in numpy)
+    for nb, ref in [(KN.softmax_fast, KN.softmax_ref), (KN.log_softmax_fast, KN.log_softmax_ref)]:
+        out = nb(x)
+        assert out.dtype == dt and out.shape == shape
+        np.testing.assert_allclose(out, ref(x), **tol(dt))
+    np.testing.assert_allclose(KN.softmax_fast(x).sum(1), 1, **tol(dt))
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("n,c", [(1, 1), (7, 5), (4, 40)])
+def test_cross_entropy_kernels(rng, dt, n, c):
+    logits = (rng.standard_normal((n, c)) * 10).astype(dt)
+    target = rng.integers(0, c, n)
+    loss, probs = KN.cross_entropy_fast(logits, target)
+    loss_r, probs_r = KN.cross_entropy_ref(logits, target)
+    assert loss.shape == () and loss.dtype == dt and isinstance(loss, np.ndarray)
+    np.testing.assert_allclose(loss, loss_r, **tol(dt))
+    np.testing.assert_allclose(probs, probs_r, **tol(dt))
+    # the textbook formula in float64
+    l64 = logits.astype(np.float64)
+    lse = np.log(np.exp(l64 - l64.max(1, keepdims=True)).sum(1)) + l64.max(1)
+    np.testing.assert_allclose(loss, np.mean(lse - l64[np.arange(n), target]), **tol(dt))
+    g = KN.cross_entropy_backward_fast(probs, target, 0.75)
+    np.testing.assert_allclose(g, KN.cross_entropy_backward_ref(probs, target, 0.75), **tol(dt))
+
+
+def test_cross_entropy_device_semantics(dev, rng):
+    logits = rng.standard_normal((5, 4)).astype(np.float32)
+    target = np.array([0, 3, 3, 1, 2])
+    for lg in (logits, np.asfortranarray(logits)):  # non-compact input takes the numpy path
+        loss, probs = dev.cross_entropy(lg, target)
+        g = dev.cross_entropy_backward(probs, target, np.asarray(2.0, np.float32))
+        onehot = np.eye(4, dtype=np.float32)[target]
+        np.testing.assert_allclose(g, (probs - onehot) * 2.0 / 5, rtol=1e-6, atol=1e-7)
+        assert g.dtype == np.float32 and loss.dtype == np.float32
+    with pytest.raises(ValueError, match="target values"):
+        dev.cross_entropy(logits, np.array([0, 4, 0, 0, 0]))
+    with pytest.raises(ValueError, match=r"\(5, 4\)"):
+        dev.cross_entropy(logits, target[:3])
+    with pytest.raises(TypeError, match="integer"):
+        dev.cross_entropy(logits, target.astype(np.float32))
+
+
+def test_softmax_device_routes(dev, rng):
+    for c in (5, 100):  # short rows: Numba; long rows: numpy
+        x = rng.standard_normal((2, 3, c))
+        np.testing.assert_allclose(dev.softmax(x), KN.softmax_ref(x), rtol=1e-12)
+        np.testing.assert_allclose(dev.log_softmax(x), KN.log_softmax_ref(x), rtol=1e-12)
+        lse = dev.logsumexp(x)
+        assert lse.shape == (2, 3)
+        np.testing.assert_allclose(lse, np.log(np.exp(x).sum(-1)), rtol=1e-12)
+        np.testing.assert_allclose(Device.logsumexp(dev, x), lse, rtol=1e-12)
+
+
+# -- im2col / col2im ----------------------------------------------------------------------------
+CONV_CASES = [  # (x shape, kh, kw, sh, sw, ph, pw)
+    ((2, 3, 7, 6), 3, 3, 1, 1, 0, 0),
+    ((1, 2, 9, 8), 3, 2, 2, 3, 1, 2),
+    ((2, 1, 5, 5), 5, 5, 1, 1, 2, 2),
+    ((1, 2, 6, 7), 2, 2, 2, 2, 0, 1),
+    ((1, 1, 4, 4), 1, 1, 1, 1, 0, 0),
+]
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_im2col_col2im_kernels(rng, dt, case):
+    xs, kh, kw, sh, sw, ph, pw = case
+    x = rng.standard_normal(xs).astype(dt)
+    cols = KN.im2col_fast(x, kh, kw, sh, sw, ph, pw)
+    np.testing.assert_array_equal(cols, KN.im2col_ref(x, kh, kw, sh, sw, ph, pw))
+    c = rng.standard_normal(cols.shape).astype(dt)
+    back = KN.col2im_fast(c, xs, kh, kw, sh, sw, ph, pw)
+    np.testing.assert_allclose(back, KN.col2im_ref(c, xs, kh, kw, sh, sw, ph, pw), **tol(dt))
+    # adjoint: <im2col(x), c> == <x, col2im(c)>
+    np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, back), rtol=1e-4 if dt == np.float32
+                               else 1e-11)
+
+
+def test_im2col_matches_direct_convolution(dev, rng):
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((4, 3, 3, 2))
+    cols = dev.im2col(x, 3, 2, (2, 1), (1, 0))
+    oh, ow = (6 + 2 - 3) // 2 + 1, (5 - 2) // 1 + 1
+    assert cols.shape == (2 * oh * ow, 3 * 3 * 2) and cols.flags.c_contiguous
+    y = (cols @ w.reshape(4, -1).T).reshape(2, oh, ow, 4).transpose(0, 3, 1, 2)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    ref = np.zeros_like(y)
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, 2 * i:2 * i + 3, j:j + 2]
+            ref[:, :, i, j] = np.einsum("nchw,ochw->no", patch, w)
+    np.testing.assert_allclose(y, ref, rtol=1e-12)
+    assert dev.col2im(cols, x.shape, 3, 2, (2, 1), (1, 0)).shape == x.shape
+
+
+# -- pooling ------------------------------------------------------------------------------------
+POOL_CASES = [((2, 3, 6, 6), 2, 2, 2, 2), ((1, 2, 7, 5), 3, 2, 2, 1), ((2, 1, 5, 5), 3, 3, 1, 1),
+              ((1, 1, 4, 6), 1, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_kernels_with_ties(rng, dt, case):
+    xs, kh, kw, sh, sw = case
+    x = rng.integers(0, 3, xs).astype(dt)  # NOTE: few distinct values: many ties
+    out, am = KN.max_pool2d_fast(x, kh, kw, sh, sw)
+    out_r, am_r = KN.max_pool2d_ref(x, kh, kw, sh, sw)
+    np.testing.assert_array_equal(out, out_r)
+    np.testing.assert_array_equal(am, am_r)  # first maximum in window order
+    assert am.dtype == np.int64
+    flat = x.reshape(xs[0], xs[1], -1)
+    np.testing.assert_array_equal(np.take_along_axis(flat, am.reshape(*xs[:2], -1), 2),
+                                  out.reshape(*xs[:2], -1))
+    g = rng.standard_normal(out.shape).astype(dt)
+    gx = KN.max_pool2d_backward_fast(g, am, xs)
+    np.testing.assert_allclose(gx, KN.max_pool2d_backward_ref(g, am, xs), **tol(dt))
+    np.testing.assert_allclose(gx.sum(), g.sum(), rtol=1e-4)
+
+
+def test_max_pool_nan_and_tie_order():
+    x = np.array([[[[1.0, 1.0], [np.nan, np.nan]]]])
+    for f in (KN.max_pool2d_fast, KN.max_pool2d_ref):
+        out, am = f(x, 2, 2, 2, 2)
+        assert np.isnan(out[0, 0, 0, 0]) and am[0, 0, 0, 0] == 2
+        out, am = f(x[:, :, :1], 1, 2, 1, 2)
+        assert out[0, 0, 0, 0] == 1 and am[0, 0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_avg_pool_kernels(rng, dt, case):
+    xs, kh, kw, sh, sw = case
+    x = rng.standard_normal(xs).astype(dt)
+    out = KN.avg_pool2d_fast(x, kh, kw, sh, sw)
+    np.testing.assert_allclose(out, KN.avg_pool2d_ref(x, kh, kw, sh, sw), **tol(dt))
+    g = rng.standard_normal(out.shape).astype(dt)
+    gx = KN.avg_pool2d_backward_fast(g, xs, kh, kw, sh, sw)
+    np.testing.assert_allclose(gx, KN.avg_pool2d_backward_ref(g, xs, kh, kw, sh, sw), **tol(dt))
+    np.testing.assert_allclose(np.vdot(out, g), np.vdot(x, gx), rtol=1e-4)  # adjoint
+
+
+def test_pool_device_defaults(dev, rng):
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    out, am = dev.max_pool2d(x, 2, None)
+    assert out.shape == (1, 2, 2, 2) and am.shape == out.shape
+    assert dev.max_pool2d_backward(out, am, x.shape).shape == x.shape
+    a = dev.avg_pool2d(x, (2, 2), 2)
+    np.testing.assert_allclose(a[0, 0, 0, 0], x[0, 0, :2, :2].mean(), rtol=1e-6)
+    assert dev.avg_pool2d_backward(a, x.shape, 2, None).shape == x.shape
+    h = x.astype(np.float16)  # float16 goes to the numpy references
+    assert dev.max_pool2d(h, 2, 2)[0].dtype == np.float16
+
+
+# -- optimizers ---------------------------------------------------------------------------------
+def _sgd_scalar(p, g, buf, lr, mom, wd, nesterov, damp, first):
+    d = g + wd * p
+    if mom:
+        buf = d if first else mom * buf + (1 - damp) * d
+        d = d + mom * buf if nesterov else buf
+    return p - lr * d, buf
+
+
+SGD_CASES = [(0.1, 0.0, 0.0, False, 0.0), (0.1, 0.9, 0.0, False, 0.0), (0.05, 0.9, 0.01, True, 0.0),
+             (0.1, 0.5, 0.1, False, 0.3)]
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("case", SGD_CASES)
+def test_sgd_kernel_vs_reference_and_scalar_loop(rng, dt, case):
+    lr, mom, wd, nest, damp = case
+    p0 = rng.standard_normal(7).astype(dt)
+    grads = [rng.standard_normal(7).astype(dt) for _ in range(4)]
+    p_nb, p_ref = p0.copy(), p0.copy()
+    b_nb, b_ref = (np.zeros(7, dt), np.zeros(7, dt)) if mom else (None, None)
+    ps, bs = [float(v) for v in p0], [0.0] * 7
+    for t, g in enumerate(grads):
+        g_copy = g.copy()
+        KO.sgd_fast(p_nb, g, b_nb, lr, mom, wd, nest, damp, t == 0)
+        KO.sgd_ref(p_ref, g, b_ref, lr, mom, wd, nest, damp, t == 0)
+        np.testing.assert_array_equal(g, g_copy)  # grad is never modified
+        for i in range(7):
+            ps[i], bs[i] = _sgd_scalar(ps[i], float(g[i]), bs[i], lr, mom, wd, nest, damp, t == 0)
+    np.testing.assert_allclose(p_nb, p_ref, **tol(dt))
+    np.testing.assert_allclose(p_nb, ps, **tol(dt))
+    if mom:
+        np.testing.assert_allclose(b_nb, b_ref, **tol(dt))
+
+
+def test_sgd_momentum_closed_form(dev):
+    # constant gradient g: buf_t = g (1 - mu^t) / (1 - mu), p_T = p_0 - lr * sum_t buf_t
+    g, mu, lr, steps = np.full(3, 0.5), 0.9, 0.1, 5
+    p, buf = np.ones(3), np.zeros(3)
+    for t in range(steps):
+        dev.sgd_step(p, g, buf, lr, mu, 0.0, False, 0.0, t == 0)
+    expect = 1 - lr * sum(0.5 * (1 - mu ** t) / (1 - mu) for t in range(1, steps + 1))
+    np.testing.assert_allclose(p, expect, rtol=1e-12)
+    with pytest.raises(ValueError, match="momentum_buf"):
+        dev.sgd_step(p, g, None, lr, mu, 0.0, False, 0.0, True)
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
+def test_adam_kernel_vs_reference(rng, dt, wd, decoupled):
+    p0 = rng.standard_normal(9).astype(dt)
+    p_nb, p_ref = p0.copy(), p0.copy()
+    st_nb = [np.zeros(9, dt), np.zeros(9, dt)]
+    st_ref = [np.zeros(9, dt), np.zeros(9, dt)]
+    for step in range(1, 5):
+        g = rng.standard_normal(9).astype(dt)
+        g_copy = g.copy()
+        KO.adam_fast(p_nb, g, *st_nb, 1e-2, 0.9, 0.99, 1e-8, wd, step, decoupled)
+        KO.adam_ref(p_ref, g, *st_ref, 1e-2, 0.9, 0.99, 1e-8, wd, step, decoupled)
+        np.testing.assert_array_equal(g, g_copy)
+    np.testing.assert_allclose(p_nb, p_ref, **tol(dt))
+    np.testing.assert_allclose(st_nb[0], st_ref[0], **tol(dt))
+    np.testing.assert_allclose(st_nb[1], st_ref[1], **tol(dt))
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_closed_form(dev, decoupled):
+    # constant gradient: m_hat = g and v_hat = g^2 exactly, so each step moves lr*g/(|g|+eps)
+    # (AdamW first scales param by 1 - lr*wd); Adam with wd=0 and AdamW coincide without decay.
+    g = np.array([0.5, -2.0, 1e-3])
+    lr, eps, wd, steps = 0.01, 1e-8, 0.1 if decoupled else 0.0, 6
+    p, m, v = np.ones(3), np.zeros(3), np.zeros(3)
+    expect = np.ones(3)
+    for step in range(1, steps + 1):
+        dev.adam_step(p, g, m, v, lr, 0.9, 0.999, eps, wd, step, decoupled)
+        expect = expect * (1 - lr * wd) - lr * g / (np.abs(g) + eps)
+    np.testing.assert_allclose(p, expect, rtol=1e-10)
+    np.testing.assert_allclose(m, g * (1 - 0.9 ** steps), rtol=1e-12)
+    np.testing.assert_allclose(v, g * g * (1 - 0.999 ** steps), rtol=1e-12)
+
+
+# -- scatter-add ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dt", FLOATS)
+def test_index_add_repeated_and_negative(rng, dt):
+    cases = [((5, 3), np.array([1, 1, 4, -1, 0, 1])), ((6,), np.array([[2, 2], [5, 0]])),
+             ((4, 2, 3), np.array([3, 3, 3]))]
+    for out_shape, idx in cases:
+        vals = rng.standard_normal(idx.shape + out_shape[1:]).astype(dt)
+        base = rng.standard_normal(out_shape).astype(dt)
+        a, b = base.copy(), base.copy()
+        K.index_add_fast(a, idx, vals)
+        K.index_add_ref(b, idx, vals)
+        np.testing.assert_allclose(a, b, **tol(dt))
+    with pytest.raises(IndexError, match="out of range"):
+        K.index_add_fast(np.zeros((3, 2), dt), np.array([0, 3]), np.ones((2, 2), dt))
+
+
+def test_index_add_device_general_index(dev):
+    out = np.zeros((3, 4))
+    dev.index_add(out, (slice(None), np.array([0, 0, 3])), np.ones((3, 3)))  # np.add.at path
+    np.testing.assert_array_equal(out[:, 0], 2)
+    emb = np.zeros((4, 2), np.float32)
+    assert dev.index_add(emb, np.array([2, 2]), np.ones((2, 2), np.float32)) is emb
+    np.testing.assert_array_equal(emb[2], 2)
+
+
+# -- elementwise --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dt", FLOATS)
+def test_unary_kernels(rng, dt):
+    x = (rng.standard_normal((5, 7)) * 4).astype(dt)
+    x[0, :3] = [0.0, 40.0, -40.0]
+    for op in K.UNARY_NB:
+        np.testing.assert_allclose(K.unary_nb(op, x), K.UNARY_REF[op](x), **tol(dt))
+    erf = np.vectorize(math.erf)(x.astype(np.float64))
+    np.testing.assert_allclose(K.unary_nb("erf", x), erf, **tol(dt))
+    np.testing.assert_allclose(K.unary_nb("gelu", x), x * 0.5 * (1 + np.vectorize(math.erf)(
+        x / math.sqrt(2))), **tol(dt))
+    # gelu_grad is the derivative of gelu (central differences in float64)
+    if dt == np.float64:
+        h = 1e-6
+        fd = (K.unary_nb("gelu", x + h) - K.unary_nb("gelu", x - h)) / (2 * h)
+        np.testing.assert_allclose(K.unary_nb("gelu_grad", x), fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("op", ["relu", "tanh", "sigmoid", "gelu"])
+def test_unary_backward_kernels(dev, rng, dt, op):
+    x = rng.standard_normal((3, 5)).astype(dt)
+    y = dev.unary(op, x)
+    g = rng.standard_normal((3, 5)).astype(dt)
+    out = K.unary_backward_nb(op, x, y, g)
+    np.testing.assert_allclose(out, K.unary_backward_ref(op, x, y, g), **tol(dt))
+    np.testing.assert_allclose(Device.unary_backward(dev, op, x, y, g), out, **tol(dt))
+    gb = np.broadcast_to(dt(1.5), x.shape)  # broadcast views are made compact first
+    np.testing.assert_allclose(dev.unary_backward(op, x, y, gb),
+                               K.unary_backward_ref(op, x, y, gb), **tol(dt))
+
+
+def test_unary_device_dtypes(dev, rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    for op in B.UNARY_OPS:
+        r = dev.unary(op, np.abs(x) if op in ("log", "sqrt") else x)
+        assert r.dtype == np.float32 and r.shape == x.shape, op
+        r16 = dev.unary(op, np.abs(x).astype(np.float16))
+        assert r16.dtype == np.float16, op
+    np.testing.assert_allclose(dev.unary("gelu", x.T), K.gelu_ref(x.T), rtol=1e-6)
+    np.testing.assert_allclose(dev.unary("sigmoid", np.array([-800.0, 0.0, 800.0])), [0, 0.5, 1])
+    np.testing.assert_array_equal(dev.unary("relu", np.array([-1, 2])), [0, 2])
+    with pytest.raises(ValueError, match="unknown unary"):
+        dev.unary("cosh", x)
+
+
+def test_binary_and_scalar(dev):
+    a = np.array([1.0, 2.0, 4.0], np.float32)
+    b = np.array([2.0, 2.0, 2.0], np.float32)
+    for op, f in [("add", np.add), ("sub", np.subtract), ("div", np.divide), ("pow", np.power),
+                  ("maximum", np.maximum), ("minimum", np.minimum)]:
+        r = dev.binary(op, a, b)
+        assert r.dtype == np.float32
+        np.testing.assert_array_equal(r, f(a, b))
+    for op in ("eq", "ne", "lt", "le", "gt", "ge"):
+        assert dev.binary(op, a, b).dtype == np.bool_ and dev.scalar(op, a, 2).dtype == np.bool_
+    with pytest.raises(ValueError, match=r"\(3,\) vs \(2,\)"):
+        dev.binary("add", a, b[:2])
+    np.testing.assert_array_equal(dev.scalar("sub", a, 1, reverse=True), 1 - a)
+    np.testing.assert_array_equal(dev.scalar("pow", a, 2.0, reverse=True), 2.0 ** a)
+    assert dev.scalar("mul", a, 0.1).dtype == np.float32
+    assert dev.scalar("add", a.astype(np.float16), 1e3).dtype == np.float16
+    np.testing.assert_array_equal(dev.where(a > 1, a, b), [2, 2, 4])
+
+
+# -- interface semantics -------------------------------------------------------------------------
+def test_memory_and_views(dev):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert dev.from_numpy(a) is a and dev.to_numpy(a) is a and dev.compact(a) is a
+    assert dev.compact(a.T).flags.c_contiguous
+    out = np.empty((3, 4), np.float64)
+    assert dev.to_numpy(a, out=out) is out and out[2, 3] == 11
+    dst = np.zeros((3, 4), np.float16)
+    dev.copy_(dst, a)
+    assert dst.dtype == np.float16 and dst[1, 1] == 5
+    with pytest.raises(ValueError, match="shapes differ"):
+        dev.copy_(dst, a[:2])
+    assert dev.full((2,), 7, np.int64).dtype == np.int64 and dev.empty((2, 1), np.float32).shape
+    b = dev.astype(a, np.float64)
+    assert b.dtype == np.float64 and not np.shares_memory(a, b)
+    bc = dev.broadcast_to(np.arange(3.0).reshape(3, 1), (2, 3, 4))
+    assert bc.shape == (2, 3, 4) and bc.strides[0] == 0 and bc.strides[2] == 0
+    assert dev.permute(a, (1, 0)).shape == (4, 3) and np.shares_memory(dev.permute(a, (1, 0)), a)
+    assert dev.reshape(a, (4, 3)).shape == (4, 3)
+    assert dev.stack([a, a], 1).shape == (3, 2, 4) and dev.concatenate([a, a], 0).shape == (6, 4)
+
+
+def test_getitem_basic_and_gather(dev):
+    a = np.arange(24.0).reshape(2, 3, 4)
+    v = dev.getitem(a, (slice(None), 1, slice(None, None, 2)))
+    assert v.shape == (2, 2) and np.shares_memory(v, a)
+    assert dev.getitem(a, (None, Ellipsis, 0)).shape == (1, 2, 3)
+    s = dev.getitem(a, (1, 2, 3))
+    assert isinstance(s, np.ndarray) and s.shape == () and s == 23
+    g = dev.getitem(a, np.array([1, 1, 0]))
+    assert g.shape == (3, 3, 4) and not np.shares_memory(g, a)
+    g2 = dev.getitem(a, (np.array([0, 1]), slice(None), np.array([3, 0])))
+    np.testing.assert_array_equal(g2, a[[0, 1], :, [3, 0]])
+
+
+def test_reductions(dev, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    s = dev.sum(x, None)
+    assert isinstance(s, np.ndarray) and s.shape == ()
+    assert dev.sum(x, (0, 2), keepdims=True).shape == (1, 4, 1)
+    h = np.full(4096, 0.1, np.float16)
+    assert dev.sum(h, (0,)).dtype == np.float16
+    np.testing.assert_allclose(dev.sum(h, (0,)), 409.6, rtol=1e-3)  # float32 accumulation
+    x[0, 1, 2] = x[0, 1, 0] = 9.0  # a tie: argmax is the first
+    val, idx = dev.max(x, 2)
+    assert idx.dtype == np.int64 and idx.shape == val.shape == (3, 4) and idx[0, 1] == 0
+    np.testing.assert_array_equal(val, x.max(2))
+    val, idx = dev.max(x, 1, keepdims=True)
+    assert val.shape == idx.shape == (3, 1, 5) and idx.dtype == np.int64
+    val, idx = dev.max(x, None)
+    assert val.shape == idx.shape == () and val == 9.0 and idx.dtype == np.int64
+
+
+def test_matmul(dev, rng):
+    a = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    b = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(dev.matmul(a, b), a @ b, rtol=1e-5)
+    r16 = dev.matmul(a.astype(np.float16), b.astype(np.float16))
+    assert r16.dtype == np.float16
+    np.testing.assert_allclose(r16, a @ b, rtol=2e-2, atol=2e-2)
+    assert isinstance(dev.matmul(a[0, 0], b[0, :, 0]), np.ndarray)
+
+
+def test_random_is_reproducible(dev):
+    r1 = dev.randn((3, 2), np.float32, np.random.default_rng(5))
+    r2 = dev.randn((3, 2), np.float32, np.random.default_rng(5))
+    assert r1.dtype == np.float32 and np.array_equal(r1, r2)
+    u = dev.rand((100,), np.float64, np.random.default_rng(0))
+    assert u.min() >= 0 and u.max() < 1
