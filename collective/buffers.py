@@ -25,6 +25,7 @@ REDUCE_DTYPES = tuple(np.dtype(t) for t in ("float16", "float32", "float64", "in
 #: dtypes that can be moved (broadcast/allgather): the reducible ones plus small ints and bool
 MOVE_DTYPES = REDUCE_DTYPES + tuple(np.dtype(t) for t in ("int8", "uint8", "int16", "uint16",
                                                           "uint32", "uint64", "bool"))
+_ALLOWED = {REDUCE_DTYPES: frozenset(REDUCE_DTYPES), MOVE_DTYPES: frozenset(MOVE_DTYPES)}
 
 
 class HostPool:
@@ -137,6 +138,7 @@ def stage(x, *, inplace: bool, what: str, dtypes=REDUCE_DTYPES, pool_key: str = 
 
 
 def _check_dtype(dtype, allowed, what):
-    if dtype not in allowed:
+    fast = _ALLOWED.get(allowed)
+    if dtype not in (fast if fast is not None else allowed):
         names = ", ".join(str(d) for d in allowed)
         raise TypeError(f"{what}: unsupported dtype {dtype}; supported: {names}")

@@ -51,9 +51,10 @@ FIELDS = ("collective", "shape", "dtype", "op", "algorithm", "root")
 
 
 def describe(collective, shape=None, dtype=None, op=None, algorithm=None, root=None) -> tuple:
-    return (collective, None if shape is None else tuple(int(s) for s in shape),
-            None if dtype is None else str(dtype), None if op is None else str(op), algorithm,
-            root)
+    """The call's description (hashable, picklable, with a process-independent repr)."""
+    if shape is not None and type(shape) is not tuple:
+        shape = tuple(int(s) for s in shape)
+    return (collective, shape, dtype, op, algorithm, root)
 
 
 def _group(values):

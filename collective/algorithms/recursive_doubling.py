@@ -64,6 +64,25 @@ def handshake(ctx, fp: int) -> int:
     return rd_allreduce(ctx, fp, None, None)
 
 
+def _views(ctx, nb, dtype):
+    """(message, send header, accumulator, incoming payload) views for a fused payload of
+    ``nb`` bytes: built once per (nb, dtype), as numpy view creation costs microseconds."""
+    key = ("rd_views", nb, dtype)
+    v = ctx.cache.get(key)
+    if v is None:
+        sbuf = POOL.get("rd_send", _HDR + SMALL_MAX)
+        rbuf = POOL.get("rd_recv", _HDR + SMALL_MAX)
+        acc = sbuf[_HDR:_HDR + nb].view(dtype) if dtype is not None else None
+        rin = rbuf[_HDR:_HDR + nb].view(dtype) if dtype is not None else None
+        v = (sbuf[:_HDR + nb], sbuf[:_HDR].view(np.int64), acc, rbuf, rbuf[:_HDR].view(np.int64),
+             rin)
+        if len(ctx.cache) > 1024:
+            for k in [k for k in ctx.cache if isinstance(k, tuple) and k[0] == "rd_views"]:
+                del ctx.cache[k]
+        ctx.cache[key] = v
+    return v
+
+
 def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     """Agree on ``fp`` and, when ``data`` is given, reduce it in place with ``ufunc``.
 
@@ -74,54 +93,47 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     nb = 0 if data is None else data.nbytes
     fused = nb <= SMALL_MAX
     pay = nb if fused else 0
-    sbuf = POOL.get("rd_send", _HDR + SMALL_MAX)
-    rbuf = POOL.get("rd_recv", _HDR + SMALL_MAX)
-    smsg = sbuf[:_HDR + pay]
-    shdr = sbuf[:_HDR].view(np.int64)
-    rhdr = rbuf[:_HDR].view(np.int64)
+    smsg, shdr, acc, rbuf, rhdr, rin = _views(ctx, pay, data.dtype if pay else None)
     agg = fp
     shdr[0] = agg
-    acc = rin = None
     if pay:
-        acc = sbuf[_HDR:_HDR + pay].view(data.dtype)
-        rin = rbuf[_HDR:_HDR + pay].view(data.dtype)
         np.copyto(acc, data)
-    for kind, peer, low in _schedule(ctx):
+    steps = _schedule(ctx)
+    last = len(steps) - 1
+    for i, (kind, peer, low) in enumerate(steps):
         if kind == XCHG:
             comm.Sendrecv(smsg, peer, TAG_HANDSHAKE, rbuf, peer, TAG_HANDSHAKE)
         elif kind == FOLD_RECV:
             comm.Recv(rbuf, peer, TAG_HANDSHAKE)
-        elif kind == FOLD_SEND:
-            comm.Send(smsg, peer, TAG_HANDSHAKE)
-            continue
-        elif kind == UNFOLD_SEND:
-            comm.Send(smsg, peer, TAG_HANDSHAKE)
-            continue
-        else:  # UNFOLD_RECV: the final result
+        elif kind == UNFOLD_RECV:  # the final result
             comm.Recv(rbuf, peer, TAG_HANDSHAKE)
             agg = int(rhdr[0])
             if pay and agg != MISMATCH:
-                np.copyto(acc, rin)
-            continue
+                np.copyto(data, rin)
+            break
+        else:  # FOLD_SEND, UNFOLD_SEND
+            comm.Send(smsg, peer, TAG_HANDSHAKE)
+            if kind == FOLD_SEND:
+                continue
+            if pay and agg != MISMATCH:
+                np.copyto(data, acc)
+            break
         if int(rhdr[0]) != agg:
             agg = MISMATCH
         shdr[0] = agg
         if pay and agg != MISMATCH:
+            # the final combination writes straight into the caller's array
+            out = data if i == last else acc
             if low:
-                ufunc(acc, rin, out=acc)
+                ufunc(acc, rin, out=out)
             else:
-                ufunc(rin, acc, out=acc)
-    if agg == MISMATCH or data is None or nb == 0:
+                ufunc(rin, acc, out=out)
+    if agg == MISMATCH or nb == 0:
         return agg
-    if fused:
-        if divide_by:
-            np.true_divide(acc, divide_by, out=data, casting="unsafe")
-        else:
-            np.copyto(data, acc)
-        return agg
-    _rd_data(ctx, data, ufunc)
+    if not fused:
+        _rd_data(ctx, data, ufunc)
     if divide_by:
-        np.true_divide(data, divide_by, out=data, casting="unsafe")
+        np.true_divide(data, divide_by, out=data)
     return agg
 
 
