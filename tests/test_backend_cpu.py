@@ -202,6 +202,10 @@ def test_pool_device_defaults(dev, rng):
     a = dev.avg_pool2d(x, (2, 2), 2)
     np.testing.assert_allclose(a[0, 0, 0, 0], x[0, 0, :2, :2].mean(), rtol=1e-6)
     assert dev.avg_pool2d_backward(a, x.shape, 2, None).shape == x.shape
+    with pytest.raises(ValueError, match=r"does not fit input of shape \(1, 2, 4, 4\)"):
+        dev.max_pool2d(x, 5, 1)
+    with pytest.raises(ValueError, match="expected an"):
+        dev.im2col(x[0], 3, 3, 1, 0)
     h = x.astype(np.float16)  # float16 goes to the numpy references
     assert dev.max_pool2d(h, 2, 2)[0].dtype == np.float16
 

@@ -31,9 +31,14 @@ def _pair(v, name):
     return int(v), int(v)
 
 
-def _check_float(x, what):
-    if x.dtype.kind != "f":
-        raise TypeError(f"{what} needs a floating-point array, got dtype {x.dtype}")
+def _check_window(what, x_shape, kh, kw, sh, sw, ph=0, pw=0):
+    """NCHW input and a window that fits: a clear ValueError instead of a negative shape."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{what}: expected an (N, C, H, W) input, got shape {tuple(x_shape)}")
+    h, w = x_shape[2] + 2 * ph, x_shape[3] + 2 * pw
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0 or kh > h or kw > w:
+        raise ValueError(f"{what}: window {kh}x{kw} (stride {sh}x{sw}, padding {ph}x{pw}) does "
+                         f"not fit input of shape {tuple(x_shape)}")
 
 
 _UNARY = {
@@ -203,17 +208,19 @@ class CPUDevice(Device):
     def im2col(self, x, kh, kw, stride, padding):
         sh, sw = _pair(stride, "stride")
         ph, pw = _pair(padding, "padding")
-        # NOTE: numpy's strided-window copy measured faster than the Numba im2col kernel.
-        return KN.im2col_ref(x, kh, kw, sh, sw, ph, pw)
+        _check_window("im2col", x.shape, kh, kw, sh, sw, ph, pw)
+        return KN.im2col_fast(x, kh, kw, sh, sw, ph, pw)
 
     def col2im(self, cols, x_shape, kh, kw, stride, padding):
         sh, sw = _pair(stride, "stride")
         ph, pw = _pair(padding, "padding")
+        _check_window("col2im", x_shape, kh, kw, sh, sw, ph, pw)
         return KN.col2im_fast(cols, tuple(x_shape), kh, kw, sh, sw, ph, pw)
 
     def max_pool2d(self, x, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
+        _check_window("max_pool2d", x.shape, kh, kw, sh, sw)
         return KN.max_pool2d_fast(x, kh, kw, sh, sw)
 
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
@@ -222,6 +229,7 @@ class CPUDevice(Device):
     def avg_pool2d(self, x, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
+        _check_window("avg_pool2d", x.shape, kh, kw, sh, sw)
         return KN.avg_pool2d_fast(x, kh, kw, sh, sw)
 
     def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):

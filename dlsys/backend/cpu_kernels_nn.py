@@ -203,49 +203,54 @@ def cross_entropy_backward_nb(probs, target, scale, out):
         out[r, target[r]] -= scale
 
 
+# NOTE: both conv kernels pad one sample at a time into a small scratch plane (no bounds tests
+# in the inner loop) and run the inner loop along the output positions of one column, which
+# reads the scratch plane sequentially; one sample's columns stay in L2. This measured faster
+# than the row-by-row loop with bounds tests and than numpy's strided-window copy.
 @njit(cache=True)
 def im2col_nb(x, kh, kw, sh, sw, ph, pw, out):
     n, c, h, w = x.shape
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    row = 0
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh = (hp - kh) // sh + 1
+    ow = (wp - kw) // sw + 1
+    xp = np.zeros((c, hp, wp), x.dtype)
+    o4 = out.reshape(n, oh, ow, c * kh * kw)
     for b in range(n):
-        for y in range(oh):
-            for z in range(ow):
-                col = 0
-                for ch in range(c):
-                    for i in range(kh):
-                        hi = y * sh - ph + i
-                        for j in range(kw):
-                            wj = z * sw - pw + j
-                            if 0 <= hi < h and 0 <= wj < w:
-                                out[row, col] = x[b, ch, hi, wj]
-                            else:
-                                out[row, col] = 0.0
-                            col += 1
-                row += 1
+        for ch in range(c):
+            for i in range(h):
+                for j in range(w):
+                    xp[ch, i + ph, j + pw] = x[b, ch, i, j]
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    col = (ch * kh + i) * kw + j
+                    for y in range(oh):
+                        for z in range(ow):
+                            o4[b, y, z, col] = xp[ch, y * sh + i, z * sw + j]
 
 
 @njit(cache=True)
 def col2im_nb(cols, kh, kw, sh, sw, ph, pw, out):
-    """out (zeroed, (N, C, H, W)) += the adjoint of im2col applied to cols."""
+    """out ((N, C, H, W), every element written) = the adjoint of im2col applied to cols."""
     n, c, h, w = out.shape
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    row = 0
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh = (hp - kh) // sh + 1
+    ow = (wp - kw) // sw + 1
+    xp = np.empty((c, hp, wp), cols.dtype)
+    c4 = cols.reshape(n, oh, ow, c * kh * kw)
     for b in range(n):
-        for y in range(oh):
-            for z in range(ow):
-                col = 0
-                for ch in range(c):
-                    for i in range(kh):
-                        hi = y * sh - ph + i
-                        for j in range(kw):
-                            wj = z * sw - pw + j
-                            if 0 <= hi < h and 0 <= wj < w:
-                                out[b, ch, hi, wj] += cols[row, col]
-                            col += 1
-                row += 1
+        xp[:] = 0
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    col = (ch * kh + i) * kw + j
+                    for y in range(oh):
+                        for z in range(ow):
+                            xp[ch, y * sh + i, z * sw + j] += c4[b, y, z, col]
+        for ch in range(c):
+            for i in range(h):
+                for j in range(w):
+                    out[b, ch, i, j] = xp[ch, i + ph, j + pw]
 
 
 @njit(cache=True)
@@ -364,7 +369,7 @@ def col2im_fast(cols, x_shape, kh, kw, sh, sw, ph, pw):
     cols = np.ascontiguousarray(cols)
     if not numba_ok(cols):
         return col2im_ref(cols, x_shape, kh, kw, sh, sw, ph, pw)
-    out = np.zeros(x_shape, dtype=cols.dtype)
+    out = np.empty(x_shape, dtype=cols.dtype)
     col2im_nb(cols, kh, kw, sh, sw, ph, pw, out)
     return out
 
