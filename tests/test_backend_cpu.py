@@ -450,3 +450,28 @@ def test_random_is_reproducible(dev):
     assert r1.dtype == np.float32 and np.array_equal(r1, r2)
     u = dev.rand((100,), np.float64, np.random.default_rng(0))
     assert u.min() >= 0 and u.max() < 1
+
+
+def test_float16_falls_back_to_numpy(dev, rng):
+    h = np.float16
+    x = rng.standard_normal((2, 2, 5, 5)).astype(h)
+    cols = dev.im2col(x, 3, 3, 1, 1)
+    assert cols.dtype == h and dev.col2im(cols, x.shape, 3, 3, 1, 1).dtype == h
+    out, am = dev.max_pool2d(x, 2, 2)
+    assert dev.max_pool2d_backward(out, am, x.shape).dtype == h
+    assert dev.avg_pool2d_backward(dev.avg_pool2d(x, 2, 2), x.shape, 2, 2).dtype == h
+    lg = rng.standard_normal((4, 3)).astype(h)
+    t = np.array([0, 1, 2, 0])
+    loss, probs = dev.cross_entropy(lg, t)
+    assert loss.dtype == probs.dtype == dev.cross_entropy_backward(probs, t, 1.0).dtype == h
+    np.testing.assert_allclose(loss, KN.cross_entropy_ref(lg.astype(np.float64), t)[0], rtol=1e-2)
+    assert dev.softmax(lg).dtype == dev.log_softmax(lg).dtype == dev.logsumexp(lg).dtype == h
+    p, g, b = np.ones(3, h), np.full(3, 0.5, h), np.zeros(3, h)
+    dev.sgd_step(p, g, b, 0.1, 0.9, 0.0, False, 0.0, True)
+    np.testing.assert_allclose(p, 0.95, rtol=1e-3)
+    emb = np.zeros((3, 2), h)
+    dev.index_add(emb, np.array([1, 1]), np.ones((2, 2), h))
+    np.testing.assert_array_equal(emb[1], 2)
+    y = dev.unary("tanh", lg)
+    assert dev.unary_backward("gelu", lg, dev.unary("gelu", lg), lg).dtype == h
+    assert dev.unary_backward("tanh", lg, y, lg).dtype == h

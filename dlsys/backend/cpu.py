@@ -1,6 +1,10 @@
 """The CPU device: numpy (and its BLAS) where it is best, Numba kernels where numpy is slow.
 
 Every method returns numpy.ndarray (never a numpy scalar: 0-d results are 0-d arrays).
+Numba kernels (cpu_kernels*.py) run on compact float32/float64 arrays; other inputs take the
+numpy reference beside each kernel. float16: Numba has no float16 arithmetic, so float16 takes
+the numpy references, except erf/gelu/gelu_grad (no numpy ufunc) and matmul (no float16 BLAS),
+which compute in float32 and round once; float16 sums accumulate in float32.
 """
 
 from __future__ import annotations
