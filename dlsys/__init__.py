@@ -1,0 +1,45 @@
+"""dlsys: a compact eager autograd with a PyTorch-like API (see DESIGN.md)."""
+
+# NOTE: after the core: these import dlsys.tensor themselves.
+from . import (
+    autograd,
+    backend,
+    data,  # noqa: E402
+    dtypes,
+    nn,  # noqa: E402, I001
+    optim,  # noqa: E402
+    random,
+)
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .backend import cpu, cuda, cuda_is_available
+from .dtypes import bool_, float16, float32, float64, int32, int64
+from .ops.elementwise import maximum, minimum, where
+from .ops.shape import concatenate, stack
+from .random import get_rng_state, manual_seed, set_rng_state
+from .tensor import (
+    Tensor,
+    arange,
+    empty,
+    full,
+    full_like,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randn,
+    randn_like,
+    tensor,
+    zeros,
+    zeros_like,
+)
+
+__all__ = [
+    "Tensor", "tensor", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
+    "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
+    "float16", "float32", "float64", "int32", "int64", "bool_", "dtypes",
+    "cpu", "cuda", "cuda_is_available", "backend",
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "autograd",
+    "stack", "concatenate", "maximum", "minimum", "where",
+    "manual_seed", "get_rng_state", "set_rng_state", "random",
+    "nn", "optim", "data",
+]

@@ -1,0 +1,333 @@
+"""Grad mode (no_grad / enable_grad) and the backward engine.
+
+The engine walks the graph once to count, for every tensor that requires grad, how many of its
+consumers are in this graph; then it runs the ops' ``gradient`` in reverse topological order,
+releasing a tensor only when all its consumers have propagated. A leaf is therefore final as soon
+as its last consumer ran: its ``.grad`` is accumulated and its post-accumulate-grad hooks fire
+right then, while the rest of backward continues (the distributed optimizer starts reducing
+gradient buckets from those hooks).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import numpy as np
+
+__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad",
+           "RemovableHandle", "run_backward"]
+
+# NOTE: a plain module global, read on every op (a thread-local costs more than the op's own
+# bookkeeping); dlsys is single-threaded per process, data parallelism uses processes.
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class _GradMode:
+    """Context manager and decorator that sets grad mode to ``self._mode``."""
+
+    _mode = True
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        self._prev = []
+        if func is not None and callable(func):  # bare decorator: @ds.no_grad
+            return self(func)
+        return self
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev.append(_grad_enabled)
+        _grad_enabled = self._mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev.pop()
+        return False
+
+    def __call__(self, func):
+        mode = self._mode
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with _GradModeCtx(mode):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+class _GradModeCtx:
+    __slots__ = ("_mode", "_prev")
+
+    def __init__(self, mode):
+        self._mode = bool(mode)
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev = _grad_enabled
+        _grad_enabled = self._mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+
+class no_grad(_GradMode):  # noqa: N801 - PyTorch's name
+    """Disable graph recording: ``with ds.no_grad(): ...`` or ``@ds.no_grad()``."""
+
+    _mode = False
+
+
+class enable_grad(_GradMode):  # noqa: N801
+    """Enable graph recording (inside a no_grad block, say)."""
+
+    _mode = True
+
+
+def set_grad_enabled(mode: bool) -> _GradModeCtx:
+    """Set grad mode now; the returned object also restores the old mode as a context manager."""
+    global _grad_enabled
+    ctx = _GradModeCtx(mode)
+    ctx._prev = _grad_enabled
+    _grad_enabled = bool(mode)
+    return ctx
+
+
+class RemovableHandle:
+    """Returned by register_*hook; ``remove()`` unregisters the hook (idempotent)."""
+
+    __slots__ = ("_hooks", "_key")
+    _next_key = 0
+
+    def __init__(self, hooks: dict):
+        self._hooks = hooks
+        self._key = RemovableHandle._next_key
+        RemovableHandle._next_key += 1
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+# -- the engine --------------------------------------------------------------------------------
+def _probe_refcount():
+    g = object()
+    return sys.getrefcount(g)
+
+
+# NOTE: PyTorch steals a fresh gradient buffer for a leaf's first .grad instead of copying it when
+# nobody else holds it (AccumulateGrad's use_count check). We do the same with CPython refcounts:
+# calibrated here with the exact pattern used in _accumulate (one local + the call's argument),
+# so the check adapts to the interpreter. Saves one full copy of every weight gradient per step.
+_LOCAL_REFS = _probe_refcount()
+
+
+def _freed_error():
+    return RuntimeError(
+        "Trying to backward through the graph a second time (or directly access saved tensors "
+        "after they have already been freed). Saved intermediate values of the graph are freed "
+        "when you call .backward(). Specify retain_graph=True if you need to backward through "
+        "the graph a second time.")
+
+
+def _accumulate(leaf, g, create_graph):
+    from .tensor import _add_inplace, _wrap
+
+    cur = leaf._grad
+    if cur is None:
+        if create_graph:
+            leaf._grad = g
+            return
+        arr = g._data
+        dev = g.device
+        if (type(arr) is np.ndarray and arr.base is None and arr.flags.c_contiguous
+                and sys.getrefcount(g) <= _LOCAL_REFS + 1
+                and sys.getrefcount(arr) <= _LOCAL_REFS + 1):
+            # g and its array are held by the caller's local and ours only: take the array over.
+            leaf._grad = _wrap(arr, dev)
+        else:
+            c = dev.compact(arr)
+            leaf._grad = _wrap(dev.astype(arr, arr.dtype) if c is arr else c, dev)
+        return
+    if create_graph:
+        leaf._grad = cur + g
+        return
+    _add_inplace(cur, g._data)
+
+
+def _check_replacement(t, g, r):
+    from .tensor import Tensor
+
+    if not isinstance(r, Tensor):
+        raise TypeError(f"hook returned {type(r).__name__}, expected a Tensor or None")
+    if r.shape != g.shape or r.dtype != g.dtype:
+        raise ValueError(f"hook returned a gradient of shape {r.shape} and dtype {r.dtype}, "
+                         f"expected shape {g.shape} and dtype {g.dtype}")
+    return r
+
+
+def run_backward(roots, grads, retain_graph=False, create_graph=False):
+    """Backpropagate ``grads`` (Tensors) from ``roots``; see the module docstring."""
+    global _grad_enabled
+    # 1) consumer counts of every tensor that requires grad, reachable from the roots
+    deps = {}
+    stack = []
+    for r in roots:
+        if id(r) not in deps:
+            deps[id(r)] = 0
+            stack.append(r)
+    while stack:
+        n = stack.pop()
+        inputs = n._inputs
+        if inputs is None:
+            raise _freed_error()
+        for i in inputs:
+            if i._requires_grad:
+                k = id(i)
+                c = deps.get(k)
+                if c is None:
+                    deps[k] = 1
+                    stack.append(i)
+                else:
+                    deps[k] = c + 1
+    # 2) reverse topological order by dependency counting
+    pending = {}
+    ready = []
+    for r, g in zip(roots, grads, strict=False):
+        k = id(r)
+        pending[k] = pending[k] + g if k in pending else g
+    for r in roots:
+        if deps[id(r)] == 0 and r not in ready:
+            ready.append(r)
+    prev_mode = _grad_enabled
+    _grad_enabled = bool(create_graph)
+    try:
+        while ready:
+            n = ready.pop()
+            g = pending.pop(id(n), None)
+            if g is not None and n._hooks:
+                for h in tuple(n._hooks.values()):
+                    r = h(g)
+                    if r is not None:
+                        g = _check_replacement(n, g, r)
+            op = n._op
+            if op is None:  # a leaf
+                if g is not None:
+                    _accumulate(n, g, create_graph)
+                    g = None
+                    if n._post_hooks:
+                        for h in tuple(n._post_hooks.values()):
+                            h(n)
+                continue
+            inputs = n._inputs
+            if inputs is None:
+                raise _freed_error()
+            in_grads = op.gradient(g, n) if g is not None else None
+            g = None
+            if not retain_graph:
+                n._inputs = None
+                n._op = _freed(op)
+            for j, i in enumerate(inputs):
+                if not i._requires_grad:
+                    continue
+                k = id(i)
+                if in_grads is not None:
+                    ig = in_grads[j]
+                    if ig is not None:
+                        prev = pending.get(k)
+                        pending[k] = ig if prev is None else prev + ig
+                        ig = None
+                c = deps[k] - 1
+                deps[k] = c
+                if c == 0:
+                    ready.append(i)
+            in_grads = None
+    finally:
+        _grad_enabled = prev_mode
+
+
+class _Freed:
+    """Stands in for the op of a node whose graph was freed by backward (the op itself, with
+    the arrays it saved, is released)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<{self.name} (freed)>"
+
+    def gradient(self, out_grad, node):
+        raise _freed_error()
+
+
+_FREED_BY_CLASS: dict = {}
+
+
+def _freed(op):
+    f = _FREED_BY_CLASS.get(type(op))
+    if f is None:
+        f = _FREED_BY_CLASS[type(op)] = _Freed(type(op).__name__)
+    return f
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False):
+    """d(outputs)/d(inputs) as a tuple, leaving every ``.grad`` untouched (torch.autograd.grad,
+    trimmed: inputs that get no gradient give None)."""
+    from .tensor import Tensor, ones_like
+
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs)
+    gos = []
+    for o, go in zip(outputs, grad_outputs, strict=False):
+        if go is None:
+            if o.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            go = ones_like(o)
+        gos.append(go)
+    for t in inputs:
+        if not t._requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    # NOTE: every reachable leaf's .grad and post hooks are parked while the engine runs, so the
+    # engine's accumulation cannot touch them; the inputs' gradients are caught by tensor hooks.
+    leaves, seen, stack = [], set(), list(outputs)
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n._op is None and n._requires_grad:
+            leaves.append((n, n._grad, n._post_hooks))
+            n._grad = None
+            n._post_hooks = None
+        stack.extend(n._inputs or ())
+    results = [None] * len(inputs)
+    handles = []
+    for j, t in enumerate(inputs):
+        def capture(g, j=j):
+            results[j] = g if results[j] is None else results[j] + g
+
+        handles.append(t.register_hook(capture))
+    try:
+        run_backward(outputs, gos, create_graph if retain_graph is None else retain_graph,
+                     create_graph)
+    finally:
+        for h in handles:
+            h.remove()
+        for n, g0, ph in leaves:
+            n._grad = g0
+            n._post_hooks = ph
+    return tuple(results)

@@ -1,0 +1,106 @@
+"""matmul (2-D, batched with broadcast batch dims, 1-D operands as in numpy) and the fused
+linear layer x @ w.T + b."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Tensor, _check_same, apply
+from . import Op
+from . import shape as _sh
+
+__all__ = ["matmul", "linear"]
+
+
+def _mT(x: Tensor) -> Tensor:  # noqa: N802
+    n = x.ndim
+    return apply(_sh.Permute(tuple(range(n - 2)) + (n - 1, n - 2)), x)
+
+
+class MatMul(Op):
+    __slots__ = ()
+
+    def compute(self, a, b):
+        return self.device.matmul(a, b)
+
+    def gradient(self, g, node):
+        a, b = node._inputs
+        return (apply(MatMul(), g, _mT(b)) if a._requires_grad else None,
+                apply(MatMul(), _mT(a), g) if b._requires_grad else None)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    if not isinstance(b, Tensor):
+        raise TypeError(f"matmul: expected a Tensor operand, got {type(b).__name__}")
+    _check_same(a, b, "matmul")
+    sa, sb = a.shape, b.shape
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {sa} "
+                         f"and {sb}")
+    if sa[-1] != sb[0 if b.ndim == 1 else -2]:
+        raise ValueError(f"matmul: shapes {sa} and {sb} are not aligned (inner dimensions "
+                         f"{sa[-1]} and {sb[0 if b.ndim == 1 else -2]} differ)")
+    if a.ndim == 1:
+        return _sh.reshape(matmul(_sh.reshape(a, 1, sa[0]), b), sb[:-2] + sb[-1:])
+    if b.ndim == 1:
+        return _sh.reshape(matmul(a, _sh.reshape(b, sb[0], 1)), sa[:-1])
+    if b.ndim == 2 and a.ndim > 2:
+        # NOTE: fold the batch into rows: one big GEMM instead of a batch of small ones.
+        out = apply(MatMul(), _sh.reshape(a, -1, sa[-1]), b)
+        return _sh.reshape(out, sa[:-1] + (sb[-1],))
+    if a.ndim > 2 or b.ndim > 2:
+        try:
+            batch = np.broadcast_shapes(sa[:-2], sb[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions of shapes {sa} and {sb} cannot be "
+                             f"broadcast together") from None
+        a = _sh.broadcast_to(a, batch + sa[-2:])
+        b = _sh.broadcast_to(b, batch + sb[-2:])
+    return apply(MatMul(), a, b)
+
+
+class Linear(Op):
+    """x @ w.T (+ b) for 2-D x (N, in), w (out, in), b (out,): one GEMM, bias added in place."""
+
+    __slots__ = ()
+
+    def compute(self, x, w, b=None):
+        d = self.device
+        out = d.matmul(x, d.permute(w, (1, 0)))
+        if b is not None:
+            if type(out) is np.ndarray:
+                out += b  # NOTE: fresh GEMM output: add in place, no second array
+            else:
+                out = d.binary("add", out, d.broadcast_to(b, out.shape))
+        return out
+
+    def gradient(self, g, node):
+        x, w = node._inputs[0], node._inputs[1]
+        gx = apply(MatMul(), g, w) if x._requires_grad else None
+        gw = apply(MatMul(), _mT(g), x) if w._requires_grad else None
+        if len(node._inputs) == 3 and node._inputs[2]._requires_grad:
+            from .reduce import Sum
+
+            return (gx, gw, apply(Sum((0,), False), g))
+        return (gx, gw) if len(node._inputs) == 2 else (gx, gw, None)
+
+
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """x @ w.T + b with w (out_features, in_features), as torch.nn.functional.linear."""
+    _check_same(x, w, "linear")
+    if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
+                         f"{w.shape} (expected input (..., {w.shape[1] if w.ndim == 2 else '?'})"
+                         f")")
+    if b is not None:
+        _check_same(x, b, "linear")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape "
+                             f"{w.shape}")
+    lead = x.shape[:-1]
+    if x.ndim != 2:
+        x = _sh.reshape(x, -1, x.shape[-1])
+    out = apply(Linear(), x, w) if b is None else apply(Linear(), x, w, b)
+    if len(lead) != 1:
+        out = _sh.reshape(out, lead + (w.shape[0],))
+    return out

@@ -1,0 +1,364 @@
+"""Neural-network ops: conv2d (im2col + one GEMM), pooling, the softmax family, fused
+cross-entropy, mse, dropout, layer_norm, embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as _random
+from ..tensor import Tensor, _check_same, _wrap, apply
+from . import Op
+from . import reduce as _rd
+from . import shape as _sh
+from .matmul import linear
+
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "logsumexp",
+           "cross_entropy", "mse_loss", "dropout", "layer_norm", "embedding"]
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _float(x, what):
+    if x._data.dtype.kind != "f":
+        raise TypeError(f"{what}: needs a floating tensor, got dtype {x._data.dtype}")
+
+
+# -- convolution -------------------------------------------------------------------------------
+class Im2col(Op):
+    """(N, C, H, W) -> (N*OH*OW, C*kh*kw); its adjoint Col2im is its gradient (and back)."""
+
+    __slots__ = ("kh", "kw", "stride", "padding", "x_shape")
+
+    def __init__(self, kh, kw, stride, padding, x_shape):
+        self.kh, self.kw, self.stride, self.padding = kh, kw, stride, padding
+        self.x_shape = x_shape
+
+    def compute(self, x):
+        return self.device.im2col(x, self.kh, self.kw, self.stride, self.padding)
+
+    def gradient(self, g, node):
+        return (apply(Col2im(self.kh, self.kw, self.stride, self.padding, self.x_shape), g),)
+
+
+class Col2im(Im2col):
+    __slots__ = ()
+
+    def compute(self, cols):
+        return self.device.col2im(cols, self.x_shape, self.kh, self.kw, self.stride,
+                                  self.padding)
+
+    def gradient(self, g, node):
+        return (apply(Im2col(self.kh, self.kw, self.stride, self.padding, self.x_shape), g),)
+
+
+def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0) -> Tensor:
+    """NCHW convolution (cross-correlation, as PyTorch) with weights (out, in, kh, kw)."""
+    _check_same(x, w, "conv2d")
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d: input of shape {x.shape} (N, C, H, W) does not match weight "
+                         f"of shape {w.shape} (out, C, kh, kw)")
+    if b is not None:
+        _check_same(x, b, "conv2d")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"conv2d: bias of shape {b.shape} does not match weight of shape "
+                             f"{w.shape}")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    if oh <= 0 or ow <= 0 or sh <= 0 or sw <= 0 or ph < 0 or pw < 0:
+        raise ValueError(f"conv2d: input of shape {x.shape} is too small for weight of shape "
+                         f"{w.shape} with stride {stride} and padding {padding}")
+    cols = apply(Im2col(kh, kw, (sh, sw), (ph, pw), x.shape), x)
+    out = linear(cols, _sh.reshape(w, o, c * kh * kw), b)  # (N*OH*OW, O)
+    # NOTE: a permuted view, not a copy: the next elementwise op or pooling kernel reads it once.
+    return _sh.permute(_sh.reshape(out, n, oh, ow, o), 0, 3, 1, 2)
+
+
+# -- pooling -----------------------------------------------------------------------------------
+def _pool_args(x, kernel_size, stride, what):
+    if x.ndim != 4:
+        raise ValueError(f"{what}: expected a 4-D (N, C, H, W) input, got shape {x.shape}")
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    if k[0] > x.shape[2] or k[1] > x.shape[3] or min(k) <= 0 or min(s) <= 0:
+        raise ValueError(f"{what}: kernel {k} with stride {s} does not fit input of shape "
+                         f"{x.shape}")
+    return k, s
+
+
+class MaxPool2d(Op):
+    __slots__ = ("kernel", "stride", "argmax", "x_shape")
+
+    def __init__(self, kernel, stride):
+        self.kernel, self.stride = kernel, stride
+
+    def compute(self, x):
+        self.x_shape = x.shape
+        out, self.argmax = self.device.max_pool2d(x, self.kernel, self.stride)
+        return out
+
+    def gradient(self, g, node):
+        return (apply(MaxPool2dBackward(self.argmax, self.x_shape), g),)
+
+
+class MaxPool2dBackward(Op):
+    __slots__ = ("argmax", "x_shape")
+
+    def __init__(self, argmax, x_shape):
+        self.argmax, self.x_shape = argmax, x_shape
+
+    def compute(self, g):
+        return self.device.max_pool2d_backward(g, self.argmax, self.x_shape)
+
+    def gradient(self, gg, node):
+        # the adjoint: gather gg at the argmax positions of each (n, c) plane
+        n, c, h, w = self.x_shape
+        oh, ow = self.argmax.shape[2:]
+        d = self.device
+        flat = d.reshape(self.argmax, (n * c, oh * ow))
+        base = d.from_numpy((np.arange(n * c, dtype=np.int64) * (h * w))[:, None])
+        idx = d.binary("add", flat, d.broadcast_to(base, flat.shape))
+        got = _sh.getitem(_sh.reshape(gg, -1), _wrap(idx, gg.device))
+        return (_sh.reshape(got, n, c, oh, ow),)
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None) -> Tensor:
+    _float(x, "max_pool2d")
+    k, s = _pool_args(x, kernel_size, stride, "max_pool2d")
+    return apply(MaxPool2d(k, s), x)
+
+
+class AvgPool2d(Op):
+    __slots__ = ("kernel", "stride", "x_shape")
+
+    def __init__(self, kernel, stride, x_shape=None):
+        self.kernel, self.stride, self.x_shape = kernel, stride, x_shape
+
+    def compute(self, x):
+        self.x_shape = x.shape
+        return self.device.avg_pool2d(x, self.kernel, self.stride)
+
+    def gradient(self, g, node):
+        return (apply(AvgPool2dBackward(self.kernel, self.stride, self.x_shape), g),)
+
+
+class AvgPool2dBackward(AvgPool2d):
+    __slots__ = ()
+
+    def compute(self, g):
+        return self.device.avg_pool2d_backward(g, self.x_shape, self.kernel, self.stride)
+
+    def gradient(self, gg, node):
+        return (apply(AvgPool2d(self.kernel, self.stride), gg),)  # its own adjoint
+
+
+def avg_pool2d(x: Tensor, kernel_size, stride=None) -> Tensor:
+    _float(x, "avg_pool2d")
+    k, s = _pool_args(x, kernel_size, stride, "avg_pool2d")
+    return apply(AvgPool2d(k, s), x)
+
+
+# -- softmax family ----------------------------------------------------------------------------
+def _last_axis(d, fn, x, axis, drops=False):
+    """fn over ``axis`` of x via the device's last-axis kernels on a compact 2-D array."""
+    nd = x.ndim
+    axis = axis % nd
+    if axis != nd - 1:
+        perm = tuple(i for i in range(nd) if i != axis) + (axis,)
+        x = d.permute(x, perm)
+    shp = x.shape
+    y = fn(d.compact(d.reshape(x, (-1, shp[-1])) if x.ndim != 2 else x))
+    if drops:
+        return d.reshape(y, shp[:-1])
+    y = d.reshape(y, shp)
+    if axis != nd - 1:
+        y = d.permute(y, tuple(np.argsort(perm).tolist()))
+    return y
+
+
+class Softmax(Op):
+    __slots__ = ("axis", "log")
+
+    def __init__(self, axis, log):
+        self.axis, self.log = axis, log
+
+    def compute(self, x):
+        d = self.device
+        return _last_axis(d, d.log_softmax if self.log else d.softmax, x, self.axis)
+
+    def gradient(self, g, node):
+        if self.log:  # g - softmax * sum(g)
+            return (g - node.exp() * _rd.sum(g, self.axis, keepdims=True),)
+        return (node * (g - _rd.sum(g * node, self.axis, keepdims=True)),)
+
+
+class LogSumExp(Op):
+    __slots__ = ("axis",)
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def compute(self, x):
+        d = self.device
+        return _last_axis(d, d.logsumexp, x, self.axis, drops=True)
+
+    def gradient(self, g, node):
+        x = node._inputs[0]
+        kd = _sh.unsqueeze(node, self.axis)
+        return (_sh.unsqueeze(g, self.axis) * (x - kd).exp(),)
+
+
+def _axis(x, axis):
+    if x.ndim == 0:
+        raise ValueError("softmax family: needs at least 1 dimension")
+    (a,) = _rd.normalize_axes(axis, x.ndim)
+    return a
+
+
+def softmax(x: Tensor, axis=-1) -> Tensor:
+    _float(x, "softmax")
+    return apply(Softmax(_axis(x, axis), False), x)
+
+
+def log_softmax(x: Tensor, axis=-1) -> Tensor:
+    _float(x, "log_softmax")
+    return apply(Softmax(_axis(x, axis), True), x)
+
+
+def logsumexp(x: Tensor, axis=-1) -> Tensor:
+    _float(x, "logsumexp")
+    return apply(LogSumExp(_axis(x, axis)), x)
+
+
+# -- losses ------------------------------------------------------------------------------------
+class CrossEntropy(Op):
+    """Mean cross-entropy of (N, C) logits and int (N,) targets: one fused kernel forward, one
+    backward, the softmax saved in between."""
+
+    __slots__ = ("target", "probs")
+
+    def __init__(self, target):
+        self.target = target
+
+    def compute(self, logits):
+        loss, self.probs = self.device.cross_entropy(logits, self.target)
+        return loss
+
+    def gradient(self, g, node):
+        return (apply(CrossEntropyBackward(self.probs, self.target), node._inputs[0], g),)
+
+
+class CrossEntropyBackward(Op):
+    """(probs - onehot) * g / N; inputs (logits, g) so a second derivative reaches both."""
+
+    __slots__ = ("probs", "target")
+
+    def __init__(self, probs, target):
+        self.probs, self.target = probs, target
+
+    def compute(self, logits, g):
+        return self.device.cross_entropy_backward(self.probs, self.target, g)
+
+    def gradient(self, gg, node):
+        logits, g = node._inputs
+        n = max(logits.shape[0], 1)
+        p = _wrap(self.probs, gg.device)
+        dlogits = dg = None
+        if logits._requires_grad:  # softmax Jacobian applied to gg, scaled by g / N
+            dlogits = p * (gg - _rd.sum(gg * p, 1, keepdims=True)) * (g * (1.0 / n))
+        if g._requires_grad:
+            ones = apply(CrossEntropyBackward(self.probs, self.target), logits.detach(),
+                         _wrap(self.device.full((), 1, gg.dtype), gg.device))
+            dg = _rd.sum(gg * ones)
+        return (dlogits, dg)
+
+
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean cross-entropy of (N, C) logits and int64 (N,) class indices."""
+    _float(logits, "cross_entropy")
+    if not isinstance(target, Tensor):
+        target = _wrap(logits.device.from_numpy(np.asarray(target)), logits.device)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype "
+                        f"{target.dtype}")
+    if logits.device != target.device:
+        raise ValueError(f"cross_entropy: logits on {logits.device}, target on {target.device}")
+    if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} (N, C) do not match "
+                         f"target of shape {target.shape} (N,)")
+    return apply(CrossEntropy(target._data), logits)
+
+
+def mse_loss(a: Tensor, b: Tensor) -> Tensor:
+    """mean((a - b)**2); the shapes must be equal (no silent broadcasting)."""
+    _check_same(a, b, "mse_loss")
+    if a.shape != b.shape:
+        raise ValueError(f"mse_loss: input shape {a.shape} and target shape {b.shape} differ")
+    d = a - b
+    return _rd.mean(d * d)
+
+
+# -- regularisation and normalisation ------------------------------------------------------------
+def dropout(x: Tensor, p=0.5, training=True) -> Tensor:
+    """Inverted dropout; the mask comes from the global generator (ds.manual_seed)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    _float(x, "dropout")
+    d = x.device
+    if p == 1.0:
+        return x * 0.0
+    keep = _random.generator().random(x.shape) >= p
+    mask = (keep * (1.0 / (1.0 - p))).astype(x.dtype)
+    return x * _wrap(d.from_numpy(mask), d)
+
+
+def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` dims, then scale and shift."""
+    _float(x, "layer_norm")
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(ns)
+    if k == 0 or x.shape[-k:] != ns:
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end with "
+                         f"normalized_shape {ns}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = _rd.mean(x, axes, keepdims=True)
+    xc = x - mu
+    var = _rd.mean(xc * xc, axes, keepdims=True)
+    y = xc / (var + eps).sqrt()
+    if weight is not None:
+        if weight.shape != ns:
+            raise ValueError(f"layer_norm: weight of shape {weight.shape} does not match "
+                             f"normalized_shape {ns}")
+        y = y * weight
+    if bias is not None:
+        if bias.shape != ns:
+            raise ValueError(f"layer_norm: bias of shape {bias.shape} does not match "
+                             f"normalized_shape {ns}")
+        y = y + bias
+    return y
+
+
+def embedding(idx: Tensor, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` (num, dim) at integer ``idx``; repeated indices add their gradients."""
+    if not isinstance(idx, Tensor):
+        idx = _wrap(weight.device.from_numpy(np.asarray(idx, dtype=np.int64)), weight.device)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (num, dim), got shape {weight.shape}")
+    if idx.device != weight.device:
+        raise ValueError(f"embedding: indices on {idx.device}, weight on {weight.device}")
+    flat = _sh.reshape(idx, -1) if idx.ndim != 1 else idx
+    rows = _sh.getitem(weight, flat)
+    return _sh.reshape(rows, idx.shape + (weight.shape[1],))
+

@@ -1,0 +1,694 @@
+"""Tensor: an n-d array on a device plus the autograd graph node that made it.
+
+Internals others rely on: ``t._data`` (the backend array), ``t.device``, ``t.dtype``, ``t.shape``,
+``Tensor.from_array`` (wraps without a copy). Ops live in ``dlsys.ops``; the methods here are thin
+forwards to them. dtype rules: see ``dlsys.dtypes``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import autograd as _ag
+from . import backend as _backend
+from . import dtypes as _dt
+from . import random as _random
+
+__all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
+           "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "apply"]
+
+
+class Tensor:
+    """An n-d array with autograd. ``Tensor(data, ...)`` copies like ``ds.tensor``."""
+
+    __slots__ = ("_data", "device", "_requires_grad", "_grad", "_op", "_inputs", "_hooks",
+                 "_post_hooks", "__weakref__")
+    # NOTE: comparisons return Tensors, so the default identity hash must be restored explicitly
+    # (optimizers and hooks keep tensors in dicts and sets).
+    __hash__ = object.__hash__
+    __array_priority__ = 1000  # numpy array <op> Tensor defers to Tensor's reflected operator
+
+    def __init__(self, data=None, dtype=None, device=None, requires_grad=False):
+        t = tensor([] if data is None else data, dtype=dtype, device=device,
+                   requires_grad=requires_grad)
+        _init_from(self, t._data, t.device, t._requires_grad)
+
+    @staticmethod
+    def from_array(array, device=None, requires_grad=False) -> Tensor:
+        """Wrap a backend array of ``device`` (default: cpu), without a copy."""
+        dev = _backend.as_device(device)
+        t = _wrap(array, dev)
+        if requires_grad:
+            t.requires_grad = True
+        return t
+
+    # -- attributes ----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._data.shape)
+
+    @property
+    def size(self) -> int:
+        """The number of elements (numpy's ``size``; PyTorch's ``numel()``)."""
+        return int(np.prod(self._data.shape, dtype=np.int64))
+
+    def numel(self) -> int:
+        return self.size
+
+    def dim(self) -> int:
+        return self.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._op is None
+
+    @property
+    def grad_fn(self):
+        return self._op
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        value = bool(value)
+        if self._op is not None and not value:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables; use "
+                               "detach() to get a tensor that does not require grad")
+        if value and self._data.dtype.kind != "f":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype "
+                            f"{self._data.dtype}")
+        self._requires_grad = value
+
+    def requires_grad_(self, requires_grad=True) -> Tensor:
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, g):
+        if g is not None:
+            if not isinstance(g, Tensor):
+                raise TypeError(f"assigned grad must be a Tensor or None, got {type(g).__name__}")
+            if g.shape != self.shape:
+                raise ValueError(f"assigned grad has shape {g.shape}, expected {self.shape}")
+            if g.dtype != self.dtype:
+                raise TypeError(f"assigned grad has dtype {g.dtype}, expected {self.dtype}")
+            if g.device != self.device:
+                raise ValueError(f"assigned grad is on {g.device}, expected {self.device}")
+        self._grad = g
+
+    @property
+    def data(self) -> Tensor:
+        """A detached Tensor sharing storage (assigning ``t.data = x`` swaps the storage)."""
+        return _wrap(self._data, self.device)
+
+    @data.setter
+    def data(self, other):
+        if not isinstance(other, Tensor):
+            raise TypeError(f"data must be a Tensor, got {type(other).__name__}")
+        self._data = other._data
+        self.device = other.device
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - numpy/PyTorch name
+        return self.permute(*range(self.ndim - 1, -1, -1))
+
+    @property
+    def mT(self) -> Tensor:  # noqa: N802
+        return self.swapaxes(-2, -1)
+
+    def detach(self) -> Tensor:
+        return _wrap(self._data, self.device)
+
+    def detach_(self) -> Tensor:
+        self._op, self._inputs, self._requires_grad = None, (), False
+        return self
+
+    # -- conversion ----------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """On the CPU the underlying array itself (shares memory); elsewhere a host copy."""
+        return self.device.to_numpy(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.device.to_numpy(self._data)
+        if dtype is not None and a.dtype != dtype:
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"only one element tensors can be converted to Python scalars, "
+                             f"got shape {self.shape}")
+        return self.device.to_numpy(self._data).reshape(-1)[0].item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.size} elements is ambiguous")
+        return bool(self.item())
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self):
+        body = np.array2string(np.asarray(self), separator=", ", prefix="tensor(")
+        extra = ""
+        if self.dtype != _dt.float32 and self.dtype != _dt.int64 and self.dtype != _dt.bool_:
+            extra += f", dtype={self.dtype}"
+        if self.device.name != "cpu":
+            extra += f", device='{self.device}'"
+        if self._op is not None:
+            name = getattr(self._op, "name", None) if type(self._op).__name__ == "_Freed" \
+                else None
+            extra += f", grad_fn=<{name or type(self._op).__name__}>"
+        elif self._requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def to(self, *args, **kwargs) -> Tensor:
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or keywords; differentiable.
+        Returns self when nothing changes."""
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keywords {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, _backend.Device) or (isinstance(a, str) and a.split(":")[0] in
+                                                  ("cpu", "cuda")):
+                device = a
+            else:
+                dtype = a
+        from .ops import shape as _shape
+
+        t = self
+        if dtype is not None:
+            dtype = _dt.as_dtype(dtype)
+            if dtype != t.dtype:
+                t = _shape.cast(t, dtype)
+        if device is not None:
+            device = _backend.as_device(device)
+            if device != t.device:
+                t = _shape.to_device(t, device)
+        return t
+
+    def cpu(self) -> Tensor:
+        return self.to(_backend.cpu())
+
+    def cuda(self, index=0) -> Tensor:
+        return self.to(_backend.cuda(index))
+
+    def float(self) -> Tensor:
+        return self.to(_dt.float32)
+
+    def double(self) -> Tensor:
+        return self.to(_dt.float64)
+
+    def half(self) -> Tensor:
+        return self.to(_dt.float16)
+
+    def long(self) -> Tensor:
+        return self.to(_dt.int64)
+
+    def contiguous(self) -> Tensor:
+        from .ops import shape as _shape
+
+        return _shape.contiguous(self)
+
+    # -- autograd ------------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``. ``gradient`` is required
+        unless self has one element. The graph is freed unless ``retain_graph``."""
+        if not self._requires_grad:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a "
+                               "grad_fn")
+        if gradient is None:
+            if self.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
+                                   f"(got shape {self.shape}); pass gradient=")
+            gradient = ones_like(self)
+        else:
+            if not isinstance(gradient, Tensor):
+                gradient = tensor(gradient, dtype=self.dtype, device=self.device)
+            if gradient.shape != self.shape:
+                raise ValueError(f"gradient has shape {gradient.shape}, expected {self.shape}")
+            if gradient.dtype != self.dtype:
+                raise TypeError(f"gradient has dtype {gradient.dtype}, expected {self.dtype}")
+            if gradient.device != self.device:
+                raise ValueError(f"gradient is on {gradient.device}, expected {self.device}")
+            gradient = gradient.detach() if not create_graph else gradient
+        _ag.run_backward([self], [gradient], retain_graph or create_graph, create_graph)
+
+    def register_hook(self, fn) -> _ag.RemovableHandle:
+        """``fn(grad)`` runs when this tensor's gradient is computed; it may return a
+        replacement gradient (same shape and dtype) or None."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._hooks is None:
+            self._hooks = {}
+        h = _ag.RemovableHandle(self._hooks)
+        self._hooks[h._key] = fn
+        return h
+
+    def register_post_accumulate_grad_hook(self, fn) -> _ag.RemovableHandle:
+        """``fn(tensor)`` runs once per backward right after this leaf's ``.grad`` is final."""
+        if self._op is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf "
+                               "tensors")
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._post_hooks is None:
+            self._post_hooks = {}
+        h = _ag.RemovableHandle(self._post_hooks)
+        self._post_hooks[h._key] = fn
+        return h
+
+    # -- in place (no autograd: only on tensors that don't require grad, or under no_grad) -----
+    def _check_inplace(self, what):
+        if self._requires_grad and _ag._grad_enabled:
+            kind = "a leaf Variable that requires grad" if self._op is None else \
+                "a tensor that is part of the autograd graph"
+            raise RuntimeError(f"{what}: {kind} is being used in an in-place operation; wrap it "
+                               f"in `with ds.no_grad():` or use .data")
+
+    def copy_(self, src) -> Tensor:
+        """Copy ``src`` (Tensor on any device, numpy array or scalar; same shape) into self,
+        casting to self's dtype. self's storage (and any view of it) is kept."""
+        self._check_inplace("copy_")
+        if isinstance(src, Tensor):
+            arr = src._data if src.device == self.device else src.device.to_numpy(src._data)
+        else:
+            arr = np.asarray(src)
+            if arr.shape != self.shape and arr.size == 1:
+                arr = np.broadcast_to(arr.reshape(()), self.shape)
+        if tuple(arr.shape) != self.shape:
+            raise ValueError(f"copy_: source shape {tuple(arr.shape)} does not match "
+                             f"destination shape {self.shape}")
+        self.device.copy_(self._data, arr)
+        return self
+
+    def fill_(self, value) -> Tensor:
+        self._check_inplace("fill_")
+        if type(self._data) is np.ndarray:
+            self._data.fill(value)
+        else:
+            self.device.copy_(self._data, self.device.full(self.shape, value, self.dtype))
+        return self
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def add_(self, other, alpha=1.0) -> Tensor:
+        self._check_inplace("add_")
+        if isinstance(other, Tensor):
+            _check_same(self, other, "add_")
+            if other.shape != self.shape:
+                raise ValueError(f"add_: shapes {self.shape} and {other.shape} differ")
+            o = other._data
+            if alpha != 1:
+                o = self.device.scalar("mul", o, alpha)
+            _add_inplace(self, o)
+        else:
+            _inplace_scalar(self, "add", other * alpha)
+        return self
+
+    def sub_(self, other, alpha=1.0) -> Tensor:
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other) -> Tensor:
+        self._check_inplace("mul_")
+        if isinstance(other, Tensor):
+            _check_same(self, other, "mul_")
+            if other.shape != self.shape:
+                raise ValueError(f"mul_: shapes {self.shape} and {other.shape} differ")
+            arr = self._data
+            if type(arr) is np.ndarray:
+                np.multiply(arr, other._data, out=arr)
+            else:
+                self.device.copy_(arr, self.device.binary("mul", arr, other._data))
+        else:
+            _inplace_scalar(self, "mul", other)
+        return self
+
+    def div_(self, other) -> Tensor:
+        if isinstance(other, Tensor):
+            self._check_inplace("div_")
+            self.device.copy_(self._data, self.device.binary("div", self._data, other._data))
+            return self
+        return self.mul_(1.0 / other)
+
+    # -- operators (ops.elementwise resolves broadcasting, scalars, dtypes) ---------------------
+    def __add__(self, o):
+        return _ew.add(self, o)
+
+    def __radd__(self, o):
+        return _ew.add(self, o)
+
+    def __sub__(self, o):
+        return _ew.sub(self, o)
+
+    def __rsub__(self, o):
+        return _ew.rsub(self, o)
+
+    def __mul__(self, o):
+        return _ew.mul(self, o)
+
+    def __rmul__(self, o):
+        return _ew.mul(self, o)
+
+    def __truediv__(self, o):
+        return _ew.div(self, o)
+
+    def __rtruediv__(self, o):
+        return _ew.rdiv(self, o)
+
+    def __pow__(self, o):
+        return _ew.power(self, o)
+
+    def __rpow__(self, o):
+        return _ew.rpower(self, o)
+
+    def __neg__(self):
+        return _ew.neg(self)
+
+    def __matmul__(self, o):
+        return _mm.matmul(self, o)
+
+    def __rmatmul__(self, o):
+        return _mm.matmul(tensor(o, dtype=self.dtype, device=self.device), self)
+
+    def __eq__(self, o):
+        return _ew.compare("eq", self, o)
+
+    def __ne__(self, o):
+        return _ew.compare("ne", self, o)
+
+    def __lt__(self, o):
+        return _ew.compare("lt", self, o)
+
+    def __le__(self, o):
+        return _ew.compare("le", self, o)
+
+    def __gt__(self, o):
+        return _ew.compare("gt", self, o)
+
+    def __ge__(self, o):
+        return _ew.compare("ge", self, o)
+
+    def __getitem__(self, index):
+        return _sh.getitem(self, index)
+
+    # -- methods -------------------------------------------------------------------------------
+    def exp(self):
+        return _ew.exp(self)
+
+    def log(self):
+        return _ew.log(self)
+
+    def sqrt(self):
+        return _ew.sqrt(self)
+
+    def relu(self):
+        return _ew.relu(self)
+
+    def tanh(self):
+        return _ew.tanh(self)
+
+    def sigmoid(self):
+        return _ew.sigmoid(self)
+
+    def abs(self):
+        return _ew.abs(self)
+
+    def sum(self, axis=None, keepdims=False):
+        return _rd.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _rd.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _rd.max(self, axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return _rd.argmax(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return _sh.reshape(self, *shape)
+
+    def view(self, *shape):
+        return _sh.reshape(self, *shape)
+
+    def transpose(self, *axes):
+        return _sh.transpose(self, *axes)
+
+    def permute(self, *axes):
+        return _sh.permute(self, *axes)
+
+    def swapaxes(self, a, b):
+        return _sh.swapaxes(self, a, b)
+
+    def broadcast_to(self, *shape):
+        return _sh.broadcast_to(self, *shape)
+
+    def expand(self, *shape):
+        return _sh.broadcast_to(self, *shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _sh.flatten(self, start_dim, end_dim)
+
+    def squeeze(self, axis=None):
+        return _sh.squeeze(self, axis)
+
+    def unsqueeze(self, axis):
+        return _sh.unsqueeze(self, axis)
+
+
+# -- construction helpers ----------------------------------------------------------------------
+_new = object.__new__
+
+
+def _init_from(t, data, device, requires_grad=False):
+    t._data = data
+    t.device = device
+    t._requires_grad = requires_grad
+    t._grad = None
+    t._op = None
+    t._inputs = ()
+    t._hooks = None
+    t._post_hooks = None
+
+
+def _wrap(data, device) -> Tensor:
+    """A leaf Tensor on ``data`` (no copy, no checks): the hot path of every op."""
+    t = _new(Tensor)
+    t._data = data
+    t.device = device
+    t._requires_grad = False
+    t._grad = None
+    t._op = None
+    t._inputs = ()
+    t._hooks = None
+    t._post_hooks = None
+    return t
+
+
+def apply(op, *inputs) -> Tensor:
+    """Run ``op`` on Tensors that share one device and dtype (checked by the caller) and record
+    the graph node when grad mode is on and an input requires grad."""
+    dev = inputs[0].device
+    op.device = dev
+    if len(inputs) == 1:
+        a = inputs[0]
+        out = _wrap(op.compute(a._data), dev)
+        rg = a._requires_grad
+    elif len(inputs) == 2:
+        a, b = inputs
+        out = _wrap(op.compute(a._data, b._data), dev)
+        rg = a._requires_grad or b._requires_grad
+    else:
+        out = _wrap(op.compute(*[t._data for t in inputs]), dev)
+        rg = any(t._requires_grad for t in inputs)
+    if rg and _ag._grad_enabled:
+        out._requires_grad = True
+        out._op = op
+        out._inputs = inputs
+    return out
+
+
+def _check_same(a: Tensor, b: Tensor, what: str):
+    """Same device and dtype, else ValueError / TypeError naming both."""
+    if a.device is not b.device and a.device != b.device:
+        raise ValueError(f"{what}: expected all tensors on the same device, got {a.device} and "
+                         f"{b.device}")
+    if a._data.dtype != b._data.dtype:
+        raise TypeError(f"{what}: dtypes differ, {a._data.dtype} and {b._data.dtype} (dlsys "
+                        f"never casts silently; use .to(dtype))")
+
+
+def _add_inplace(t: Tensor, arr):
+    """t._data += arr, keeping t._data the same object (views into buckets stay views)."""
+    d = t._data
+    if type(d) is np.ndarray:
+        np.add(d, arr, out=d)
+    else:
+        f = getattr(t.device, "add_", None)
+        if f is not None:
+            f(d, arr)
+        else:
+            t.device.copy_(d, t.device.binary("add", d, arr))
+
+
+def _inplace_scalar(t: Tensor, op, s):
+    d = t._data
+    if type(d) is np.ndarray:
+        getattr(np, {"add": "add", "mul": "multiply"}[op])(d, s, out=d, casting="unsafe")
+    else:
+        t.device.copy_(d, t.device.scalar(op, d, s))
+
+
+def _infer_dtype(arr: np.ndarray, dtype):
+    if dtype is not None:
+        return _dt.as_dtype(dtype)
+    k = arr.dtype.kind
+    if k == "f":
+        return _dt.float32 if arr.dtype == np.float64 else _dt.as_dtype(arr.dtype)
+    if k in "iu":
+        return _dt.int64
+    if k == "b":
+        return _dt.bool_
+    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A new Tensor holding a copy of ``data`` (see dlsys.dtypes for the dtype rules)."""
+    dev = _backend.as_device(device)
+    if isinstance(data, Tensor):
+        src = data.device.to_numpy(data._data)
+        dt = _dt.as_dtype(dtype) if dtype is not None else src.dtype
+        arr = np.array(src, dtype=dt, copy=True)
+    else:
+        if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in data):
+            data = [np.asarray(x) for x in data]
+        src = np.asarray(data)
+        arr = np.array(src, dtype=_infer_dtype(src, dtype), copy=True, order="C")
+    t = _wrap(dev.from_numpy(arr), dev)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, numbers.Integral) or s < 0:
+            raise ValueError(f"invalid shape {shape}: sizes must be non-negative ints")
+    return tuple(int(s) for s in shape)
+
+
+def _factory(shape, fill, dtype, device, requires_grad):
+    dev = _backend.as_device(device)
+    dt = _dt.default_float if dtype is None else _dt.as_dtype(dtype)
+    t = _wrap(fill(dev, shape, dt), dev)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    shape = _shape_arg((shape,) if isinstance(shape, numbers.Integral) else tuple(shape))
+    return _factory(shape, lambda d, s, t: d.full(s, fill_value, t), dtype, device, requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(_shape_arg(shape), 0, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(_shape_arg(shape), 1, dtype, device, requires_grad)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _factory(_shape_arg(shape), lambda d, s, t: d.empty(s, t), dtype, device,
+                    requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal draws from the global generator (``ds.manual_seed``)."""
+    return _factory(_shape_arg(shape), lambda d, s, t: d.randn(s, t, _random.generator()),
+                    dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) draws from the global generator."""
+    return _factory(_shape_arg(shape), lambda d, s, t: d.rand(s, t, _random.generator()),
+                    dtype, device, requires_grad)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
+    if stop is None:
+        start, stop = 0, start
+    arr = np.arange(start, stop, step)
+    return tensor(arr, dtype=dtype, device=device)
+
+
+def _like(fn, t, dtype, device, **kw):
+    return fn(*t.shape, dtype=t.dtype if dtype is None else dtype,
+              device=t.device if device is None else device, **kw)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, t, dtype, device, requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(ones, t, dtype, device, requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(randn, t, dtype, device, requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(rand, t, dtype, device, requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(t.shape, fill_value, dtype=t.dtype if dtype is None else dtype,
+                device=t.device if device is None else device, requires_grad=requires_grad)
+
+
+# NOTE: imported last: the op modules import Tensor from here, and the methods above only look
+# these names up when called.
+from .ops import elementwise as _ew  # noqa: E402
+from .ops import matmul as _mm  # noqa: E402
+from .ops import reduce as _rd  # noqa: E402
+from .ops import shape as _sh  # noqa: E402
