@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlsys.backend import as_device
+from dlsys.tensor import Tensor
+
 from .dataset import TensorDataset
 from .sampler import RandomSampler, Sampler, SequentialSampler
 
 
 def _to_tensor(array: np.ndarray, device=None):
     """Wrap one host batch array as a Tensor on ``device`` (no extra copy on the CPU)."""
-    from dlsys import backend, tensor
-
-    dev = backend.as_device(device)
-    return tensor.Tensor.from_array(dev.from_numpy(np.ascontiguousarray(array)), device=dev)
+    dev = as_device(device)
+    return Tensor.from_array(dev.from_numpy(np.ascontiguousarray(array)), device=dev)
 
 
 def default_collate(samples):

@@ -54,18 +54,11 @@ class RandomSampler(Sampler):
 
 
 def _global_rng() -> np.random.Generator:
-    """dlsys's global generator (dlsys.random), or numpy's default one before it exists."""
-    try:
-        from dlsys import random as ds_random
-    except ImportError:  # pragma: no cover - only while the core is being written
-        return np.random.default_rng()
-    for name in ("generator", "get_generator", "default_generator", "_generator", "_rng"):
-        g = getattr(ds_random, name, None)
-        if callable(g) and not isinstance(g, np.random.Generator):
-            g = g()
-        if isinstance(g, np.random.Generator):
-            return g
-    return np.random.default_rng()
+    """dlsys's global generator (``ds.manual_seed`` reseeds it); fetched on every use because
+    manual_seed replaces the generator object."""
+    from dlsys import random as ds_random
+
+    return ds_random.generator()
 
 
 class DistributedSampler(Sampler):

@@ -1,0 +1,23 @@
+"""Neural-network modules (a PyTorch-like ``torch.nn``)."""
+
+from . import functional, init, utils
+from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .container import ModuleList, Sequential
+from .conv import Conv2d
+from .dropout import Dropout, Flatten
+from .linear import Identity, Linear
+from .loss import CrossEntropyLoss, MSELoss
+from .module import Module
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .parameter import Parameter
+from .pooling import AvgPool2d, MaxPool2d
+from .sparse import Embedding
+
+__all__ = [
+    "functional", "init", "utils",
+    "Module", "Parameter", "Sequential", "ModuleList",
+    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Flatten", "Embedding",
+    "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
+    "CrossEntropyLoss", "MSELoss",
+]
