@@ -51,12 +51,20 @@ def cuda(index: int = 0) -> Device:
         raise RuntimeError("CUDA device requested but no GPU is present (numba-cuda is "
                            "installed, numba.cuda.is_available() is False); use ds.cpu()")
     try:
-        from . import cuda as cuda_mod
+        # NOTE: not `from . import cuda`: that returns this function (the package attribute);
+        # importing the submodule also rebinds the attribute, so the function is put back.
+        import importlib
+
+        cuda_mod = importlib.import_module(__name__ + ".cuda")
+        globals()["cuda"] = _cuda_factory
     except ImportError as e:
         raise RuntimeError(f"the CUDA backend (dlsys.backend.cuda) failed to import: {e}") from e
     dev = cuda_mod.CUDADevice(index)
     _CUDA[index] = dev
     return dev
+
+
+_cuda_factory = cuda
 
 
 def as_device(x=None) -> Device:

@@ -1,0 +1,775 @@
+"""The CUDA device: every kernel-interface method as Numba CUDA kernels (package numba-cuda).
+
+Arrays are numba device arrays (``DeviceNDArray``; ``FakeCUDAArray`` under the simulator,
+NUMBA_ENABLE_CUDASIM=1). The kernels live in ``cuda_kernels``; this module does shapes, dtypes
+and launches. Imported lazily by ``dlsys.backend.cuda()``: only this module and
+``cuda_kernels`` import ``numba.cuda``.
+
+Layout policy: every array this device returns is C-contiguous. ``permute`` and
+``broadcast_to`` return compact copies (a strided-gather kernel), ``getitem`` returns a view
+when the selection is contiguous (e.g. ``flat[a:b]``, ``x[i]``, so bucket views share memory)
+and a compact copy otherwise. Kernels therefore run on flat 1-D arrays; a non-contiguous
+device array coming from outside is compacted first.
+
+float16: computed in float32 and rounded once at the end (arithmetic and atomics on half
+need recent GPUs and are partial in Numba); sums accumulate float16 in float32, as on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import types
+
+import numpy as np
+from numba import cuda
+
+from . import cuda_kernels as K
+from .device import BINARY_OPS, UNARY_OPS, Device
+
+_COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
+_NP_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal,
+}
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
+LOCAL_RANK_ENVS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK",
+                   "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
+
+
+def select_device_for_local_rank(local_rank: int | None = None) -> int:
+    """Bind this process to GPU ``local_rank % n_gpus`` and return that index.
+
+    Call it before any CUDA work (before the first CUDA context exists), e.g. right after
+    ``col.init()``: ``select_device_for_local_rank(col.local_rank())``. Without an argument the
+    local rank is read from the launcher's environment (Open MPI, MPICH/Hydra, PMI, MVAPICH,
+    Slurm), 0 when none is set. Under the simulator it only returns the index.
+    """
+    if local_rank is None:
+        local_rank = 0
+        for name in LOCAL_RANK_ENVS:
+            v = os.environ.get(name)
+            if v is not None and v.strip().isdigit():
+                local_rank = int(v)
+                break
+    ngpu = max(1, len(cuda.gpus)) if not K.SIMULATOR else 1
+    index = int(local_rank) % ngpu
+    if not K.SIMULATOR:
+        cuda.select_device(index)
+    return index
+
+
+def is_device_array(x) -> bool:
+    """True for numba device arrays (and the simulator's fake ones); numpy is not."""
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+
+
+def _c_strides(shape):
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+def _prod(shape):
+    p = 1
+    for d in shape:
+        p *= int(d)
+    return p
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _norm_shape(shape, size):
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = [int(d) for d in shape]
+    if shape.count(-1) > 1:
+        raise ValueError(f"reshape: at most one -1 allowed, got {tuple(shape)}")
+    if -1 in shape:
+        known = _prod(d for d in shape if d != -1)
+        if known == 0 or size % known:
+            raise ValueError(f"reshape: cannot reshape array of size {size} into {tuple(shape)}")
+        shape[shape.index(-1)] = size // known
+    if _prod(shape) != size:
+        raise ValueError(f"reshape: cannot reshape array of size {size} into {tuple(shape)}")
+    return tuple(shape)
+
+
+def _is_basic(index):
+    return all(i is None or i is Ellipsis or isinstance(i, (slice, int, np.integer))
+               and not isinstance(i, (bool, np.bool_)) for i in index)
+
+
+def _basic_view(shape, index):
+    """(shape, strides in elements, offset) of x[index] for a C-contiguous x of ``shape``.
+
+    NOTE: numpy does the index arithmetic on a zero-byte-per-step fake array (itemsize 1, as
+    strided over one byte): only pointers move, no memory is read, and every numpy rule
+    (negative steps, None, Ellipsis, bounds errors) comes for free.
+    """
+    base = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=shape,
+                                           strides=_c_strides(shape))
+    if not any(i is Ellipsis for i in index):
+        index = index + (Ellipsis,)  # NOTE: keeps an all-int index a 0-d array, not a scalar
+    v = base[index]
+    offset = v.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return v.shape, v.strides, offset
+
+
+class CUDADevice(Device):
+    name = "cuda"
+
+    def __init__(self, index: int = 0):
+        self.index = int(index)
+
+    def __repr__(self):
+        return f"device(type='cuda', index={self.index})"
+
+    def __str__(self):
+        return f"cuda:{self.index}"
+
+    def is_available(self) -> bool:
+        return bool(cuda.is_available())
+
+    def synchronize(self):
+        """Wait for every queued kernel (for timing)."""
+        cuda.synchronize()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _flat(self, x):
+        """A flat 1-D view of a compact array (a compact copy first when x is strided)."""
+        return self.compact(x).reshape(-1)
+
+    def _inplace_flat(self, x, what):
+        if not x.is_c_contiguous():
+            raise ValueError(f"{what}: the in-place target must be C-contiguous, got shape "
+                             f"{x.shape} strides {x.strides}")
+        return x.reshape(-1)
+
+    def _up(self, x):
+        """float16 -> float32 (computation dtype); anything else unchanged."""
+        return self.astype(x, _F32) if x.dtype == _F16 else x
+
+    # -- memory --------------------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(
+            int(d) for d in shape)
+        return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+    def full(self, shape, value, dtype):
+        out = self.empty(shape, dtype)
+        dt = np.dtype(dtype)
+        K.launch_1d(K.fill_kernel, out.size, out.reshape(-1), dt.type(value), out.size)
+        return out
+
+    def from_numpy(self, a):
+        return cuda.to_device(np.ascontiguousarray(a))
+
+    def to_numpy(self, x, out=None):
+        if not is_device_array(x):
+            x = np.asarray(x)
+            if out is None:
+                return x.copy()
+            np.copyto(out, x, casting="unsafe")
+            return out
+        x = self.compact(x)
+        if out is None:
+            return x.copy_to_host()
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"to_numpy: out has shape {out.shape}, array has {x.shape}")
+        if out.dtype == x.dtype and out.flags.c_contiguous and out.flags.writeable:
+            x.copy_to_host(out)
+        else:
+            np.copyto(out, x.copy_to_host(), casting="unsafe")
+        return out
+
+    def copy_(self, dst, src):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise ValueError(f"copy_: shapes differ, dst {dst.shape} vs src {src.shape}")
+        if dst.size == 0:
+            return dst
+        if is_device_array(src):
+            if src.dtype != dst.dtype:
+                src = self.astype(src, dst.dtype)
+            src = self.compact(src)
+        else:
+            src = np.ascontiguousarray(np.asarray(src), dtype=dst.dtype)
+        if dst.is_c_contiguous():
+            dst.copy_to_device(src)  # host->device, or device->device for a device array
+        else:
+            # NOTE: numba's own strided assignment kernel (numpy under the simulator)
+            dst[(slice(None),) * dst.ndim if dst.ndim else ()] = src
+        return dst
+
+    def astype(self, x, dtype):
+        dtype = np.dtype(dtype)
+        x = self.compact(x)
+        out = self.empty(x.shape, dtype)
+        kern = K.cast_bool_kernel if dtype == np.bool_ and x.dtype != np.bool_ else K.cast_kernel
+        K.launch_1d(kern, x.size, x.reshape(-1), out.reshape(-1), x.size)
+        return out
+
+    def compact(self, x):
+        if x.is_c_contiguous():
+            return x
+        out = cuda.device_array(x.shape, dtype=x.dtype)
+        out[(slice(None),) * x.ndim] = x  # NOTE: numba's strided assignment kernel
+        return out
+
+    def _gather(self, src_flat, shape, strides, offset, dtype):
+        out = self.empty(tuple(shape), dtype)
+        n = out.size
+        if n:
+            if len(shape) == 0:  # NOTE: kernels take non-empty tuples; a 0-d view is (1,)
+                shape, strides = (1,), (0,)
+            K.launch_1d(K.gather_strided_kernel, n, src_flat, out.reshape(-1),
+                        tuple(int(s) for s in shape), tuple(int(s) for s in strides),
+                        int(offset), n)
+        return out
+
+    # -- views ---------------------------------------------------------------------------------
+    def reshape(self, x, shape):
+        shape = _norm_shape(shape, x.size)
+        return self.compact(x).reshape(shape) if shape != tuple(x.shape) else x
+
+    def permute(self, x, axes):
+        axes = tuple(int(a) for a in axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise ValueError(f"permute: axes {axes} do not match an array of {x.ndim} dims")
+        if axes == tuple(range(x.ndim)):
+            return x
+        x = self.compact(x)
+        st = _c_strides(x.shape)
+        return self._gather(x.reshape(-1), tuple(x.shape[a] for a in axes),
+                            tuple(st[a] for a in axes), 0, x.dtype)
+
+    def broadcast_to(self, x, shape):
+        shape = tuple(int(d) for d in shape)
+        if shape == tuple(x.shape):
+            return x
+        if len(shape) < x.ndim:
+            raise ValueError(f"broadcast_to: cannot broadcast {x.shape} to {shape}")
+        x = self.compact(x)
+        src_shape = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
+        st = _c_strides(src_shape)
+        strides = []
+        for s, d, t in zip(src_shape, shape, st, strict=True):
+            if s != d and s != 1:
+                raise ValueError(f"broadcast_to: cannot broadcast {x.shape} to {shape}")
+            strides.append(0 if s != d else t)  # NOTE: stride 0 repeats the one element
+        return self._gather(x.reshape(-1), shape, strides, 0, x.dtype)
+
+    def _host_index(self, index):
+        """The index with device arrays brought to the host (small index arrays only)."""
+        return tuple(i.copy_to_host() if is_device_array(i) else i for i in index)
+
+    def _int_rows_index(self, x, index):
+        """The integer array when ``index`` is one int array selecting along axis 0, else None."""
+        if len(index) != 1 or x.ndim == 0:
+            return None
+        i = index[0]
+        if is_device_array(i) or isinstance(i, np.ndarray):
+            if np.dtype(i.dtype).kind in "iu":
+                return i
+        elif isinstance(i, list) and i and all(isinstance(v, (int, np.integer))
+                                                and not isinstance(v, bool) for v in i):
+            return np.asarray(i, dtype=np.int64)
+        return None
+
+    def _device_int64(self, idx, rows=None):
+        """A compact int64 device array of ``idx``; host arrays are bounds-checked first."""
+        if is_device_array(idx):
+            return self.compact(idx if idx.dtype == np.int64 else self.astype(idx, np.int64))
+        idx = np.asarray(idx, dtype=np.int64)
+        if rows is not None and idx.size and (idx.min() < -rows or idx.max() >= rows):
+            raise IndexError(f"index out of range [{idx.min()}, {idx.max()}] for axis 0 "
+                             f"of size {rows}")
+        return cuda.to_device(np.ascontiguousarray(idx))
+
+    def getitem(self, x, index):
+        index = index if isinstance(index, tuple) else (index,)
+        x = self.compact(x)
+        if _is_basic(index):
+            shape, strides, offset = _basic_view(tuple(x.shape), index)
+            size = _prod(shape)
+            if strides == _c_strides(shape) or size <= 1:
+                # NOTE: contiguous selection -> a view sharing memory (like numpy/PyTorch)
+                return x.reshape(-1)[offset:offset + size].reshape(shape)
+            return self._gather(x.reshape(-1), shape, strides, offset, x.dtype)
+        rows_idx = self._int_rows_index(x, index)
+        if rows_idx is not None:
+            rows = x.shape[0]
+            inner = _prod(x.shape[1:])
+            idx = self._device_int64(rows_idx, rows)
+            out = self.empty(tuple(rows_idx.shape) + tuple(x.shape[1:]), x.dtype)
+            K.launch_1d(K.take_rows_kernel, out.size, x.reshape(-1), idx.reshape(-1),
+                        out.reshape(-1), rows, inner, out.size)
+            return out
+        # NOTE: general advanced indexing (several int arrays, masks, mixes with slices):
+        # numpy computes the flat source positions on the host, a take kernel gathers them.
+        flat = np.arange(x.size, dtype=np.int64).reshape(x.shape)[self._host_index(index)]
+        flat = np.ascontiguousarray(flat)
+        out = self.empty(flat.shape, x.dtype)
+        K.launch_1d(K.take_kernel, out.size, x.reshape(-1), cuda.to_device(flat.reshape(-1)),
+                    out.reshape(-1), out.size)
+        return out
+
+    def index_add(self, out, index, values):
+        index = index if isinstance(index, tuple) else (index,)
+        if out.dtype == _F16:
+            # NOTE: no portable half atomics: accumulate in a float32 copy, write it back
+            tmp = self.astype(out, _F32)
+            self.index_add(tmp, index, self.astype(values, _F32))
+            self.copy_(out, tmp)
+            return out
+        o = self._inplace_flat(out, "index_add")
+        if values.dtype != out.dtype:
+            values = self.astype(values, out.dtype)
+        if _is_basic(index):
+            shape, strides, offset = _basic_view(tuple(out.shape), index)
+            vals = self._flat(self.broadcast_to(values, shape))
+            n = _prod(shape)
+            if n:
+                if not shape:
+                    shape, strides = (1,), (0,)
+                K.launch_1d(K.scatter_add_strided_kernel, n, o, vals, tuple(shape),
+                            tuple(int(s) for s in strides), int(offset), n)
+            return out
+        rows_idx = self._int_rows_index(out, index)
+        if rows_idx is not None:
+            rows = out.shape[0]
+            inner = _prod(out.shape[1:])
+            idx = self._device_int64(rows_idx, rows)
+            vals = self._flat(self.broadcast_to(values, tuple(rows_idx.shape)
+                                                + tuple(out.shape[1:])))
+            K.launch_1d(K.index_add_rows_kernel, vals.size, o, idx.reshape(-1), vals, rows,
+                        inner, vals.size)
+            return out
+        flat = np.arange(out.size, dtype=np.int64).reshape(out.shape)[self._host_index(index)]
+        flat = np.ascontiguousarray(flat)
+        vals = self._flat(self.broadcast_to(values, flat.shape))
+        K.launch_1d(K.index_add_flat_kernel, flat.size, o, cuda.to_device(flat.reshape(-1)),
+                    vals, flat.size)
+        return out
+
+    def stack(self, arrays, axis):
+        arrays = list(arrays)
+        if not arrays:
+            raise ValueError("stack: need at least one array")
+        shape = tuple(arrays[0].shape)
+        axis = int(axis) + (len(shape) + 1 if axis < 0 else 0)
+        for a in arrays:
+            if tuple(a.shape) != shape:
+                raise ValueError(f"stack: all arrays need the same shape, got {shape} and "
+                                 f"{tuple(a.shape)}")
+        new = shape[:axis] + (1,) + shape[axis:]
+        return self.concatenate([self.compact(a).reshape(new) for a in arrays], axis)
+
+    def concatenate(self, arrays, axis):
+        arrays = [self.compact(a) for a in arrays]
+        if not arrays:
+            raise ValueError("concatenate: need at least one array")
+        ref = tuple(arrays[0].shape)
+        axis = int(axis) + (len(ref) if axis < 0 else 0)
+        dtype = arrays[0].dtype
+        for a in arrays:
+            s = tuple(a.shape)
+            if len(s) != len(ref) or s[:axis] + s[axis + 1:] != ref[:axis] + ref[axis + 1:]:
+                raise ValueError(f"concatenate: shapes {ref} and {s} differ off axis {axis}")
+            if a.dtype != dtype:
+                raise TypeError(f"concatenate: dtypes differ, {dtype} and {a.dtype}")
+        total = sum(a.shape[axis] for a in arrays)
+        out_shape = ref[:axis] + (total,) + ref[axis + 1:]
+        out = self.empty(out_shape, dtype)
+        inner = _prod(ref[axis + 1:])
+        dst_cols = total * inner
+        off = 0
+        o = out.reshape(-1)
+        for a in arrays:
+            cols = a.shape[axis] * inner
+            K.launch_1d(K.copy_block_kernel, a.size, a.reshape(-1), o, cols, dst_cols, off,
+                        a.size)
+            off += cols
+        return out
+
+    # -- elementwise ---------------------------------------------------------------------------
+    def unary(self, op, x):
+        if op not in K.UNARY_FUNCS:
+            raise ValueError(f"unknown unary op {op!r}; known: {UNARY_OPS}")
+        if x.dtype == _F16:
+            return self.astype(self.unary(op, self.astype(x, _F32)), _F16)
+        keeps = op in ("neg", "abs", "sign", "relu") or x.dtype.kind == "f"
+        out = self.empty(x.shape, x.dtype if keeps else np.float64)
+        K.launch_1d(K.unary_kernel(op), x.size, self._flat(x), out.reshape(-1), x.size)
+        return out
+
+    def unary_backward(self, op, x, y, grad):
+        """grad * op'(x), one fused kernel (relu, tanh, sigmoid, exp, gelu)."""
+        if op not in K.BACKWARD_FUNCS:
+            raise ValueError(f"unary_backward: unsupported op {op!r}")
+        a = x if K.BACKWARD_INPUT[op] == "x" else y
+        if grad.dtype == _F16:
+            r = self.unary_backward(op, self._up(x), self._up(y), self.astype(grad, _F32))
+            return self.astype(r, _F16)
+        out = self.empty(grad.shape, grad.dtype)
+        K.launch_1d(K.binary_kernel(op, "backward"), grad.size, self._flat(a), self._flat(grad),
+                    out.reshape(-1), grad.size)
+        return out
+
+    def binary(self, op, a, b):
+        f = _NP_BINARY.get(op)
+        if f is None:
+            raise ValueError(f"unknown binary op {op!r}; known: {BINARY_OPS}")
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"binary {op}: shapes differ, {a.shape} vs {b.shape}")
+        if a.dtype == _F16 and b.dtype == _F16:
+            r = self.binary(op, self.astype(a, _F32), self.astype(b, _F32))
+            return r if op in _COMPARE else self.astype(r, _F16)
+        # NOTE: the result dtype follows numpy's rules (int / int -> float64, compare -> bool)
+        with np.errstate(all="ignore"):
+            rdt = f(np.ones(1, a.dtype), np.ones(1, b.dtype)).dtype
+        out = self.empty(a.shape, rdt)
+        K.launch_1d(K.binary_kernel(op), a.size, self._flat(a), self._flat(b), out.reshape(-1),
+                    a.size)
+        return out
+
+    def scalar(self, op, a, s, reverse=False):
+        f = _NP_BINARY.get(op)
+        if f is None:
+            raise ValueError(f"unknown scalar op {op!r}; known: {BINARY_OPS}")
+        if a.dtype == _F16:
+            r = self.scalar(op, self.astype(a, _F32), s, reverse)
+            return r if op in _COMPARE else self.astype(r, _F16)
+        with np.errstate(all="ignore"):
+            z = np.ones(1, a.dtype)
+            rdt = (f(s, z) if reverse else f(z, s)).dtype
+        if op not in _COMPARE and a.dtype.kind == "f":
+            rdt = a.dtype
+        # NOTE: pass the scalar typed (float32 stays float32 arithmetic on the GPU)
+        if a.dtype.kind == "f" or (isinstance(s, (int, np.integer)) and a.dtype.kind in "iu"):
+            sv = a.dtype.type(s)
+        else:
+            sv = np.float64(s) if isinstance(s, (float, np.floating)) else np.int64(s)
+        out = self.empty(a.shape, rdt)
+        K.launch_1d(K.scalar_kernel(op, bool(reverse)), a.size, self._flat(a), sv,
+                    out.reshape(-1), a.size)
+        return out
+
+    def where(self, cond, a, b):
+        shape = tuple(np.broadcast_shapes(tuple(cond.shape), tuple(a.shape), tuple(b.shape)))
+        cond, a, b = (self.broadcast_to(t, shape) for t in (cond, a, b))
+        if a.dtype != b.dtype:
+            raise TypeError(f"where: dtypes differ, {a.dtype} and {b.dtype}")
+        out = self.empty(shape, a.dtype)
+        K.launch_1d(K.where_kernel, out.size, self._flat(cond), self._flat(a), self._flat(b),
+                    out.reshape(-1), out.size)
+        return out
+
+    # -- reductions ----------------------------------------------------------------------------
+    def _to_rows(self, x, axes):
+        """x permuted so ``axes`` come last, as a compact (rows, cols) array; and kept shape."""
+        keep = [d for d in range(x.ndim) if d not in axes]
+        xp = self.permute(x, tuple(keep) + tuple(axes))
+        rows = _prod(x.shape[d] for d in keep)
+        cols = _prod(x.shape[d] for d in axes)
+        return self.compact(xp).reshape(rows, cols), tuple(x.shape[d] for d in keep)
+
+    def sum(self, x, axes, keepdims=False):
+        if axes is None:
+            axes = tuple(range(x.ndim))
+        elif isinstance(axes, (int, np.integer)):
+            axes = (int(axes),)
+        axes = tuple(sorted(int(a) % max(x.ndim, 1) for a in axes)) if x.ndim else ()
+        if x.dtype == _F16:
+            r = self.sum(self.astype(x, _F32), axes, keepdims)
+            return self.astype(r, _F16)
+        rdt = np.sum(np.zeros(1, x.dtype)).dtype  # NOTE: numpy's: int32/bool sum -> int64
+        if rdt != x.dtype:
+            x = self.astype(x, rdt)
+        x2, kept = self._to_rows(x, axes)
+        rows, cols = x2.shape
+        out = self.empty((rows,), rdt)
+        if cols == 0:
+            K.launch_1d(K.fill_kernel, rows, out, rdt.type(0), rows)
+        else:
+            K.launch_rows(K.row_sum_kernel(rdt.str), rows, cols, x2.reshape(-1), out, rows,
+                          cols, rdt.type(0))
+        if keepdims:
+            return out.reshape(tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)))
+        return out.reshape(kept)
+
+    def max(self, x, axis, keepdims=False):
+        if x.dtype == _F16:
+            v, i = self.max(self.astype(x, _F32), axis, keepdims)
+            return self.astype(v, _F16), i
+        if axis is None:
+            if x.size == 0:
+                raise ValueError("max: zero-size array")
+            v, i = self.max(self._flat(x), 0)
+            if keepdims:
+                shp = (1,) * x.ndim
+                return v.reshape(shp), i.reshape(shp)
+            return v, i
+        axis = int(axis) % x.ndim
+        if x.shape[axis] == 0:
+            raise ValueError(f"max: zero-size axis {axis} in shape {x.shape}")
+        x2, kept = self._to_rows(x, (axis,))
+        rows, cols = x2.shape
+        val = self.empty((rows,), x.dtype)
+        idx = self.empty((rows,), np.int64)
+        K.launch_rows(K.row_argmax_kernel(x.dtype.str), rows, cols, x2.reshape(-1), val, idx,
+                      rows, cols)
+        shp = (tuple(1 if d == axis else x.shape[d] for d in range(x.ndim)) if keepdims
+               else kept)
+        return val.reshape(shp), idx.reshape(shp)
+
+    # -- linear algebra ------------------------------------------------------------------------
+    def matmul(self, a, b):
+        if a.dtype != b.dtype:
+            raise TypeError(f"matmul: dtypes differ, {a.dtype} and {b.dtype}")
+        if a.dtype == _F16:
+            return self.astype(self.matmul(self.astype(a, _F32), self.astype(b, _F32)), _F16)
+        squeeze_a = a.ndim == 1
+        squeeze_b = b.ndim == 1
+        if squeeze_a:
+            a = self.reshape(a, (1, a.shape[0]))
+        if squeeze_b:
+            b = self.reshape(b, (b.shape[0], 1))
+        ash, bsh = tuple(a.shape), tuple(b.shape)  # NOTE: simulator shapes reject [-1]
+        if ash[-1] != bsh[-2] or ash[:-2] != bsh[:-2]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
+                             "(batch shapes must be equal; the front end broadcasts them)")
+        batch_shape = ash[:-2]
+        batch = _prod(batch_shape)
+        m, kdim = ash[-2:]
+        n = bsh[-1]
+        out = self.empty(batch_shape + (m, n), a.dtype)
+        if kdim == 0:
+            K.launch_1d(K.fill_kernel, out.size, out.reshape(-1), a.dtype.type(0), out.size)
+        else:
+            K.launch_matmul(self._flat(a), self._flat(b), out.reshape(-1), batch, m, n, kdim,
+                            a.dtype.type(0))
+        if squeeze_a:
+            out = out.reshape(batch_shape + (n,) if not squeeze_b else batch_shape)
+        elif squeeze_b:
+            out = out.reshape(batch_shape + (m,))
+        return out
+
+    # -- convolution and pooling ---------------------------------------------------------------
+    def im2col(self, x, kh, kw, stride, padding):
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        if x.dtype == _F16:
+            return self.astype(self.im2col(self.astype(x, _F32), kh, kw, stride, padding), _F16)
+        n, c, h, w = x.shape
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
+        out = self.empty((n * oh * ow, c * kh * kw), x.dtype)
+        K.launch_1d(K.im2col_kernel, out.size, self._flat(x), out.reshape(-1), c, h, w, kh, kw,
+                    sh, sw, ph, pw, oh, ow, x.dtype.type(0), out.size)
+        return out
+
+    def col2im(self, cols, x_shape, kh, kw, stride, padding):
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(padding, "padding")
+        if cols.dtype == _F16:
+            r = self.col2im(self.astype(cols, _F32), x_shape, kh, kw, stride, padding)
+            return self.astype(r, _F16)
+        n, c, h, w = (int(d) for d in x_shape)
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
+        out = self.empty((n, c, h, w), cols.dtype)
+        K.launch_1d(K.col2im_kernel, out.size, self._flat(cols), out.reshape(-1), c, h, w, kh,
+                    kw, sh, sw, ph, pw, oh, ow, cols.dtype.type(0), out.size)
+        return out
+
+    def max_pool2d(self, x, kernel, stride):
+        kh, kw = _pair(kernel, "kernel")
+        sh, sw = _pair(kernel if stride is None else stride, "stride")
+        if x.dtype == _F16:
+            v, i = self.max_pool2d(self.astype(x, _F32), kernel, stride)
+            return self.astype(v, _F16), i
+        n, c, h, w = x.shape
+        oh = (h - kh) // sh + 1
+        ow = (w - kw) // sw + 1
+        out = self.empty((n, c, oh, ow), x.dtype)
+        arg = self.empty((n, c, oh, ow), np.int64)
+        K.launch_1d(K.max_pool_kernel, out.size, self._flat(x), out.reshape(-1),
+                    arg.reshape(-1), h, w, kh, kw, sh, sw, oh, ow, out.size)
+        return out, arg
+
+    def max_pool2d_backward(self, grad_out, argmax, x_shape):
+        if grad_out.dtype == _F16:
+            r = self.max_pool2d_backward(self.astype(grad_out, _F32), argmax, x_shape)
+            return self.astype(r, _F16)
+        n, c, h, w = (int(d) for d in x_shape)
+        gx = self.full((n, c, h, w), 0, grad_out.dtype)
+        ohw = _prod(grad_out.shape[2:])
+        K.launch_1d(K.max_pool_backward_kernel, grad_out.size, self._flat(grad_out),
+                    self._flat(argmax), gx.reshape(-1), h * w, ohw, grad_out.size)
+        return gx
+
+    def avg_pool2d(self, x, kernel, stride):
+        kh, kw = _pair(kernel, "kernel")
+        sh, sw = _pair(kernel if stride is None else stride, "stride")
+        if x.dtype == _F16:
+            return self.astype(self.avg_pool2d(self.astype(x, _F32), kernel, stride), _F16)
+        n, c, h, w = x.shape
+        oh = (h - kh) // sh + 1
+        ow = (w - kw) // sw + 1
+        out = self.empty((n, c, oh, ow), x.dtype)
+        K.launch_1d(K.avg_pool_kernel, out.size, self._flat(x), out.reshape(-1), h, w, kh, kw,
+                    sh, sw, oh, ow, x.dtype.type(0), out.size)
+        return out
+
+    def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):
+        kh, kw = _pair(kernel, "kernel")
+        sh, sw = _pair(kernel if stride is None else stride, "stride")
+        if grad_out.dtype == _F16:
+            r = self.avg_pool2d_backward(self.astype(grad_out, _F32), x_shape, kernel, stride)
+            return self.astype(r, _F16)
+        n, c, h, w = (int(d) for d in x_shape)
+        oh, ow = grad_out.shape[2:]
+        gx = self.empty((n, c, h, w), grad_out.dtype)
+        K.launch_1d(K.avg_pool_backward_kernel, gx.size, self._flat(grad_out), gx.reshape(-1),
+                    h, w, kh, kw, sh, sw, oh, ow, grad_out.dtype.type(0), gx.size)
+        return gx
+
+    # -- softmax family ------------------------------------------------------------------------
+    def _softmax_rows(self, x, mode, target=None):
+        """Run the row kernel over the last axis; returns (out (x's shape), aux (rows,))."""
+        if x.dtype.kind != "f":
+            raise TypeError(f"softmax family needs a floating-point array, got {x.dtype}")
+        cols = tuple(x.shape)[-1] if x.ndim else 1
+        rows = x.size // cols if cols else 0
+        x2 = self._flat(x)
+        out = self.empty(x.shape, x.dtype)
+        aux = self.empty((rows,), x.dtype)
+        tgt = target if target is not None else aux  # NOTE: a stand-in, never read
+        if cols:
+            K.launch_rows(K.softmax_rows_kernel(x.dtype.str), rows, cols, x2, out.reshape(-1),
+                          aux, tgt, rows, cols, mode, x.dtype.type(0))
+        return out, aux
+
+    def softmax(self, x):
+        if x.dtype == _F16:
+            return self.astype(self.softmax(self.astype(x, _F32)), _F16)
+        return self._softmax_rows(x, K.SOFTMAX)[0]
+
+    def log_softmax(self, x):
+        if x.dtype == _F16:
+            return self.astype(self.log_softmax(self.astype(x, _F32)), _F16)
+        return self._softmax_rows(x, K.LOG_SOFTMAX)[0]
+
+    def logsumexp(self, x):
+        """log(sum(exp(x))) over the last axis (stable); the result drops that axis."""
+        if x.dtype == _F16:
+            return self.astype(self.logsumexp(self.astype(x, _F32)), _F16)
+        return self._softmax_rows(x, K.LOGSUMEXP)[1].reshape(tuple(x.shape[:-1]))
+
+    def cross_entropy(self, logits, target):
+        if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
+            raise ValueError(f"cross_entropy: logits must be (N, C) and target (N,), got "
+                             f"{logits.shape} and {target.shape}")
+        if np.dtype(target.dtype).kind not in "iu":
+            raise TypeError(f"cross_entropy: target must be an integer array, got "
+                            f"{target.dtype}")
+        if logits.dtype == _F16:
+            loss, probs = self.cross_entropy(self.astype(logits, _F32), target)
+            return self.astype(loss, _F16), self.astype(probs, _F16)
+        # NOTE: targets are not range-checked here: that would cost a device->host sync per
+        # step; a host (numpy) target is checked.
+        n = logits.shape[0]
+        tgt = self._device_int64(target, None)
+        if not is_device_array(target):
+            t = np.asarray(target)
+            if t.size and (t.min() < 0 or t.max() >= logits.shape[1]):
+                raise ValueError(f"cross_entropy: target values must lie in "
+                                 f"[0, {logits.shape[1]}), got min {t.min()} max {t.max()}")
+        probs, row_loss = self._softmax_rows(logits, K.CROSS_ENTROPY, tgt.reshape(-1))
+        if n == 0:
+            return self.full((), np.nan, logits.dtype), probs
+        # NOTE: the mean accumulates in float64, like the CPU reference
+        total = self.sum(self.astype(row_loss, np.float64), (0,))
+        loss = self.scalar("div", total, float(n))
+        return self.astype(loss, logits.dtype).reshape(()), probs
+
+    def cross_entropy_backward(self, probs, target, grad_loss):
+        if probs.dtype == _F16:
+            r = self.cross_entropy_backward(self.astype(probs, _F32), target, grad_loss)
+            return self.astype(r, _F16)
+        n, c = probs.shape
+        if is_device_array(grad_loss):
+            g = self._flat(grad_loss if grad_loss.dtype == probs.dtype
+                           else self.astype(grad_loss, probs.dtype))
+        else:
+            g = cuda.to_device(np.asarray([float(np.asarray(grad_loss))], dtype=probs.dtype))
+        tgt = self._device_int64(target, None).reshape(-1)
+        out = self.empty((n, c), probs.dtype)
+        K.launch_1d(K.cross_entropy_backward_kernel, out.size, self._flat(probs), tgt, g,
+                    probs.dtype.type(1.0 / max(n, 1)), out.reshape(-1), c, out.size)
+        return out
+
+    # -- optimizer updates ---------------------------------------------------------------------
+    def sgd_step(self, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
+                 dampening, first_step):
+        if momentum != 0 and momentum_buf is None:
+            raise ValueError("sgd_step: momentum != 0 needs a momentum_buf")
+        if param.dtype == _F16:
+            return self._f16_update(self.sgd_step, param, grad, [momentum_buf], lr, momentum,
+                                    weight_decay, nesterov, dampening, first_step)
+        p = self._inplace_flat(param, "sgd_step")
+        g = self._flat(grad if grad.dtype == param.dtype else self.astype(grad, param.dtype))
+        b = p if momentum_buf is None else self._inplace_flat(momentum_buf, "sgd_step")
+        t = param.dtype.type
+        K.launch_1d(K.sgd_kernel, p.size, p, g, b, t(lr), t(momentum), t(weight_decay),
+                    t(1 - dampening), momentum != 0, bool(nesterov), bool(first_step), p.size)
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                  step, decoupled):
+        if param.dtype == _F16:
+            return self._f16_update(self.adam_step, param, grad, [exp_avg, exp_avg_sq], lr,
+                                    beta1, beta2, eps, weight_decay, step, decoupled)
+        p = self._inplace_flat(param, "adam_step")
+        g = self._flat(grad if grad.dtype == param.dtype else self.astype(grad, param.dtype))
+        m = self._inplace_flat(exp_avg, "adam_step")
+        v = self._inplace_flat(exp_avg_sq, "adam_step")
+        t = param.dtype.type
+        decay, wd = (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+        K.launch_1d(K.adam_kernel, p.size, p, g, m, v, t(decay), t(wd), t(1 - beta1), t(beta2),
+                    t(1 - beta2), t(eps), t(lr / (1 - beta1 ** step)),
+                    t(math.sqrt(1 - beta2 ** step)), p.size)
+
+    def _f16_update(self, fn, param, grad, states, *args):
+        """Run an optimizer update on float32 copies of a float16 param and its states."""
+        p32 = self.astype(param, _F32)
+        s32 = [None if s is None else self.astype(s, _F32) for s in states]
+        fn(p32, self.astype(grad, _F32), *s32, *args)
+        self.copy_(param, p32)
+        for s, s2 in zip(states, s32, strict=True):
+            if s is not None:
+                self.copy_(s, s2)
+
+
+class _CallableModule(types.ModuleType):
+    """NOTE: ``dlsys.backend.cuda`` is both this module and the package's ``cuda(index)``
+    function; importing the module first (``from dlsys.backend.cuda import ...``) rebinds the
+    package attribute to the module, so the module stays callable like the function."""
+
+    def __call__(self, index: int = 0):
+        return sys.modules[__package__]._cuda_factory(index)
+
+
+sys.modules[__name__].__class__ = _CallableModule
