@@ -172,6 +172,17 @@ def test_max_pool_kernels_with_ties(rng, dt, case):
     np.testing.assert_allclose(gx.sum(), g.sum(), rtol=1e-4)
 
 
+@pytest.mark.parametrize("dt", FLOATS)
+def test_max_pool_with_nans_matches_reference(rng, dt):
+    x = rng.integers(0, 3, (2, 2, 7, 6)).astype(dt)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    for kh, kw, sh, sw in [(2, 2, 2, 2), (3, 2, 1, 2)]:
+        out, am = KN.max_pool2d_fast(x, kh, kw, sh, sw)
+        out_r, am_r = KN.max_pool2d_ref(x, kh, kw, sh, sw)
+        np.testing.assert_array_equal(out, out_r)
+        np.testing.assert_array_equal(am, am_r)
+
+
 def test_max_pool_nan_and_tie_order():
     x = np.array([[[[1.0, 1.0], [np.nan, np.nan]]]])
     for f in (KN.max_pool2d_fast, KN.max_pool2d_ref):

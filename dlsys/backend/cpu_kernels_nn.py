@@ -255,6 +255,38 @@ def col2im_nb(cols, kh, kw, sh, sw, ph, pw, out):
 
 @njit(cache=True)
 def max_pool2d_nb(x, kh, kw, sh, sw, out, argmax):
+    """Fast path, exact when x has no nan; returns True when it saw a nan (the caller then
+    reruns max_pool2d_nan_nb). NOTE: the compare feeds selects, not branches: on real data the
+    branchy loop mispredicts about half the time and measured 3x slower."""
+    w = x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    nan = False
+    for b in range(x.shape[0]):
+        for ch in range(x.shape[1]):
+            xp = x[b, ch]
+            op = out[b, ch]
+            ap = argmax[b, ch]
+            for y in range(oh):
+                for z in range(ow):
+                    r0 = y * sh
+                    c0 = z * sw
+                    best = xp[r0, c0]
+                    arg = r0 * w + c0
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = xp[r0 + i, c0 + j]
+                            take = v > best  # strict: the first of ties wins, as np.argmax
+                            nan |= v != v
+                            best = v if take else best
+                            arg = (r0 + i) * w + c0 + j if take else arg
+                    op[y, z] = best
+                    ap[y, z] = arg
+    return nan
+
+
+@njit(cache=True)
+def max_pool2d_nan_nb(x, kh, kw, sh, sw, out, argmax):
+    """The nan-exact version: the first nan of a window wins (as np.argmax)."""
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for b in range(n):
@@ -266,8 +298,6 @@ def max_pool2d_nb(x, kh, kw, sh, sw, out, argmax):
                     for i in range(kh):
                         for j in range(kw):
                             v = x[b, ch, y * sh + i, z * sw + j]
-                            # NOTE: strict > keeps the first of ties; a nan wins once and stays
-                            # (as np.argmax: the first nan).
                             if v > best or (v != v and best == best):
                                 best = v
                                 arg = (y * sh + i) * w + z * sw + j
@@ -382,7 +412,8 @@ def max_pool2d_fast(x, kh, kw, sh, sw):
     oh, ow = _out_hw(h, w, kh, kw, sh, sw)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int64)
-    max_pool2d_nb(x, kh, kw, sh, sw, out, argmax)
+    if max_pool2d_nb(x, kh, kw, sh, sw, out, argmax):
+        max_pool2d_nan_nb(x, kh, kw, sh, sw, out, argmax)
     return out, argmax
 
 
