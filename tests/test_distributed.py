@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from distributed_common import COMMON
 from mpi_harness import run_mpi
 
 from collective.buckets import assign_buckets
@@ -50,3 +51,177 @@ def test_compression_numpy_roundtrip():
     assert same is x and Compression.none.decompress(same, ctx) is x
     ints = np.arange(4)
     assert Compression.fp16.compress(ints)[0] is ints  # integers are never cast
+
+
+# -- MPI jobs -------------------------------------------------------------------------------------
+
+EQUIVALENCE = COMMON + r'''
+out = {}
+for opt_name in ("sgd", "adam"):
+    for dtype in ("float64", "float32"):
+        ref = train(opt_name, dtype, False)[0]
+        got, agree, _, _ = train(opt_name, dtype, True, check_replicas=True)
+        out[f"{opt_name}_{dtype}_err"] = rel_err(got, ref)
+        out[f"{opt_name}_{dtype}_agree"] = agree
+
+# determinism: the same run twice is bitwise identical
+first = train("adam", "float32", True)[0]
+second = train("adam", "float32", True)[0]
+out["deterministic"] = digest(first) == digest(second)
+
+# k = 2 backward passes per step == one pass over twice the samples
+ref = train("sgd", "float64", False, k=2)[0]
+got, agree, _, _ = train("sgd", "float64", True, k=2, check_replicas=True)
+out["accum_err"], out["accum_agree"] = rel_err(got, ref), agree
+
+# fp16 compression is close to fp32, and replicas still agree bitwise
+plain = train("sgd", "float32", True)[0]
+got, agree, _, _ = train("sgd", "float32", True, compression=col.Compression.fp16,
+                         check_replicas=True)
+out["fp16_err"], out["fp16_agree"] = rel_err(got, plain), agree
+
+# tiny and huge bucket caps: one bucket per parameter / one bucket; same result
+ref = train("sgd", "float64", False)[0]
+for name, cap in (("tiny", 1e-7), ("huge", 1e5)):
+    got, agree, opt, model = train("sgd", "float64", True, bucket_cap_mb=cap,
+                                   check_replicas=True)
+    out[f"{name}_err"], out[f"{name}_agree"] = rel_err(got, ref), agree
+    out[f"{name}_buckets"] = len(opt.buckets)
+out["n_params"] = len(list(model.parameters()))
+
+# grads are views into the buckets; the wrapper IS the optimizer
+model = model_for("float32", 1)
+inner = ds.optim.SGD(model.parameters(), lr=0.1)
+opt = col.DistributedOptimizer(inner, named_parameters=model.named_parameters(),
+                               bucket_cap_mb=1e-4)
+def views_ok():
+    flats = {id(p): b.flat.numpy() for b in opt.buckets for p in b.params}
+    return all(p.grad is not None and np.shares_memory(p.grad.numpy(), flats[id(p)])
+               for p in model.parameters())
+out["views_at_start"] = views_ok()
+for t in range(3):
+    opt.zero_grad()
+    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]])), ds.tensor(Y[BATCHES[R][t]])).backward()
+    opt.step()
+out["views_after_steps"] = views_ok()
+model.zero_grad()  # the module's zero_grad sets .grad to None: the hooks re-attach the views
+F.cross_entropy(model(ds.tensor(X[BATCHES[R][3]])), ds.tensor(Y[BATCHES[R][3]])).backward()
+opt.step()
+out["views_after_module_zero_grad"] = views_ok()
+out["isinstance"] = isinstance(opt, ds.optim.SGD)
+out["same_state"] = opt.param_groups is inner.param_groups and opt.state is inner.state
+
+# zero_grad between backward and step is an error
+opt.zero_grad()
+F.cross_entropy(model(ds.tensor(X[BATCHES[R][4]])), ds.tensor(Y[BATCHES[R][4]])).backward()
+try:
+    opt.zero_grad()
+    out["zero_grad_error"] = ""
+except RuntimeError as exc:
+    out["zero_grad_error"] = str(exc)
+# synchronize + clipping + skip_synchronize
+opt.synchronize()
+ds.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+with opt.skip_synchronize():
+    opt.step()
+out["clip_agree"] = len(set(col.allgather_object(digest(params_of(model))))) == 1
+
+# op=Sum gives P times the average
+model = model_for("float64", 1)
+opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.0), op=col.Sum)
+F.cross_entropy(model(ds.tensor(X[BATCHES[R][0]], dtype=np.float64)),
+                ds.tensor(Y[BATCHES[R][0]])).backward()
+opt.synchronize()
+summed = [np.array(p.grad.numpy()) for p in model.parameters()]
+model = model_for("float64", 1)  # a fresh copy: a backward on `model` would start reductions
+local = F.cross_entropy(model(ds.tensor(X[np.concatenate([BATCHES[r][0] for r in range(P)])],
+                                        dtype=np.float64)),
+                        ds.tensor(Y[np.concatenate([BATCHES[r][0] for r in range(P)])]))
+local.backward()
+out["sum_err"] = rel_err(summed, [P * np.array(p.grad.numpy()) for p in model.parameters()])
+
+# a parameter without a gradient on some ranks is reduced as zeros (no hang, replicas agree)
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(N_IN, N_OUT)
+        self.extra = nn.Linear(N_IN, N_OUT)
+
+    def forward(self, x, use_extra):
+        out = self.body(x)
+        return out + self.extra(x) if use_extra else out
+
+ds.manual_seed(3)
+model = TwoHeads().to(np.float64)
+before = np.array(model.extra.weight.numpy())
+opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.5),
+                               named_parameters=model.named_parameters())
+for t in range(2):
+    opt.zero_grad()
+    x = ds.tensor(X[BATCHES[R][t]], dtype=np.float64)
+    F.cross_entropy(model(x, use_extra=(R == 0)), ds.tensor(Y[BATCHES[R][t]])).backward()
+    opt.step()
+out["unused_agree"] = len(set(col.allgather_object(digest(params_of(model))))) == 1
+out["unused_moved"] = not np.array_equal(before, model.extra.weight.numpy())
+
+# broadcast_optimizer_state: rank 0 has momentum and 'step' state, the others none yet
+model = model_for("float32", 7)
+opt = ds.optim.Adam(model.parameters(), lr=0.01)
+if R == 0:
+    for t in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(ds.tensor(X[BATCHES[0][t]])), ds.tensor(Y[BATCHES[0][t]])).backward()
+        opt.step()
+col.broadcast_parameters(model.named_parameters(), root=0)
+col.broadcast_optimizer_state(opt, root=0)
+def flat_state(o):
+    sd = o.state_dict()
+    leaves = []
+    def walk(v):
+        if isinstance(v, dict):
+            for key in sorted(v, key=str):
+                leaves.append(str(key))
+                walk(v[key])
+        elif isinstance(v, (list, tuple)):
+            for w in v:
+                walk(w)
+        else:
+            leaves.append(repr(np.asarray(v).tolist()))
+    walk(sd)
+    return hashlib.sha1("|".join(leaves).encode()).hexdigest()
+out["opt_state_agree"] = len(set(col.allgather_object(flat_state(opt)))) == 1
+out["opt_state_nonempty"] = len(opt.state_dict()["state"]) > 0
+report(**out)
+'''
+
+
+def _check_equivalence(res, nprocs):
+    assert res.returncode == 0, res.output
+    reports = res.by_rank()
+    assert sorted(reports) == list(range(nprocs)), res.output
+    for r, out in reports.items():
+        for opt_name in ("sgd", "adam"):
+            assert out[f"{opt_name}_float64_err"] < 1e-10, (r, opt_name, out)
+            assert out[f"{opt_name}_float32_err"] < 1e-5, (r, opt_name, out)
+            assert out[f"{opt_name}_float64_agree"] and out[f"{opt_name}_float32_agree"], out
+        assert out["deterministic"], out
+        assert out["accum_err"] < 1e-10 and out["accum_agree"], out
+        assert out["fp16_err"] < 2e-2 and out["fp16_agree"], out
+        for name in ("tiny", "huge"):
+            assert out[f"{name}_err"] < 1e-10 and out[f"{name}_agree"], out
+        assert out["tiny_buckets"] == out["n_params"] and out["huge_buckets"] == 1, out
+        assert out["views_at_start"] and out["views_after_steps"], out
+        assert out["views_after_module_zero_grad"], out
+        assert out["isinstance"] and out["same_state"], out
+        assert "zero_grad" in out["zero_grad_error"], out
+        assert out["clip_agree"], out
+        assert out["sum_err"] < 1e-10, out
+        assert out["unused_agree"] and out["unused_moved"], out
+        assert out["opt_state_agree"] and out["opt_state_nonempty"], out
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_distributed_guarantees(nprocs, tmp_path):
+    res = run_mpi(EQUIVALENCE, nprocs, timeout=240, tmp_path=tmp_path)
+    _check_equivalence(res, nprocs)
