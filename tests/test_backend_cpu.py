@@ -359,6 +359,19 @@ def test_unary_backward_kernels(dev, rng, dt, op):
                                K.unary_backward_ref(op, x, y, gb), **tol(dt))
 
 
+def test_elementwise_kernels_keep_permuted_layout(dev, rng):
+    base = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)  # NHWC buffer
+    x = base.transpose(0, 3, 1, 2)  # an NCHW view, as conv2d returns
+    y = dev.unary("gelu", x)
+    np.testing.assert_allclose(y, K.gelu_ref(x), **tol(np.float32))
+    assert y.strides == x.strides  # same layout, no copy of x
+    g = rng.standard_normal(x.shape).astype(np.float32)  # compact: copied into x's order
+    for op in ("relu", "gelu", "tanh"):
+        yy = dev.unary(op, x)
+        np.testing.assert_allclose(dev.unary_backward(op, x, yy, g),
+                                   K.unary_backward_ref(op, x, yy, g), **tol(np.float32))
+
+
 def test_unary_device_dtypes(dev, rng):
     x = rng.standard_normal((4, 3)).astype(np.float32)
     for op in B.UNARY_OPS:

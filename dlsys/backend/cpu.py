@@ -61,14 +61,29 @@ _UNARY = {
 }
 
 
+def _dense_order(x):
+    """Axes order in which x is C-contiguous (x may be a permuted view of a compact array, as
+    conv2d's NCHW output over an NHWC buffer), or None when x has gaps or repeats."""
+    if x.flags.c_contiguous:
+        return None
+    order = tuple(sorted(range(x.ndim), key=lambda i: -x.strides[i]))
+    return order if x.transpose(order).flags.c_contiguous else None
+
+
 def _via_numba(kernel, op, *arrays):
-    """Run an elementwise Numba kernel on compact copies where needed (broadcast views are
-    common here: the gradient of a sum); float16 goes through float32 and back.
-    NOTE: Numba has no float16 arithmetic, and erf has no numpy ufunc to fall back on."""
-    dt = arrays[0].dtype
-    if dt == np.float16:
+    """Run an elementwise Numba kernel (flat C arrays) on arrays of any layout: operands are
+    put in the memory order of the first one (no copy for a permuted dense view; others are
+    copied in that order; broadcast views, e.g. the gradient of a sum, are materialised); the
+    result has the first operand's layout, as a numpy ufunc's would.
+    NOTE: Numba has no float16 arithmetic, and erf has no numpy ufunc to fall back on:
+    float16 goes through float32 and back."""
+    if arrays[0].dtype == np.float16:
         return kernel(op, *(a.astype(np.float32) for a in arrays)).astype(np.float16)
-    return kernel(op, *(np.ascontiguousarray(a) for a in arrays))
+    order = _dense_order(arrays[0])
+    if order is None:
+        return kernel(op, *(np.ascontiguousarray(a) for a in arrays))
+    out = kernel(op, *(np.ascontiguousarray(a.transpose(order)) for a in arrays))
+    return out.transpose(np.argsort(order))
 
 
 def _short_rows(x):
