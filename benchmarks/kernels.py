@@ -4,22 +4,26 @@
 
 Prints a table (kernel, shape, numpy ms, numba ms, ratio = numpy / numba; > 1 means Numba is
 faster) and writes it as JSON with --json. The first call of each kernel (compilation, or
-loading from Numba's cache) is excluded. Run it with one thread (NUMBA_NUM_THREADS=1,
-OMP_NUM_THREADS=1) to match the training-step benchmark.
+loading from Numba's cache) is excluded. One thread (BLAS, OpenMP, Numba) unless the
+environment already sets one, to match the training-step benchmark.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
-import numpy as np
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")  # NOTE: before numpy/numba are imported
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
