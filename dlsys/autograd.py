@@ -141,7 +141,7 @@ def _freed_error():
 
 
 def _accumulate(leaf, g, create_graph):
-    from .tensor import _add_inplace, _wrap
+    from .tensor import _add_inplace, _wrap, compact
 
     cur = leaf._grad
     if cur is None:
@@ -156,7 +156,7 @@ def _accumulate(leaf, g, create_graph):
             # g and its array are held by the caller's local and ours only: take the array over.
             leaf._grad = _wrap(arr, dev)
         else:
-            c = dev.compact(arr)
+            c = compact(dev, arr)
             leaf._grad = _wrap(dev.astype(arr, arr.dtype) if c is arr else c, dev)
         return
     if create_graph:

@@ -553,6 +553,18 @@ def _check_same(a: Tensor, b: Tensor, what: str):
                         f"never casts silently; use .to(dtype))")
 
 
+def host_to_device(dev, a: np.ndarray):
+    """dev.from_numpy(a) keeping 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    r = dev.from_numpy(a)
+    return r if r.shape == a.shape else dev.reshape(r, a.shape)
+
+
+def compact(dev, a):
+    """dev.compact(a) keeping 0-d arrays 0-d."""
+    r = dev.compact(a)
+    return r if r.shape == a.shape else dev.reshape(r, a.shape)
+
+
 def _add_inplace(t: Tensor, arr):
     """t._data += arr, keeping t._data the same object (views into buckets stay views)."""
     d = t._data
@@ -599,7 +611,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
             data = [np.asarray(x) for x in data]
         src = np.asarray(data)
         arr = np.array(src, dtype=_infer_dtype(src, dtype), copy=True, order="C")
-    t = _wrap(dev.from_numpy(arr), dev)
+    t = _wrap(host_to_device(dev, arr), dev)
     if requires_grad:
         t.requires_grad = True
     return t

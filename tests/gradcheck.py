@@ -24,7 +24,6 @@ def _noncontig(a: np.ndarray) -> np.ndarray:
         v[...] = a
     else:
         return a.copy()
-    assert a.size <= 1 or not v.flags.c_contiguous or a.ndim == 1 and a.size <= 1
     return v
 
 
@@ -57,8 +56,8 @@ def gradcheck(fn, *arrays, eps=1e-6, seed=0, noncontig=False, requires_grad=None
     for t in leaves:
         if not t.requires_grad:
             continue
-        assert t.grad is not None, "an input that requires grad got no gradient"
-        assert t.grad.shape == t.shape and t.grad.dtype == t.dtype
+        if t.grad is not None:
+            assert t.grad.shape == t.shape and t.grad.dtype == t.dtype
         x = t._data
         num = np.zeros(x.shape)
         for idx in np.ndindex(*x.shape):
@@ -71,7 +70,8 @@ def gradcheck(fn, *arrays, eps=1e-6, seed=0, noncontig=False, requires_grad=None
                 fm = _weighted(fn(*leaves), w)
             x[idx] = old
             num[idx] = (fp - fm) / (2 * eps)
-        ana = np.asarray(t.grad, dtype=np.float64)
+        # no gradient reached t (it does not influence the output): zeros, as PyTorch's None
+        ana = np.zeros(x.shape) if t.grad is None else np.asarray(t.grad, dtype=np.float64)
         if num.size:
             err = max(err, float(np.max(np.abs(ana - num) / (1.0 + np.abs(num)))))
     return err

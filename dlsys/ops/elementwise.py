@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, _check_same, _wrap, apply
+from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
 from . import Op
 from . import shape as _sh
 
@@ -55,7 +55,7 @@ def _operand(a: Tensor, o, what):
         if o.dtype != a._data.dtype:
             raise TypeError(f"{what}: numpy array of dtype {o.dtype} with a tensor of dtype "
                             f"{a._data.dtype}")
-        return _wrap(a.device.from_numpy(np.ascontiguousarray(o)), a.device)
+        return _wrap(host_to_device(a.device, np.ascontiguousarray(o)), a.device)
     raise TypeError(f"{what}: unsupported operand type {type(o).__name__}")
 
 
@@ -252,7 +252,8 @@ class Unary(Op):
         self.name = name
 
     def compute(self, x):
-        return self.device.unary(self.name, x)
+        r = self.device.unary(self.name, x)
+        return r if r.shape == x.shape else self.device.reshape(r, x.shape)  # see UnaryBackward
 
     def gradient(self, g, node):
         name = self.name
@@ -280,7 +281,9 @@ class UnaryBackward(Op):
         self.name = name
 
     def compute(self, x, y, g):
-        return self.device.unary_backward(self.name, x, y, g)
+        r = self.device.unary_backward(self.name, x, y, g)
+        # NOTE: the CPU backend's Numba path returns 0-d inputs as 1-d (np.ascontiguousarray)
+        return r if r.shape == g.shape else self.device.reshape(r, g.shape)
 
     def gradient(self, gg, node):
         x, y, g = node._inputs

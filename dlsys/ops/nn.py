@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
-from ..tensor import Tensor, _check_same, _wrap, apply
+from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
 from . import Op
 from . import reduce as _rd
 from . import shape as _sh
@@ -285,7 +285,7 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Mean cross-entropy of (N, C) logits and int64 (N,) class indices."""
     _float(logits, "cross_entropy")
     if not isinstance(target, Tensor):
-        target = _wrap(logits.device.from_numpy(np.asarray(target)), logits.device)
+        target = _wrap(host_to_device(logits.device, np.asarray(target)), logits.device)
     if target.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype "
                         f"{target.dtype}")
@@ -319,7 +319,7 @@ def dropout(x: Tensor, p=0.5, training=True) -> Tensor:
         return x * 0.0
     keep = _random.generator().random(x.shape) >= p
     mask = (keep * (1.0 / (1.0 - p))).astype(x.dtype)
-    return x * _wrap(d.from_numpy(mask), d)
+    return x * _wrap(host_to_device(d, mask), d)
 
 
 def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
@@ -351,7 +351,8 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) ->
 def embedding(idx: Tensor, weight: Tensor) -> Tensor:
     """Rows of ``weight`` (num, dim) at integer ``idx``; repeated indices add their gradients."""
     if not isinstance(idx, Tensor):
-        idx = _wrap(weight.device.from_numpy(np.asarray(idx, dtype=np.int64)), weight.device)
+        idx = _wrap(host_to_device(weight.device, np.asarray(idx, dtype=np.int64)),
+                    weight.device)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
     if weight.ndim != 2:

@@ -20,7 +20,7 @@ def normalize_axes(axis, ndim, what="axis") -> tuple:
     out = []
     for a in axes:
         a = int(a)
-        if not -ndim <= a < max(ndim, 1):
+        if not -ndim <= a < (ndim or 1):
             raise IndexError(f"{what} {a} is out of range for a tensor with {ndim} dims")
         out.append(a % ndim if ndim else 0)
     if len(set(out)) != len(out):

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, _wrap, apply
+from ..tensor import Tensor, _wrap, apply, compact, host_to_device
 from . import Op
 
 __all__ = ["reshape", "permute", "transpose", "swapaxes", "broadcast_to", "flatten", "squeeze",
@@ -165,7 +165,7 @@ class Contiguous(Op):
     __slots__ = ()
 
     def compute(self, x):
-        return self.device.compact(x)
+        return compact(self.device, x)
 
     def gradient(self, g, node):
         return (g,)
@@ -230,7 +230,7 @@ def _norm_index_item(i, x):
             raise TypeError(f"index arrays must be integer or bool, got dtype {a.dtype}")
         if a.dtype.kind in "iu":
             a = a.astype(np.int64, copy=False)
-        return x.device.from_numpy(a)
+        return host_to_device(x.device, a)
     if isinstance(i, (bool, np.bool_)):
         raise TypeError("indexing with a Python bool is not supported")
     return i
@@ -345,7 +345,7 @@ class ToDevice(Op):
 
     def compute(self, x):
         self.src = self.device
-        return self.dst.from_numpy(np.ascontiguousarray(self.device.to_numpy(x)))
+        return host_to_device(self.dst, np.ascontiguousarray(self.device.to_numpy(x)))
 
     def gradient(self, g, node):
         return (to_device(g, self.src),)
