@@ -7,6 +7,9 @@ every rank, as ``Dup`` is collective).
 
 from __future__ import annotations
 
+import atexit
+import os
+
 from . import comm as _comm
 
 # message tags (one per protocol, so a protocol can never consume another's message)
@@ -18,13 +21,26 @@ _ctx = None
 
 
 class Context:
-    __slots__ = ("comm", "rank", "size", "cache")
+    __slots__ = ("comm", "rank", "size", "cache", "shm")
 
     def __init__(self, world):
         self.comm = world.Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.cache: dict = {}  # schedules, tuning, ...
+        # one node: handshakes (and small allreduces) through a shared-memory window
+        self.shm = None
+        if self.size > 1 and os.environ.get("COLLECTIVE_SHM", "1") != "0":
+            from mpi4py import MPI
+
+            node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+            single_node = node.Get_size() == self.size
+            node.Free()
+            if single_node:
+                from .algorithms.shared_memory import SharedArena
+
+                self.shm = SharedArena(self.comm)
+                atexit.register(self.shm.free)  # runs before mpi4py's MPI_Finalize
 
 
 def get() -> Context:

@@ -34,8 +34,8 @@ import numpy as np
 from .algorithms import SMALL_MAX, handshake
 from .safety import MISMATCH, describe, fingerprint
 
-CANDIDATES = ("recursive_doubling", "ring", "mpi")
-VERSION = 1
+CANDIDATES = ("recursive_doubling", "ring", "mpi", "shared_memory")
+VERSION = 2
 
 
 def _sizes(P):
@@ -57,7 +57,9 @@ def _defaults(P):
 
 
 def predict(table, algo, n):
-    sizes, times = table["sizes"], table["times"][algo]
+    sizes, times = table["sizes"], table["times"].get(algo)
+    if times is None:
+        return float("inf")
     if n <= sizes[0]:
         return times[0]
     for i in range(1, len(sizes)):
@@ -76,6 +78,11 @@ def best(table, n):
 
 def choose(ctx, nbytes, fp):
     """The algorithm for an allreduce of ``nbytes`` (None when the handshake found a mismatch)."""
+    choices = ctx.cache.get("tuning_choice")
+    if choices is not None:
+        algo = choices.get(nbytes)
+        if algo is not None:
+            return algo
     table = ctx.cache.get("tuning")
     if table is None:
         # Tuning is collective: make sure every rank is in this same call before starting it.
@@ -140,10 +147,11 @@ def measure(ctx, sizes=None, budget_s=0.02):
 
     sizes = sizes or _sizes(ctx.size)
     buf_all = np.zeros(max(sizes) // 4, dtype=np.float32)
-    times = {a: [] for a in CANDIDATES}
+    algos = [a for a in CANDIDATES if a != "shared_memory" or ctx.shm is not None]
+    times = {a: [] for a in algos}
     for s in sizes:
         buf = buf_all[:s // 4]
-        for algo in CANDIDATES:
+        for algo in algos:
             desc = describe("allreduce", buf.shape, buf.dtype, Sum, algo)
             fp = fingerprint(desc)
             run(ctx, fp, buf, Sum, algo, desc)  # warm-up (scratch buffers, pages)
@@ -159,7 +167,7 @@ def measure(ctx, sizes=None, budget_s=0.02):
                 go[0] = len(samples) < 3 or (len(samples) < 25 and time.perf_counter() < t_end)
                 ctx.comm.Allreduce(MPI.IN_PLACE, go, MPI.MIN)
             times[algo].append(float(np.median(samples)))
-    flat = np.array([times[a] for a in CANDIDATES], dtype=np.float64)
+    flat = np.array([times[a] for a in algos], dtype=np.float64)
     ctx.comm.Allreduce(MPI.IN_PLACE, flat, MPI.MAX)
-    return {"sizes": sizes, "times": {a: flat[i].tolist() for i, a in enumerate(CANDIDATES)},
+    return {"sizes": sizes, "times": {a: flat[i].tolist() for i, a in enumerate(algos)},
             "size": ctx.size}

@@ -60,7 +60,7 @@ def h(a):
 
 TOL = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-12}
 sizes = sorted({0, 1, max(P - 1, 0), P, P + 1, PRIME, BIG})
-for algo in ("ring", "recursive_doubling", "mpi", "auto"):
+for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
     for dt in ("float16", "float32", "float64", "int32", "int64"):
         for n in sizes:
             if n == BIG and (dt == "float16" or algo == "auto"):
@@ -230,11 +230,14 @@ report(fails=fails[:20], nfails=len(fails), hashes=hashes, size=P)
 '''
 
 
-@pytest.mark.parametrize("nprocs", [1, 2, 3, 4, 5, 6, 7, 8])
-def test_collectives_exact_and_identical(nprocs):
-    # ~10^6 elements on up to 4 ranks; larger oversubscribed worlds use a smaller "big" size
-    big = "1000003" if nprocs <= 4 else "65537"
-    res = run_mpi("import os\n" + CHECKS, nprocs, timeout=240, env={**ENV, "BIG_N": big})
+@pytest.mark.parametrize("nprocs,shm", [(1, "1"), (2, "1"), (3, "1"), (4, "1"), (5, "1"),
+                                         (6, "1"), (7, "1"), (8, "1"), (3, "0"), (5, "0")])
+def test_collectives_exact_and_identical(nprocs, shm):
+    """shm="0": no shared-memory handshake, as across nodes (MPI-message butterfly)."""
+    # ~10^6 elements on up to 3 ranks; larger (oversubscribed) worlds use a smaller "big" size
+    big = "1000003" if nprocs <= 3 and shm == "1" else "65537"
+    res = run_mpi("import os\n" + CHECKS, nprocs, timeout=240,
+                  env={**ENV, "BIG_N": big, "COLLECTIVE_SHM": shm})
     assert res.returncode == 0, res.output[-4000:]
     reports = res.by_rank()
     assert sorted(reports) == list(range(nprocs)), res.output[-3000:]

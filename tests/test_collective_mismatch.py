@@ -36,7 +36,7 @@ def scenario(name, fn, expect_words, exc_type=ValueError):
         results[name] += " / communicator broken afterwards"
 
 
-for algo in ("ring", "recursive_doubling", "mpi", "auto"):
+for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
     for n in (10, 100_000):  # fused into the handshake / separate handshake + data phase
         scenario(f"count/{algo}/{n}",
                  lambda: col.allreduce(np.ones(n + (r == last), np.float64), algorithm=algo),
@@ -74,9 +74,11 @@ report(results=results)
 '''
 
 
-@pytest.mark.parametrize("nprocs", [2, 3, 5])
-def test_mismatch_raises_on_every_rank(nprocs):
-    res = run_mpi(SCENARIOS, nprocs, timeout=30, env=ENV)
+@pytest.mark.parametrize("nprocs,shm", [(2, "1"), (3, "1"), (5, "1"), (2, "0"), (3, "0"),
+                                         (5, "0")])
+def test_mismatch_raises_on_every_rank(nprocs, shm):
+    """shm="0": the MPI-message handshake used across nodes."""
+    res = run_mpi(SCENARIOS, nprocs, timeout=30, env={**ENV, "COLLECTIVE_SHM": shm})
     assert res.returncode == 0, res.output[-4000:]
     reports = res.by_rank("results")
     assert sorted(reports) == list(range(nprocs)), res.output[-3000:]

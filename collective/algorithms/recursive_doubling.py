@@ -60,7 +60,10 @@ def _schedule(ctx):
 
 
 def handshake(ctx, fp: int) -> int:
-    """Header-only agreement: the common fingerprint, or MISMATCH (same on every rank)."""
+    """Header-only agreement: the common fingerprint, or MISMATCH (same on every rank).
+    Through shared memory on one node, else the butterfly below."""
+    if ctx.shm is not None:
+        return ctx.shm.exchange(fp)
     return rd_allreduce(ctx, fp, None, None)
 
 
@@ -91,13 +94,20 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     """
     comm = ctx.comm
     nb = 0 if data is None else data.nbytes
+    if ctx.shm is not None:  # one node: shared-memory handshake, then the data butterfly
+        agg = ctx.shm.exchange(fp)
+        if agg != MISMATCH and nb:
+            _rd_data(ctx, data, ufunc)
+            if divide_by:
+                np.true_divide(data, divide_by, out=data)
+        return agg
     fused = nb <= SMALL_MAX
     pay = nb if fused else 0
     smsg, shdr, acc, rbuf, rhdr, rin = _views(ctx, pay, data.dtype if pay else None)
     agg = fp
     shdr[0] = agg
     if pay:
-        np.copyto(acc, data)
+        acc[...] = data
     steps = _schedule(ctx)
     last = len(steps) - 1
     for i, (kind, peer, low) in enumerate(steps):

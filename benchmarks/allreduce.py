@@ -1,0 +1,177 @@
+"""Allreduce benchmark in the style of nccl-tests' all_reduce_perf.
+
+    ./mpirun.sh -n 2 python benchmarks/allreduce.py -b 4K -e 64M -f 2 [--json out.json]
+
+For every size: the median time per call over iterations (an iteration is a batch of
+back-to-back calls after a barrier; its time is the maximum over ranks), algbw = bytes / time
+and busbw = algbw * 2(P-1)/P, for the ring, recursive doubling, shared-memory and auto
+algorithms of ``collective`` (in place, ``allreduce_``, mismatch check included) and the MPI
+library's own in-place ``Allreduce`` side by side (interleaved, so machine noise hits them
+alike), plus one core's memcpy payload bandwidth (``np.copyto``, bytes copied per second, rank
+0 alone while the others wait) measured in the same run. The table goes to stdout on rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import collective as col  # noqa: E402
+from collective import context  # noqa: E402
+
+UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("IB").removesuffix("B") or "0"
+    unit = text[-1] if text[-1] in UNITS else ""
+    return int(float(text[:-1] if unit else text) * UNITS[unit])
+
+
+def fmt_size(n: int) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-b", "--minbytes", default="4K")
+    ap.add_argument("-e", "--maxbytes", default="64M")
+    ap.add_argument("-f", "--stepfactor", type=int, default=2)
+    ap.add_argument("-w", "--warmup", type=int, default=3)
+    ap.add_argument("-n", "--iters", type=int, default=20)
+    ap.add_argument("-d", "--dtype", default="float32")
+    ap.add_argument("-o", "--op", default="sum", choices=["sum", "max", "min", "average"])
+    ap.add_argument("--algorithms", default="ring,recursive_doubling,shared_memory,auto,mpi",
+                    help="columns; 'mpi' is the MPI library's own in-place Allreduce")
+    ap.add_argument("--max-seconds", type=float, default=3.0,
+                    help="fewer iterations for a size whose iterations would take longer")
+    ap.add_argument("--json", default=None, help="write the results to this path")
+    args = ap.parse_args(argv)
+
+    from mpi4py import MPI
+
+    col.init()
+    ctx = context.get()
+    comm, P, rank = ctx.comm, ctx.size, ctx.rank
+    dtype = np.dtype(args.dtype)
+    op = col.reduce_ops.as_op(args.op)
+    algos = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    lo, hi = parse_size(args.minbytes), parse_size(args.maxbytes)
+    sizes = []
+    s = lo
+    while s <= hi:
+        sizes.append(s)
+        s *= args.stepfactor
+        if args.stepfactor <= 1:
+            break
+
+    buf_all = np.zeros(hi // dtype.itemsize, dtype=dtype)
+    copy_src = np.ones(hi, dtype=np.uint8)
+    copy_dst = np.empty_like(copy_src)
+    mpi_op = op.mpi_op()
+
+    def make(algo, buf):
+        if algo == "mpi":
+            def fn():
+                comm.Allreduce(MPI.IN_PLACE, buf, mpi_op)
+        else:
+            def fn():
+                col.allreduce_(buf, op=op, algorithm=algo)
+        return fn
+
+    # auto's calibration (once, cached) must not land in a timed iteration
+    col.allreduce_(buf_all[:1], op=op)
+    if rank == 0:
+        print(f"# collective allreduce benchmark: P={P}, dtype={dtype}, op={op}, "
+              f"host={platform.node()}, MPI={MPI.Get_library_version().splitlines()[0].strip()}")
+        cols = "".join(f"{a[:18]:>28}" for a in algos)
+        print(f"# {'':>10}{'':>11}{cols}{'auto/mpi':>10}{'memcpy':>9}")
+        sub = "".join(f"{'time(us)':>10}{'algbw':>9}{'busbw':>9}" for _ in algos)
+        print(f"# {'size':>10}{'count':>11}{sub}{'busbw':>10}{'GB/s':>9}")
+    rows = []
+    for size in sizes:
+        count = size // dtype.itemsize
+        nbytes = count * dtype.itemsize
+        buf = buf_all[:count]
+        fns = {a: make(a, buf) for a in algos}
+        for _ in range(args.warmup):
+            for a in algos:
+                fns[a]()
+        # A sample is a batch of back-to-back calls (as nccl-tests times a loop), long enough
+        # (>= ~2 ms) that barrier skew does not count; samples of the algorithms interleave.
+        comm.Barrier()
+        t0 = time.perf_counter()
+        fns[algos[0]]()
+        est = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        batch = max(1, min(200, int(2e-3 / max(est, 1e-9))))
+        iters = max(3, min(args.iters, int(args.max_seconds / max(est * batch * len(algos),
+                                                                   1e-9))))
+        times = np.zeros((len(algos), iters))
+        for it in range(iters):
+            for j, a in enumerate(algos):
+                fn = fns[a]
+                comm.Barrier()
+                t0 = time.perf_counter()
+                for _ in range(batch):
+                    fn()
+                times[j, it] = (time.perf_counter() - t0) / batch
+        comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+        med = np.median(times, axis=1)
+        # one core's memcpy payload bandwidth, rank 0 alone
+        cp = np.zeros(max(3, iters // 2))
+        comm.Barrier()
+        if rank == 0:
+            src, dst = copy_src[:nbytes], copy_dst[:nbytes]
+            np.copyto(dst, src)
+            for i in range(len(cp)):
+                t0 = time.perf_counter()
+                np.copyto(dst, src)
+                cp[i] = time.perf_counter() - t0
+        comm.Barrier()
+        memcpy_bw = nbytes / np.median(cp) / 1e9 if rank == 0 else 0.0
+        row = {"bytes": nbytes, "count": count, "iters": iters, "batch": batch,
+               "memcpy_GBps": memcpy_bw}
+        for j, a in enumerate(algos):
+            algbw = nbytes / med[j] / 1e9
+            row[a] = {"time_us": med[j] * 1e6, "algbw_GBps": algbw,
+                      "busbw_GBps": algbw * 2 * (P - 1) / P if P > 1 else algbw}
+        if "auto" in algos and "mpi" in algos:
+            row["auto_over_mpi"] = row["auto"]["busbw_GBps"] / row["mpi"]["busbw_GBps"]
+        rows.append(row)
+        if rank == 0:
+            cells = "".join(f"{row[a]['time_us']:>10.1f}{row[a]['algbw_GBps']:>9.2f}"
+                            f"{row[a]['busbw_GBps']:>9.2f}" for a in algos)
+            ratio = f"{row.get('auto_over_mpi', float('nan')):>10.2f}"
+            print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>9.2f}",
+                  flush=True)
+    if rank == 0:
+        if "auto" in algos and "mpi" in algos:
+            worst = min(rows, key=lambda r: r["auto_over_mpi"])
+            print(f"# auto vs MPI Allreduce: worst busbw ratio {worst['auto_over_mpi']:.2f} "
+                  f"at {fmt_size(worst['bytes'])}")
+        r16 = next((r for r in rows if r["bytes"] == 16 << 20), None)
+        if r16 is not None and "auto" in algos:
+            print(f"# 16M: auto busbw {r16['auto']['busbw_GBps']:.2f} GB/s = "
+                  f"{r16['auto']['busbw_GBps'] / r16['memcpy_GBps']:.2f}x one-core memcpy "
+                  f"({r16['memcpy_GBps']:.2f} GB/s)")
+        if args.json:
+            out = {"benchmark": "allreduce", "P": P, "dtype": str(dtype), "op": str(op),
+                   "host": platform.node(), "mpi": MPI.Get_library_version().splitlines()[0],
+                   "algorithms": algos, "tuning": ctx.cache.get("tuning"), "rows": rows}
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
