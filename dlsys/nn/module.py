@@ -61,7 +61,7 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign {type(param).__name__} as parameter {name!r} "
                             "(a Parameter or None is required)")
-        self._discard(name)
+        self._discard(name, self._parameters)
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -70,7 +70,7 @@ class Module:
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign {type(tensor).__name__} as buffer {name!r} "
                             "(a Tensor or None is required)")
-        self._discard(name)
+        self._discard(name, self._buffers)
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers.discard(name)
@@ -81,15 +81,18 @@ class Module:
         self._check_init(name)
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self._discard(name)
+        self._discard(name, self._modules)
         self._modules[name] = module
 
     register_module = add_module
 
-    def _discard(self, name):
+    def _discard(self, name, keep):
+        # re-assigning within the same store keeps the name's position (PyTorch's order)
         for d in (self._parameters, self._buffers, self._modules):
-            d.pop(name, None)
-        self._non_persistent_buffers.discard(name)
+            if d is not keep:
+                d.pop(name, None)
+        if keep is not self._buffers:
+            self._non_persistent_buffers.discard(name)
         self.__dict__.pop(name, None)
 
     def __setattr__(self, name, value):
