@@ -319,6 +319,13 @@ def test_index_add_repeated_and_negative(rng, dt):
 
 
 def test_index_add_device_general_index(dev):
+    base = np.arange(24.0).reshape(2, 3, 4)
+    for index in [(slice(None), 1), (Ellipsis, slice(1, None, 2)), (1, None, 2), 0]:
+        a, b = base.copy(), base.copy()
+        v = np.ones(base[index].shape)
+        dev.index_add(a, index, v)
+        np.add.at(b, index, v)
+        np.testing.assert_array_equal(a, b)
     out = np.zeros((3, 4))
     dev.index_add(out, (slice(None), np.array([0, 0, 3])), np.ones((3, 3)))  # np.add.at path
     np.testing.assert_array_equal(out[:, 0], 2)
