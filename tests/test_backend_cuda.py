@@ -139,6 +139,23 @@ def test_getitem_contiguous_is_view():
     assert h(x)[1].sum() == 4 and h(x)[0].sum() == 0
 
 
+def test_getitem_strided_views_write_through_and_feed_kernels():
+    a = rnd(3, 4)
+    x = dev(a)
+    col = D.getitem(x, (slice(None), 1))  # a strided view
+    close(D.unary("exp", col), np.exp(a[:, 1]))
+    close(D.sum(col, (0,)), a[:, 1].sum(keepdims=False).reshape(()), rtol=1e-5, atol=1e-6)
+    close(D.getitem(col, slice(1, None)), a[1:, 1])  # a view of a view
+    D.copy_(col, np.zeros(3))
+    D.index_add(D.getitem(x, (Ellipsis, None, slice(2, 4))), (0, 0), dev(np.ones(2, np.float32)))
+    want = a.copy()
+    want[:, 1] = 0
+    want[0, 2:4] += 1
+    close(x, want)
+    rev = D.getitem(x, (slice(None, None, -1),))  # negative steps: a compact copy
+    close(rev, want[::-1])
+
+
 def test_getitem_advanced():
     a = rnd(4, 3)
     idx = np.array([[3, 0], [-1, 3]])

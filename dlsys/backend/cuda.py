@@ -41,6 +41,16 @@ LOCAL_RANK_ENVS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_R
                    "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 
 
+if K.SIMULATOR:
+    # NOTE: the simulator's host-side arrays report shapes as FakeShape, a tuple that rejects
+    # negative indices (mimicking in-kernel shapes); a real DeviceNDArray's host-side ``shape``
+    # is a plain tuple, and the front end indexes shapes with [-1]. Make the simulator agree
+    # with the GPU on the host side (kernels index shapes with non-negative ints only).
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _Fake
+
+    _Fake.shape = property(lambda self: tuple(self._ary.shape))
+
+
 def select_device_for_local_rank(local_rank: int | None = None) -> int:
     """Bind this process to GPU ``local_rank % n_gpus`` and return that index.
 
@@ -112,15 +122,16 @@ def _is_basic(index):
                and not isinstance(i, (bool, np.bool_)) for i in index)
 
 
-def _basic_view(shape, index):
-    """(shape, strides in elements, offset) of x[index] for a C-contiguous x of ``shape``.
+def _basic_view(shape, index, strides=None):
+    """(shape, strides in elements, offset) of x[index] for an x of ``shape`` and ``strides``
+    (in elements; default C-contiguous).
 
     NOTE: numpy does the index arithmetic on a zero-byte-per-step fake array (itemsize 1, as
     strided over one byte): only pointers move, no memory is read, and every numpy rule
     (negative steps, None, Ellipsis, bounds errors) comes for free.
     """
     base = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=shape,
-                                           strides=_c_strides(shape))
+                                           strides=strides or _c_strides(shape))
     if not any(i is Ellipsis for i in index):
         index = index + (Ellipsis,)  # NOTE: keeps an all-int index a 0-d array, not a scalar
     v = base[index]
@@ -213,6 +224,22 @@ class CUDADevice(Device):
             dst[(slice(None),) * dst.ndim if dst.ndim else ()] = src
         return dst
 
+    def add_(self, dst, src):
+        """dst += src in place (same shape; src cast to dst's dtype). Optional device method
+        the front end uses for gradient accumulation, so ``.grad`` views stay views."""
+        if tuple(src.shape) != tuple(dst.shape):
+            raise ValueError(f"add_: shapes differ, dst {dst.shape} vs src {src.shape}")
+        if not dst.is_c_contiguous():
+            return self.copy_(dst, self.binary("add", self.compact(dst),
+                                               self.astype(src, dst.dtype)))
+        if dst.dtype == _F16:
+            return self.copy_(dst, self.binary("add", dst, self.astype(src, _F16)))
+        s = self._flat(src if src.dtype == dst.dtype else self.astype(src, dst.dtype))
+        d = dst.reshape(-1)
+        # NOTE: elementwise in place is race-free: each thread reads and writes its own index
+        K.launch_1d(K.binary_kernel("add"), d.size, d, s, d, d.size)
+        return dst
+
     def astype(self, x, dtype):
         dtype = np.dtype(dtype)
         x = self.compact(x)
@@ -298,16 +325,36 @@ class CUDADevice(Device):
                              f"of size {rows}")
         return cuda.to_device(np.ascontiguousarray(idx))
 
+    def _view(self, x, index):
+        """x[index] (basic indexing) as a device array sharing x's memory, or None when the
+        selection has negative strides (those become compact copies)."""
+        it = x.dtype.itemsize
+        shape, st, off = _basic_view(tuple(x.shape), index, tuple(s // it for s in x.strides))
+        if any(s < 0 for s in st) and _prod(shape) > 1:
+            return None
+        if K.SIMULATOR:
+            ix = index if any(i is Ellipsis for i in index) else index + (Ellipsis,)
+            return x[ix]  # NOTE: a numpy view inside the fake array
+        if _prod(shape) == 0:
+            return self.empty(shape, x.dtype)
+        # NOTE: numba's own __getitem__ lacks None/Ellipsis and turns x[i, j] into a host
+        # scalar, so the view is built directly: same memory, our shape and byte strides.
+        span = (1 + sum((d - 1) * abs(s) for d, s in zip(shape, st, strict=True))) * it
+        return type(x)(shape=shape, strides=tuple(s * it for s in st), dtype=x.dtype,
+                       gpu_data=x.gpu_data.view(off * it, off * it + span))
+
     def getitem(self, x, index):
+        """Basic indexing returns a view (numpy/PyTorch semantics) except for negative steps
+        (a compact copy); integer-array indexing returns a compact copy."""
         index = index if isinstance(index, tuple) else (index,)
-        x = self.compact(x)
         if _is_basic(index):
+            v = self._view(x, index)
+            if v is not None:
+                return v
+            x = self.compact(x)
             shape, strides, offset = _basic_view(tuple(x.shape), index)
-            size = _prod(shape)
-            if strides == _c_strides(shape) or size <= 1:
-                # NOTE: contiguous selection -> a view sharing memory (like numpy/PyTorch)
-                return x.reshape(-1)[offset:offset + size].reshape(shape)
             return self._gather(x.reshape(-1), shape, strides, offset, x.dtype)
+        x = self.compact(x)
         rows_idx = self._int_rows_index(x, index)
         if rows_idx is not None:
             rows = x.shape[0]
@@ -334,7 +381,12 @@ class CUDADevice(Device):
             self.index_add(tmp, index, self.astype(values, _F32))
             self.copy_(out, tmp)
             return out
-        o = self._inplace_flat(out, "index_add")
+        if not out.is_c_contiguous():
+            tmp = self.compact(out)
+            self.index_add(tmp, index, values)
+            self.copy_(out, tmp)
+            return out
+        o = out.reshape(-1)
         if values.dtype != out.dtype:
             values = self.astype(values, out.dtype)
         if _is_basic(index):
