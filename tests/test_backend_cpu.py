@@ -441,6 +441,9 @@ def test_getitem_basic_and_gather(dev):
     assert dev.getitem(a, (None, Ellipsis, 0)).shape == (1, 2, 3)
     s = dev.getitem(a, (1, 2, 3))
     assert isinstance(s, np.ndarray) and s.shape == () and s == 23
+    s[...] = -1  # basic indexing is always a view, even down to one element
+    assert a[1, 2, 3] == -1 and dev.getitem(a, 1).shape == (3, 4)
+    assert np.shares_memory(dev.getitem(a[0, 0], 2), a)
     g = dev.getitem(a, np.array([1, 1, 0]))
     assert g.shape == (3, 3, 4) and not np.shares_memory(g, a)
     g2 = dev.getitem(a, (np.array([0, 1]), slice(None), np.array([3, 0])))

@@ -142,6 +142,11 @@ class CPUDevice(Device):
         return np.broadcast_to(x, shape)
 
     def getitem(self, x, index):
+        t = index if isinstance(index, tuple) else (index,)
+        if all(isinstance(i, K.BASIC_INDEX) for i in t) and not any(i is Ellipsis for i in t):
+            # NOTE: x[1, 2] is a numpy scalar (a copy); x[1, 2, ...] is a 0-d view, so basic
+            # indexing always gives a view (the front end writes gradients through it).
+            index = t + (Ellipsis,)
         return _arr(x[index])
 
     def index_add(self, out, index, values):

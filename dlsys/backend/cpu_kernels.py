@@ -156,14 +156,14 @@ def index_add_rows_nb(out, index, values):
             out[r, j] += values[i, j]
 
 
-_BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
+BASIC_INDEX = (int, np.integer, slice, type(None), type(Ellipsis))
 
 
 def index_add_fast(out, index, values):
     """Route out[index] += values (repeated indices add up) to the row kernel when ``index``
     is one integer array selecting along axis 0; basic indexing (a view, no repeats) to a
     plain in-place add; everything else to np.add.at."""
-    if all(isinstance(i, _BASIC) for i in (index if isinstance(index, tuple) else (index,))):
+    if all(isinstance(i, BASIC_INDEX) for i in (index if isinstance(index, tuple) else (index,))):
         out[index] += values  # NOTE: np.add.at is ~10x slower and needless without repeats
         return
     if (not isinstance(index, np.ndarray) or index.dtype.kind not in "iu" or out.ndim == 0
