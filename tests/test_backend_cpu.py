@@ -417,6 +417,8 @@ def test_memory_and_views(dev):
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert dev.from_numpy(a) is a and dev.to_numpy(a) is a and dev.compact(a) is a
     assert dev.compact(a.T).flags.c_contiguous
+    ro = np.frombuffer(bytes(8), np.float32)
+    assert dev.from_numpy(ro).flags.writeable
     out = np.empty((3, 4), np.float64)
     assert dev.to_numpy(a, out=out) is out and out[2, 3] == 11
     dst = np.zeros((3, 4), np.float16)

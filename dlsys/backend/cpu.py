@@ -110,7 +110,8 @@ class CPUDevice(Device):
         return np.full(shape, value, dtype=dtype)
 
     def from_numpy(self, a):
-        return np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a)
+        return a if a.flags.writeable else a.copy()  # NOTE: tensors may be written in place
 
     def to_numpy(self, x, out=None):
         if out is None:
