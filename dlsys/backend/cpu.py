@@ -79,6 +79,8 @@ def _via_numba(kernel, op, *arrays):
     float16 goes through float32 and back."""
     if arrays[0].dtype == np.float16:
         return kernel(op, *(a.astype(np.float32) for a in arrays)).astype(np.float16)
+    if all(a.flags.c_contiguous for a in arrays):
+        return kernel(op, *arrays)
     order = _dense_order(arrays[0])
     if order is None:
         return kernel(op, *(np.ascontiguousarray(a) for a in arrays))
