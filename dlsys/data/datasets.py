@@ -98,8 +98,8 @@ def fashion_mnist(split: str = "train"):
 
 # -- fetching --------------------------------------------------------------------------------
 
-def _save(name: str, arrays: dict) -> Path:
-    for split, n in (("train", 60000), ("test", 10000)):
+def _save(name: str, arrays: dict, sizes=(("train", 60000), ("test", 10000))) -> Path:
+    for split, n in sizes:
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if x.shape != (n, 28, 28) or x.dtype != np.uint8 or y.shape != (n,):
             raise ValueError(f"{name} {split}: unexpected images {x.shape} {x.dtype}, "
