@@ -103,6 +103,10 @@ def cases(dt, rng):
         ("adamw", (n,), lambda: KO.adam_ref(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1e-2, 3, True),
          lambda: KO.adam_fast(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1e-2, 3, True)),
     ]
+    for shape in [(128 * 28 * 28, 6), (128 * 10 * 10, 16), (128, 256)]:  # bias gradients
+        a, o = r(*shape), np.empty(shape[1], dt)
+        out.append(("sum_leading", shape, lambda a=a: K.sum_leading_ref(a),
+                    lambda a=a, o=o: K.sum_leading_nb(a, o)))
     emb = np.zeros((1000, 64), dt)
     idx = rng.integers(0, 1000, 4096)
     vals = r(4096, 64)

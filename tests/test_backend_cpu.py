@@ -470,6 +470,28 @@ def test_reductions(dev, rng):
     assert val.shape == idx.shape == () and val == 9.0 and idx.dtype == np.int64
 
 
+@pytest.mark.parametrize("dt", FLOATS)
+def test_sum_leading_axes_kernel(dev, rng, dt):
+    a = rng.standard_normal((7, 3)).astype(dt)
+    out = np.empty(3, dt)
+    K.sum_leading_nb(a, out)
+    np.testing.assert_allclose(out, K.sum_leading_ref(a), **tol(dt))
+    base = rng.standard_normal((2, 4, 5, 3)).astype(dt)
+    nchw = base.transpose(0, 3, 1, 2)  # a permuted dense view
+    cases = [(base, (0,)), (base, (0, 1, 2)), (nchw, (0, 2, 3)), (nchw, (0,)), (base, (1,)),
+             (base, (0, 2)), (base.transpose(1, 0, 2, 3), (0, 1)), (base[:, ::2], (0,))]
+    for x, axes in cases:
+        for keepdims in (False, True):
+            r = dev.sum(x, axes, keepdims)
+            assert r.dtype == dt and isinstance(r, np.ndarray)
+            np.testing.assert_allclose(r, np.sum(x.astype(np.float64), axis=axes,
+                                                 keepdims=keepdims), **tol(dt))
+    assert K.sum_fast(base, (1,), False) is None  # not leading: numpy
+    assert K.sum_fast(nchw, (0, 2, 3), False) is not None
+    big = np.full((4096, 2), 0.1, np.float32)  # float64 accumulation: exact to rounding
+    np.testing.assert_allclose(dev.sum(big, (0,)), 409.6, rtol=1e-7)
+
+
 def test_matmul(dev, rng):
     a = rng.standard_normal((2, 3, 4)).astype(np.float32)
     b = rng.standard_normal((2, 4, 5)).astype(np.float32)

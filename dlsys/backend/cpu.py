@@ -204,6 +204,10 @@ class CPUDevice(Device):
             # NOTE: accumulate float16 in float32 (as PyTorch does), round once at the end.
             return _arr(np.sum(x, axis=axes, dtype=np.float32, keepdims=keepdims)
                         .astype(np.float16))
+        if axes is not None:
+            r = K.sum_fast(x, tuple(axes), keepdims)
+            if r is not None:
+                return r
         return _arr(np.sum(x, axis=axes, keepdims=keepdims))
 
     def max(self, x, axis, keepdims=False):
