@@ -41,15 +41,21 @@ from .comm import init, size
 from .compression import Compression, Compressor
 from .reduce_ops import Average, Sum, as_op
 
-# Which mechanism overlaps the reductions with backward. Both were measured on the project's
-# 2-core machine (benchmarks/scaling.py --overlap-study); see OVERLAP_NOTE below.
-DEFAULT_OVERLAP = "thread"
-OVERLAP_NOTE = (
-    "thread: a communication thread runs the (blocking) collective.allreduce_ per bucket while "
-    "the main thread continues backward; MPI calls and numpy kernels release the GIL, and the "
-    "thread keeps the team's allreduce algorithms (algorithm='auto'). 'nonblocking' "
-    "(MPI_Iallreduce progressed by MPI_Test from the hooks) was measured too: MPICH progresses "
-    "a shared-memory Iallreduce only inside MPI calls, so most of it ran in the final Wait.")
+# How the reductions overlap backward. Three engines exist, selected by ``overlap=``; all of
+# them start the buckets in the same order on every rank:
+#   "nonblocking": MPI_Iallreduce per bucket, started from the hook that completes it and
+#       progressed by MPI_Testall from every later hook; step() calls MPI_Waitall.
+#   "thread": one communication thread runs collective.allreduce_ (algorithm="auto") per bucket.
+#   "inline": no overlap, each bucket is reduced inside the hook that completes it (baseline).
+# MEASURED on the project's 2-core machine, 2 ranks, one BLAS thread each (MLP 784-512x3-10,
+# 6 buckets of 0.5 MB, float32; benchmarks/scaling.py prints the same study), step time vs the
+# plain optimizer's: "nonblocking" hid 78-85% of the reduction time in the two quieter of three
+# runs and was the fastest in all three; "thread" and "inline" hid nothing (the thread was the
+# slowest: its Python-level algorithms spin for the GIL that backward's Python dispatch needs,
+# and both compete for the same 2 cores). MPI progresses a non-blocking reduction in C, inside
+# the Testall calls, without holding the GIL. So "auto" means "nonblocking" for CPU buckets;
+# CUDA buckets use "thread" (collective.allreduce_ stages device memory through the host).
+DEFAULT_OVERLAP = "auto"
 
 
 # -- the collective calls this module makes ------------------------------------------------------
@@ -136,6 +142,37 @@ class _ThreadEngine:
                                + getattr(exc, "thread_traceback", repr(exc))) from exc
 
 
+class _InlineEngine:
+    """No overlap (the baseline the others are measured against): each bucket is reduced on
+    the calling thread as soon as it is handed over, i.e. inside the hook that completed it."""
+
+    def __init__(self):
+        self.busy_s = 0.0
+
+    def submit(self, job):
+        t0 = time.perf_counter()
+        job()
+        self.busy_s += time.perf_counter() - t0
+
+    def progress(self):
+        pass
+
+    def wait_all(self):
+        pass
+
+
+_COMM: dict = {}
+
+
+def _reducer_comm():
+    """A duplicate of the world communicator, shared by every DistributedOptimizer's
+    non-blocking reductions: they never match the user's or collective's own messages (every
+    rank posts its reductions in the same order, so one communicator suffices)."""
+    if "comm" not in _COMM:
+        _COMM["comm"] = init().Dup()
+    return _COMM["comm"]
+
+
 class _NonBlockingEngine:
     """MPI_Iallreduce per bucket (CPU buffers), progressed by MPI_Test from the hooks."""
 
@@ -143,7 +180,7 @@ class _NonBlockingEngine:
         from .comm import mpi
 
         self._MPI = mpi()
-        self._comm = init().Dup()  # never mixes with the user's own collectives
+        self._comm = _reducer_comm()
         self._pending = []
         self.busy_s = 0.0
 
@@ -163,6 +200,9 @@ class _NonBlockingEngine:
                 finish()
             self.busy_s += time.perf_counter() - t0
             self._pending = []
+
+
+ENGINES = {"thread": _ThreadEngine, "nonblocking": _NonBlockingEngine, "inline": _InlineEngine}
 
 
 # -- the optimizer ----------------------------------------------------------------------------
@@ -209,8 +249,9 @@ class _DistributedOptimizer:
                              f"got {backward_passes_per_step!r}")
         if not bucket_cap_mb > 0:
             raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
-        if overlap not in ("thread", "nonblocking"):
-            raise ValueError(f"overlap must be 'thread' or 'nonblocking', got {overlap!r}")
+        if overlap not in ("auto", *ENGINES):
+            raise ValueError(f"overlap must be 'auto' or one of {', '.join(ENGINES)}, "
+                             f"got {overlap!r}")
         d.op, d.average = op, op is Average
         d.compression = compression
         d.k = int(backward_passes_per_step)
@@ -221,17 +262,20 @@ class _DistributedOptimizer:
                      for n, p in zip(names, params, strict=True)]
         settings = [("op", "average" if d.average else "sum"), ("compression", repr(compression)),
                     ("backward_passes_per_step", d.k), ("bucket_cap_mb", float(bucket_cap_mb)),
-                    ("overlap", overlap)]
+                    ("overlap", overlap)]  # "auto" resolves to the same on every rank
         _check_same_everywhere(settings + signature, "DistributedOptimizer parameters (name, "
                                "shape, dtype) or settings")
 
         d.names, d.params = names, params
         d.buckets = build_buckets(names, params, max(1, int(bucket_cap_mb * 2**20)))
-        d.engine = _ThreadEngine() if overlap == "thread" else _NonBlockingEngine()
+        on_cpu = all(b.device.name == "cpu" for b in d.buckets)
+        if overlap == "auto":
+            overlap = "nonblocking" if on_cpu else "thread"
+        if overlap == "nonblocking" and not on_cpu:
+            raise ValueError("overlap='nonblocking' needs CPU parameters (MPI reads host memory)")
+        d.engine = ENGINES[overlap]()
         if overlap == "thread":
             weakref.finalize(self, d.engine.close)
-        if overlap == "nonblocking" and any(b.device.name != "cpu" for b in d.buckets):
-            raise ValueError("overlap='nonblocking' needs CPU parameters")
         d.overlap = overlap
         # the wire buffers of compressed buckets, allocated once
         d.wire = [None if compression.wire_dtype(b.dtype) == b.dtype else
@@ -327,7 +371,7 @@ class _DistributedOptimizer:
             # divide BEFORE casting to the wire dtype: the sum of P float16 values may
             # overflow where their average would not
             bucket.flat.mul_(1.0 / d.size)
-        if d.overlap == "thread":
+        if d.overlap != "nonblocking":
             d.engine.submit(lambda: _reduce_bucket(d, bucket, wire))
             return
         # nonblocking: MPI sums in place; (de)compression and the division on this thread
@@ -455,8 +499,9 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
     checked to agree on every rank. ``compression``: ``Compression.none`` or
     ``Compression.fp16``. ``backward_passes_per_step=k``: gradients of k backward passes are
     summed locally, then reduced once (scale the loss by 1/k to average them, as with Horovod).
-    ``bucket_cap_mb``: the size of the fused buffers. ``overlap``: "thread" (default) or
-    "nonblocking", the mechanism that overlaps communication with backward.
+    ``bucket_cap_mb``: the size of the fused buffers. ``overlap``: "auto" (default: MPI
+    non-blocking reductions for CPU parameters, a communication thread for CUDA ones),
+    "nonblocking", "thread" or "inline" (no overlap); see DEFAULT_OVERLAP's comment.
     """
     base = type(optimizer)
     if hasattr(base, "_dist_setup"):

@@ -89,6 +89,15 @@ for name, cap in (("tiny", 1e-7), ("huge", 1e5)):
     out[f"{name}_buckets"] = len(opt.buckets)
 out["n_params"] = len(list(model.parameters()))
 
+# every overlap engine gives the same result (auto = non-blocking MPI on the CPU)
+for mech in ("thread", "inline", "nonblocking"):
+    got, agree, _, _ = train("sgd", "float64", True, overlap=mech, bucket_cap_mb=1e-4,
+                             check_replicas=True)
+    fp16, agree16, _, _ = train("sgd", "float32", True, overlap=mech, bucket_cap_mb=1e-4,
+                                compression=col.Compression.fp16, check_replicas=True)
+    out[f"{mech}_err"], out[f"{mech}_agree"] = rel_err(got, ref), agree and agree16
+    out[f"{mech}_fp16_err"] = rel_err(fp16, plain)
+
 # grads are views into the buckets; the wrapper IS the optimizer
 model = model_for("float32", 1)
 inner = ds.optim.SGD(model.parameters(), lr=0.1)
@@ -210,6 +219,9 @@ def _check_equivalence(res, nprocs):
         for name in ("tiny", "huge"):
             assert out[f"{name}_err"] < 1e-10 and out[f"{name}_agree"], out
         assert out["tiny_buckets"] == out["n_params"] and out["huge_buckets"] == 1, out
+        for mech in ("thread", "inline", "nonblocking"):
+            assert out[f"{mech}_err"] < 1e-10 and out[f"{mech}_agree"], (mech, out)
+            assert out[f"{mech}_fp16_err"] < 2e-2, (mech, out)
         assert out["views_at_start"] and out["views_after_steps"], out
         assert out["views_after_module_zero_grad"], out
         assert out["isinstance"] and out["same_state"], out
