@@ -155,7 +155,29 @@ def main(argv=None):
             ratio = f"{row.get('auto_over_mpi', float('nan')):>10.2f}"
             print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>9.2f}",
                   flush=True)
+    # the cost of the mismatch check alone: one handshake (shared memory on one node, else an
+    # 8-byte recursive-doubling butterfly), next to an 8-byte MPI Allreduce for scale
+    from collective.algorithms import handshake
+    from collective.safety import describe, fingerprint
+
+    fp = fingerprint(describe("allreduce", (1,), dtype, op, "auto"))
+    word = np.zeros(1, np.int64)
+    check = {"handshake": lambda: handshake(ctx, fp),
+             "mpi_allreduce_8B": lambda: comm.Allreduce(MPI.IN_PLACE, word, MPI.MAX)}
+    check_t = {k: [] for k in check}
+    for _ in range(15):
+        for k, fn in check.items():
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for _ in range(100):
+                fn()
+            check_t[k].append((time.perf_counter() - t0) / 100)
+    check_us = {k: float(np.median(v)) * 1e6 for k, v in check_t.items()}
+    check_us = {k: comm.allreduce(v, op=MPI.MAX) for k, v in check_us.items()}
     if rank == 0:
+        print(f"# mismatch check alone (handshake, {'shared memory' if ctx.shm else 'butterfly'}):"
+              f" {check_us['handshake']:.2f} us per call; an 8-byte MPI Allreduce: "
+              f"{check_us['mpi_allreduce_8B']:.2f} us")
         if "auto" in algos and "mpi" in algos:
             worst = min(rows, key=lambda r: r["auto_over_mpi"])
             print(f"# auto vs MPI Allreduce: worst busbw ratio {worst['auto_over_mpi']:.2f} "
@@ -168,7 +190,8 @@ def main(argv=None):
         if args.json:
             out = {"benchmark": "allreduce", "P": P, "dtype": str(dtype), "op": str(op),
                    "host": platform.node(), "mpi": MPI.Get_library_version().splitlines()[0],
-                   "algorithms": algos, "tuning": ctx.cache.get("tuning"), "rows": rows}
+                   "algorithms": algos, "tuning": ctx.cache.get("tuning"), "rows": rows,
+                   "check_us": check_us}
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(out, indent=1))
 

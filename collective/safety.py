@@ -95,5 +95,7 @@ def disagreement(comm, desc: tuple, error: BaseException | None):
 
 def _fmt(field, v):
     if field == "shape" and v is not None:
+        if v and v[0] == -1:  # allgather: the first dimension may differ
+            return "shape (*, " + ", ".join(map(str, v[1:])) + ")"
         return f"shape {v}"
     return f"{field} {v}" if field != "collective" else f"{v}()"

@@ -180,6 +180,21 @@ check(np.all(g._data.a == P * (P - 1) // 2), "device tensor in place")
 col.broadcast_(g, root=P - 1)
 check(np.all(g._data.a == P * (P - 1) // 2), "device tensor broadcast_")
 
+# real dlsys tensors, when dlsys is there
+try:
+    import dlsys as ds
+except ImportError:
+    ds = None
+if ds is not None:
+    t = ds.tensor(np.full((3, 2), r + 1.0), dtype=ds.float64)
+    s = col.allreduce(t, op=col.Average)
+    check(isinstance(s, ds.Tensor) and np.all(s.numpy() == (P + 1) / 2)
+          and np.all(t.numpy() == r + 1), "dlsys tensor allreduce")
+    check(col.allreduce_(t, op=col.Sum) is t and np.all(t.numpy() == P * (P + 1) / 2),
+          "dlsys tensor allreduce_")
+    g = col.allgather(ds.tensor(np.full((1, 2), r, np.int64)))
+    check(isinstance(g, ds.Tensor) and g.shape == (P, 2), "dlsys tensor allgather")
+
 # broadcast / broadcast_
 for root in sorted({0, P - 1, P // 2}):
     for dt in ("float16", "float64", "int32", "bool", "uint8"):
