@@ -1,0 +1,415 @@
+"""Data-parallel scaling: strong and weak scaling, fusion, overlap, and an alpha-beta model.
+
+    .venv/bin/python benchmarks/scaling.py [--ranks 1,2,4] [--steps 30] [--json PATH]
+                                           [--plot PATH] [--no-oversubscribe]
+
+Run it as a plain process: it launches its own MPI jobs, one per world size P, through
+./mpirun.sh (with --worker; rank 0 of each job writes its measurements to a temporary JSON
+file), then prints the tables, writes the JSON and the PNG plot. Every rank runs ONE thread
+(OMP/OPENBLAS/NUMBA_NUM_THREADS=1, also for P = 1), so P = 2 on this 2-core machine uses the
+same hardware per rank as P = 1. P = 4 on 2 cores is OVERSUBSCRIBED (two ranks per core) and
+marked as such: its numbers measure time-sharing, not scaling.
+
+What each job measures (MNIST-sized MLP 784-256-256-10, float32, synthetic data):
+- weak scaling: per-rank batch 64 (global 64 P); strong scaling: global batch 128 (128/P per
+  rank). samples/s = global batch / step time; efficiency: weak = T(1) / T(P),
+  strong = T(1) / (P T(P)).
+- time split: "compute" = the same step with the plain optimizer while all P ranks run (same
+  CPU contention, no communication); "exposed comm" = DistributedOptimizer step - compute, and
+  the time step() waited for the reductions (DistributedOptimizer.communication_stats()).
+- overlap: a wider MLP (784-512-512-512-10, batch 128 per rank) with 0.5 MB buckets (6 of
+  them, so reductions can start during backward); for each engine of DistributedOptimizer
+  ("nonblocking" MPI_Iallreduce progressed from the hooks, the default on CPU; "thread", a
+  communication thread; "inline", no overlap) the step time against the plain optimizer's, in
+  interleaved rounds: hidden = 1 - (step - plain step) / (the same reductions alone).
+- fusion: a synthetic ResNet-34-like parameter set (110 tensors, mostly small), gradient
+  synchronisation by DistributedOptimizer vs ONE allreduce of a flat buffer of the same bytes
+  (goal <= 1.2x), and vs one allreduce per tensor (no fusion).
+- collectives: col.allreduce_ (algorithm="auto") from 4 KiB to 16 MiB, fitted by
+  T(n) = a + b n; with the ring's cost 2(P-1) alpha + 2 (P-1)/P n beta this gives alpha and
+  beta, and a MODEL (not a measurement) predicts weak-scaling efficiency at 8..1024 ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WEAK_BATCH = 64
+STRONG_BATCH = 128
+OVERLAP_CAP_MB = 0.5
+OVERLAP_BATCH = 128
+ENGINES = ("nonblocking", "thread", "inline")
+MODEL_RANKS = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+# == the worker (runs under mpirun) ===========================================================
+
+def _mlp(ds, nn):
+    ds.manual_seed(0)
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                         nn.Linear(256, 10))
+
+
+def _resnet_like_shapes(widths=(16, 32, 64, 128), blocks=(3, 4, 6, 3), classes=10):
+    """Parameter shapes of a ResNet-34-like network (convs + batch-norm scale/shift + fc)."""
+    shapes = [(widths[0], 3, 3, 3), (widths[0],), (widths[0],)]
+    cin = widths[0]
+    for stage, (w, n) in enumerate(zip(widths, blocks, strict=True)):
+        for b in range(n):
+            shapes += [(w, cin, 3, 3), (w,), (w,), (w, w, 3, 3), (w,), (w,)]
+            if b == 0 and stage > 0:
+                shapes += [(w, cin, 1, 1), (w,), (w,)]
+            cin = w
+    return shapes + [(classes, cin), (classes,)]
+
+
+def _median_time(fn, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def _max_over_ranks(col, value):
+    return max(col.allgather_object(value))
+
+
+def _train_steps(ds, F, col, model, opt, per_rank, steps, rng_seed=0):
+    """Mean seconds per training step (max over ranks), after 3 warm-up steps."""
+    rng = np.random.default_rng(rng_seed + col.rank())
+    x = ds.tensor(rng.random((per_rank, 784), dtype=np.float32))
+    y = ds.tensor(rng.integers(0, 10, per_rank))
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    if hasattr(opt, "communication_stats"):
+        opt.communication_stats(reset=True)
+    col.barrier()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = (time.perf_counter() - t0) / steps
+    col.barrier()
+    return _max_over_ranks(col, elapsed)
+
+
+def _comm_alone(col, opt, repeat=10):
+    """Seconds to reduce all buckets with no backward running (max over ranks)."""
+    def sync():
+        opt.synchronize()
+    t = _median_time(sync, repeat)
+    return _max_over_ranks(col, t)
+
+
+def overlap_study(ds, F, nn, col, args, rounds=3):
+    """Step time of each overlap engine vs the plain optimizer (same model, same contention),
+    and the reductions alone; hidden = 1 - (step - plain step) / reductions alone."""
+    def wide_mlp():
+        ds.manual_seed(0)
+        return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                             nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+    setups = {}
+    for mode in ("plain",) + ENGINES:
+        model = wide_mlp()
+        opt = ds.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        if mode != "plain":
+            opt = col.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
+                                           bucket_cap_mb=OVERLAP_CAP_MB, overlap=mode)
+        setups[mode] = (model, opt)
+    step_s = {m: [] for m in setups}
+    alone_s = {m: [] for m in setups}
+    for _ in range(rounds):  # interleaved, so a burst of load from elsewhere hits every mode
+        for mode, (model, opt) in setups.items():
+            step_s[mode].append(_train_steps(ds, F, col, model, opt, OVERLAP_BATCH,
+                                             max(5, args.steps // 2)))
+            if mode != "plain":
+                alone_s[mode].append(_comm_alone(col, opt, repeat=5))
+    plain = statistics.median(step_s["plain"])
+    out = {"model": "MLP 784-512-512-512-10", "per_rank_batch": OVERLAP_BATCH,
+           "bucket_cap_mb": OVERLAP_CAP_MB, "plain_step_s": plain}
+    for mode in ENGINES:
+        t = statistics.median(step_s[mode])
+        alone = statistics.median(alone_s[mode])
+        exposed = max(t - plain, 0.0)
+        out[mode] = {"step_s": t, "exposed_s": exposed, "comm_alone_s": alone,
+                     "hidden_fraction": min(1.0, max(0.0, 1.0 - exposed / alone)),
+                     "buckets": len(setups[mode][1].buckets)}
+    return out
+
+
+def worker(args):
+    import collective as col
+    import dlsys as ds
+    import dlsys.nn.functional as F
+    from dlsys import nn
+
+    col.init()
+    P, R = col.size(), col.rank()
+    out = {"P": P}
+
+    # -- training throughput: weak and strong scaling, compute vs communication -------------
+    for kind, per_rank in (("weak", WEAK_BATCH), ("strong", max(1, STRONG_BATCH // P))):
+        model = _mlp(ds, nn)
+        plain = ds.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        t_compute = _train_steps(ds, F, col, model, plain, per_rank, args.steps)
+        model = _mlp(ds, nn)
+        opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+                                       named_parameters=model.named_parameters())
+        t_dist = _train_steps(ds, F, col, model, opt, per_rank, args.steps)
+        stats = opt.communication_stats()
+        out[kind] = {
+            "per_rank_batch": per_rank, "global_batch": per_rank * P,
+            "step_s": t_dist, "compute_s": t_compute,
+            "exposed_comm_s": max(t_dist - t_compute, 0.0),
+            "wait_in_step_s": _max_over_ranks(col, stats["exposed_s"] / max(stats["steps"], 1)),
+            "samples_per_s": per_rank * P / t_dist,
+            "buckets": len(opt.buckets),
+            "grad_bytes": sum(b.nbytes for b in opt.buckets),
+        }
+
+    # -- overlap: several buckets; every engine vs the plain optimizer, interleaved rounds ---
+    if P > 1:
+        out["overlap"] = overlap_study(ds, F, nn, col, args)
+
+    # -- fusion: 100+ small gradients ------------------------------------------------------
+    shapes = _resnet_like_shapes()
+    rng = np.random.default_rng(R)
+    params = [ds.tensor(rng.standard_normal(s).astype(np.float32) * 0.01, requires_grad=True)
+              for s in shapes]
+    fusion = {"tensors": len(shapes),
+              "bytes": int(sum(np.prod(s) for s in shapes) * 4)}
+    for cap in (25, 1):
+        opt = col.DistributedOptimizer(ds.optim.SGD(params, lr=0.0),
+                                       named_parameters=[(f"p{i}", p)
+                                                         for i, p in enumerate(params)],
+                                       bucket_cap_mb=cap)
+        fusion[f"sync_cap{cap}_s"] = _comm_alone(col, opt, repeat=args.repeat)
+        fusion[f"buckets_cap{cap}"] = len(opt.buckets)
+    flat = np.zeros(fusion["bytes"] // 4, np.float32)
+    fusion["flat_allreduce_s"] = _max_over_ranks(
+        col, _median_time(lambda: col.allreduce_(flat, op=col.Average), args.repeat))
+    world = col.init()
+    from mpi4py import MPI
+
+    fusion["flat_mpi_allreduce_s"] = _max_over_ranks(
+        col, _median_time(lambda: world.Allreduce(MPI.IN_PLACE, flat), args.repeat))
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def per_tensor():
+        for g in grads:
+            col.allreduce_(g, op=col.Average)
+    fusion["per_tensor_allreduce_s"] = _max_over_ranks(col, _median_time(per_tensor, 3, 1))
+    fusion["ratio"] = fusion["sync_cap25_s"] / fusion["flat_allreduce_s"]
+    out["fusion"] = fusion
+
+    # -- collectives, for the alpha-beta fit -----------------------------------------------
+    sizes = [4096 * 4**i for i in range(7)]  # 4 KiB .. 16 MiB
+    times = []
+    for n in sizes:
+        buf = np.ones(n // 4, np.float32)
+        times.append(_max_over_ranks(
+            col, _median_time(lambda b=buf: col.allreduce_(b, op=col.Sum), args.repeat)))
+    out["allreduce"] = {"bytes": sizes, "seconds": times}
+
+    if R == 0:
+        Path(args.out).write_text(json.dumps(out))
+
+
+# == the driver ===============================================================================
+
+def launch(P, args, timeout):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"scaling_{P}.json"
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1", TQDM_DISABLE="1")
+        cmd = [str(ROOT / "mpirun.sh"), "-n", str(P), "--timeout", str(timeout),
+               sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out),
+               "--steps", str(args.steps), "--repeat", str(args.repeat)]
+        print(f"# P={P}: {' '.join(cmd)}", flush=True)
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout + 30)
+        if proc.returncode != 0:
+            raise SystemExit(f"P={P} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return json.loads(out.read_text())
+
+
+def fit_alpha_beta(run):
+    """Least squares T(n) = a + b n over the measured sizes; ring model -> alpha, beta."""
+    P = run["P"]
+    n = np.array(run["allreduce"]["bytes"], float)
+    t = np.array(run["allreduce"]["seconds"], float)
+    b, a = np.polyfit(n, t, 1)
+    a = max(a, 1e-7)
+    return {"P": P, "a_s": a, "b_s_per_byte": b,
+            "alpha_s": a / (2 * (P - 1)), "beta_s_per_byte": b / (2 * (P - 1) / P)}
+
+
+def model_efficiency(fit, t_compute, grad_bytes, buckets, hidden):
+    """Predicted weak-scaling efficiency at MODEL_RANKS (ring allreduce per bucket)."""
+    rows = []
+    for P in MODEL_RANKS:
+        t_comm = buckets * 2 * (P - 1) * fit["alpha_s"] \
+            + 2 * (P - 1) / P * grad_bytes * fit["beta_s_per_byte"]
+        exposed = t_comm * (1 - hidden)
+        rows.append({"P": P, "comm_s": t_comm, "efficiency": t_compute / (t_compute + exposed)})
+    return rows
+
+
+def plot(results, model_rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Ps = [r["P"] for r in results]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    strong = [r["strong"]["samples_per_s"] for r in results]
+    weak = [r["weak"]["samples_per_s"] for r in results]
+    ax[0].plot(Ps, strong, "o-", label=f"strong (global batch {STRONG_BATCH})")
+    ax[0].plot(Ps, weak, "s-", label=f"weak ({WEAK_BATCH} per rank)")
+    ax[0].plot(Ps, [strong[0] * p for p in Ps], "k:", label="ideal (strong)")
+    for p in Ps:
+        if p > os.cpu_count():
+            ax[0].axvspan(p - 0.3, p + 0.3, color="red", alpha=0.1)
+            ax[0].text(p, max(strong + weak) * 0.5, "oversubscribed", rotation=90,
+                       ha="center", color="red")
+    ax[0].set(xlabel="ranks P", ylabel="samples/s", title="MLP throughput (1 thread/rank)")
+    ax[0].legend()
+    width = 0.35
+    x = np.arange(len(Ps))
+    comp = [r["weak"]["compute_s"] * 1e3 for r in results]
+    comm = [r["weak"]["exposed_comm_s"] * 1e3 for r in results]
+    ax[1].bar(x, comp, width, label="compute")
+    ax[1].bar(x, comm, width, bottom=comp, label="exposed communication")
+    ax[1].set_xticks(x, [f"P={p}" + (" (oversub.)" if p > os.cpu_count() else "") for p in Ps])
+    ax[1].set(ylabel="ms per step", title="weak scaling: step time split")
+    ax[1].legend()
+    eff = [r["weak"]["efficiency"] for r in results]
+    ax[2].semilogx(Ps, eff, "o-", base=2, label="measured")
+    if model_rows:
+        ax[2].semilogx([m["P"] for m in model_rows], [m["efficiency"] for m in model_rows],
+                       "x--", base=2, label="alpha-beta MODEL (predicted)")
+    ax[2].set(xlabel="ranks P", ylabel="weak-scaling efficiency", ylim=(0, 1.1),
+              title="weak scaling efficiency")
+    ax[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def driver(args):
+    ranks = [int(p) for p in args.ranks.split(",")]
+    results = [launch(P, args, args.timeout) for P in ranks]
+    cores = os.cpu_count()
+    base = results[0]
+    print()
+    print(f"{'P':>4} {'kind':>7} {'batch/rank':>10} {'step ms':>8} {'compute ms':>10} "
+          f"{'exp.comm ms':>11} {'samples/s':>10} {'efficiency':>10}")
+    for r in results:
+        mark = "  OVERSUBSCRIBED" if r["P"] > cores else ""
+        for kind in ("weak", "strong"):
+            k = r[kind]
+            # throughput relative to P times one rank's: T(1)/T(P) for weak scaling,
+            # T(1)/(P T(P)) for strong scaling
+            eff = k["samples_per_s"] / (r["P"] / base["P"] * base[kind]["samples_per_s"])
+            k["efficiency"] = eff
+            print(f"{r['P']:>4} {kind:>7} {k['per_rank_batch']:>10} {k['step_s'] * 1e3:>8.2f} "
+                  f"{k['compute_s'] * 1e3:>10.2f} {k['exposed_comm_s'] * 1e3:>11.2f} "
+                  f"{k['samples_per_s']:>10.0f} {eff:>10.3f}{mark}")
+    print()
+    for r in results:
+        if "overlap" not in r:
+            continue
+        o = r["overlap"]
+        print(f"overlap P={r['P']} ({o['model']}, batch {o['per_rank_batch']}/rank, buckets of "
+              f"{o['bucket_cap_mb']} MB; plain optimizer step {o['plain_step_s'] * 1e3:.2f} ms)"
+              + ("  OVERSUBSCRIBED" if r["P"] > cores else ""))
+        for mech in ENGINES:
+            m = o[mech]
+            print(f"  {mech:>11}: {m['buckets']} buckets, step {m['step_s'] * 1e3:.2f} ms, "
+                  f"exposed {m['exposed_s'] * 1e3:.2f} ms, reductions alone "
+                  f"{m['comm_alone_s'] * 1e3:.2f} ms -> hidden {m['hidden_fraction']:.0%}")
+    print()
+    for r in results:
+        f = r["fusion"]
+        print(f"fusion P={r['P']}: {f['tensors']} tensors, {f['bytes'] / 2**20:.2f} MiB: "
+              f"DistributedOptimizer sync {f['sync_cap25_s'] * 1e3:.2f} ms "
+              f"({f['buckets_cap25']} bucket), {f['sync_cap1_s'] * 1e3:.2f} ms "
+              f"({f['buckets_cap1']} buckets of 1 MB); one flat allreduce "
+              f"{f['flat_allreduce_s'] * 1e3:.2f} ms (MPI_Allreduce "
+              f"{f['flat_mpi_allreduce_s'] * 1e3:.2f} ms); per-tensor allreduce "
+              f"{f['per_tensor_allreduce_s'] * 1e3:.2f} ms; ratio {f['ratio']:.2f}x "
+              f"(goal <= 1.2x)" + ("  OVERSUBSCRIBED" if r["P"] > cores else ""))
+    fits, model_rows = [], []
+    real = [r for r in results if 1 < r["P"] <= cores]
+    if real:
+        fit = fit_alpha_beta(real[-1])
+        fits.append(fit)
+        hidden = real[-1].get("overlap", {}).get("nonblocking", {}).get("hidden_fraction", 0.0)
+        w = base["weak"]
+        print()
+        print(f"alpha-beta fit at P={fit['P']} (shared memory): alpha = "
+              f"{fit['alpha_s'] * 1e6:.1f} us, beta = {1 / fit['beta_s_per_byte'] / 1e9:.2f} GB/s")
+        print(f"MODEL (predicted, not measured): weak scaling of the MLP, compute "
+              f"{w['compute_s'] * 1e3:.2f} ms/step, {w['grad_bytes'] / 2**20:.2f} MiB of "
+              f"gradients in {w['buckets']} bucket(s), ring allreduce, this machine's alpha/beta")
+        for hid, label in ((0.0, "no overlap"), (hidden, f"{hidden:.0%} hidden")):
+            rows = model_efficiency(fit, w["compute_s"], w["grad_bytes"], w["buckets"], hid)
+            print(f"  {label:>12}: " + "  ".join(f"P={m['P']}: {m['efficiency']:.2f}"
+                                                 for m in rows))
+            model_rows = model_rows or rows
+    summary = {"results": results, "alpha_beta": fits, "model": model_rows,
+               "cores": cores, "oversubscribed_ranks": [p for p in ranks if p > cores]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(results, model_rows, args.plot)
+        print(f"wrote {args.plot}")
+    return summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ranks", default="1,2,4", help="world sizes to run (default 1,2,4)")
+    ap.add_argument("--steps", type=int, default=30, help="timed training steps per config")
+    ap.add_argument("--repeat", type=int, default=15, help="repetitions of each collective")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per MPI job")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--plot", default="benchmarks/results/scaling.png",
+                    help="PNG path (default benchmarks/results/scaling.png; '' for none)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    driver(args)
+
+
+if __name__ == "__main__":
+    main()
