@@ -52,12 +52,19 @@ if K.SIMULATOR:
 
 
 def select_device_for_local_rank(local_rank: int | None = None) -> int:
-    """Bind this process to GPU ``local_rank % n_gpus`` and return that index.
+    """Bind this process to one GPU chosen by its local rank; returns the GPU's index.
 
     Call it before any CUDA work (before the first CUDA context exists), e.g. right after
     ``col.init()``: ``select_device_for_local_rank(col.local_rank())``. Without an argument the
     local rank is read from the launcher's environment (Open MPI, MPICH/Hydra, PMI, MVAPICH,
-    Slurm), 0 when none is set. Under the simulator it only returns the index.
+    Slurm), 0 when none is set.
+
+    NOTE: while the CUDA driver is not initialised yet, this narrows CUDA_VISIBLE_DEVICES to the
+    chosen GPU (``local_rank % n_gpus``, among the already visible ones if that variable is
+    set), like Horovod's recipe: ``ds.cuda()`` (index 0) is then that GPU in every thread of the
+    process (Numba's contexts are per thread; a helper thread would otherwise start on GPU 0).
+    If the driver is already running it falls back to ``cuda.select_device`` (calling thread
+    only). Under the simulator it only returns the index (0).
     """
     if local_rank is None:
         local_rank = 0
@@ -66,10 +73,26 @@ def select_device_for_local_rank(local_rank: int | None = None) -> int:
             if v is not None and v.strip().isdigit():
                 local_rank = int(v)
                 break
-    ngpu = max(1, len(cuda.gpus)) if not K.SIMULATOR else 1
-    index = int(local_rank) % ngpu
-    if not K.SIMULATOR:
-        cuda.select_device(index)
+    local_rank = int(local_rank)
+    if K.SIMULATOR:
+        return 0
+    from numba.cuda.cudadrv.driver import driver as _driver
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not getattr(_driver, "is_initialized", True):
+        if visible is not None:
+            ids = [v for v in visible.split(",") if v.strip()]
+        else:
+            try:  # NOTE: counts GPUs without initialising CUDA
+                ids = [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+            except OSError:
+                ids = []
+        if ids:
+            index = local_rank % len(ids)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ids[index].strip()
+            return index
+    index = local_rank % max(1, len(cuda.gpus))
+    cuda.select_device(index)
     return index
 
 
