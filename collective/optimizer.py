@@ -44,7 +44,8 @@ from .reduce_ops import Average, Sum, as_op
 # How the reductions overlap backward. Three engines exist, selected by ``overlap=``; all of
 # them start the buckets in the same order on every rank:
 #   "nonblocking": MPI_Iallreduce per bucket, started from the hook that completes it and
-#       progressed by MPI_Testall from every later hook; step() calls MPI_Waitall.
+#       progressed by MPI_Testall from every later hook; step() calls MPI_Waitall. The LAST
+#       bucket (nothing left to overlap with) uses the blocking collective.allreduce_.
 #   "thread": one communication thread runs collective.allreduce_ (algorithm="auto") per bucket.
 #   "inline": no overlap, each bucket is reduced inside the hook that completes it (baseline).
 # MEASURED on the project's 2-core machine, 2 ranks, one BLAS thread each (MLP 784-512x3-10,
@@ -183,6 +184,12 @@ class _NonBlockingEngine:
         self._comm = _reducer_comm()
         self._pending = []
         self.busy_s = 0.0
+
+    def submit(self, job):
+        """A blocking reduction, run here and now (pending ones progress meanwhile)."""
+        t0 = time.perf_counter()
+        job()
+        self.busy_s += time.perf_counter() - t0
 
     def submit_allreduce(self, buf: np.ndarray, finish):
         req = self._comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
@@ -371,7 +378,11 @@ class _DistributedOptimizer:
             # divide BEFORE casting to the wire dtype: the sum of P float16 values may
             # overflow where their average would not
             bucket.flat.mul_(1.0 / d.size)
-        if d.overlap != "nonblocking":
+        if d.overlap != "nonblocking" or b == len(d.buckets) - 1:
+            # The last bucket is handed over when no backward is left to overlap with, so the
+            # fastest blocking algorithm wins there: collective.allreduce_ (algorithm="auto")
+            # measured 1.6x faster than MPI_Iallreduce + Wait at 5 MB on 2 ranks. The choice
+            # depends only on the index, so every rank makes the same one.
             d.engine.submit(lambda: _reduce_bucket(d, bucket, wire))
             return
         # nonblocking: MPI sums in place; (de)compression and the division on this thread
