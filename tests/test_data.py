@@ -216,3 +216,27 @@ def test_synthetic_classification_is_linearly_separable():
     templates = np.stack([x[y == c].mean(0) for c in range(3)])
     pred = np.argmin(((x[:, None] - templates[None]) ** 2).sum(-1), axis=1)
     assert (pred == y).mean() > 0.95
+
+
+def test_loader_accepts_any_index_iterable_as_sampler(tensors):
+    y = np.arange(10)
+    loader = DataLoader(TensorDataset(y), batch_size=3, sampler=[9, 0, 4, 4], drop_last=False)
+    assert len(loader) == 2
+    got = [b[0] for b in _loader_batches(loader)]
+    np.testing.assert_array_equal(np.concatenate(got), [9, 0, 4, 4])
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(TensorDataset(y), batch_size=0)
+
+
+def test_loader_without_seed_follows_the_global_rng(tensors):
+    import dlsys as ds
+    y = np.arange(30)
+
+    def order():
+        loader = DataLoader(TensorDataset(y), batch_size=30, shuffle=True)
+        return _loader_batches(loader)[0][0]
+
+    ds.manual_seed(4)
+    a = order()
+    ds.manual_seed(4)
+    np.testing.assert_array_equal(order(), a)

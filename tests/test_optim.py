@@ -225,3 +225,18 @@ def test_mlp_converges_on_synthetic_data(opt_name):
     with ds.no_grad():
         acc = (np.asarray(model(ds.tensor(x))).argmax(1) == y).mean()
     assert acc > 0.9
+
+
+def test_scheduler_state_dict_and_plain_tensor_params():
+    w = ds.tensor(np.ones(2), requires_grad=True)       # a plain leaf Tensor works too
+    opt = optim.SGD([w], lr=1.0)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    sched.step()
+    sd = sched.state_dict()
+    opt2 = optim.SGD([w], lr=1.0)
+    sched2 = optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    sched2.load_state_dict(sd)
+    sched2.step()
+    assert sched2.get_last_lr() == [0.25]
+    with pytest.raises(ValueError, match="non-leaf"):
+        optim.SGD([w * 2], lr=0.1)
