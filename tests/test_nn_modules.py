@@ -192,6 +192,9 @@ def test_clip_grad_norm():
     total = nn.utils.clip_grad_norm_([a, b], max_norm=10.0)   # below the limit: unchanged
     assert total.item() == pytest.approx(1.0, rel=1e-5)
     np.testing.assert_allclose(a.grad.numpy(), [3 / 5, 0, 0], rtol=1e-5)
+    a.grad = ds.tensor(np.array([-3.0, 1.0, 0.0], np.float32))
+    assert nn.utils.clip_grad_norm_([a], 10.0, norm_type=math.inf).item() == pytest.approx(3.0)
+    assert nn.utils.clip_grad_norm_(a, 10.0, norm_type=1).item() == pytest.approx(4.0)
 
 
 def test_init_functions():

@@ -23,14 +23,13 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     norm_type = float(norm_type)
     if not grads:
         return tensor(0.0)
-    with no_grad():
+    with no_grad():  # reductions run on the grads' device; only scalars come to the host
         if math.isinf(norm_type):
-            total = max(float(np.abs(g.numpy()).max()) if g.size else 0.0 for g in grads)
+            total = max((float(g.abs().max().item()) for g in grads if g.size), default=0.0)
+        elif norm_type == 2.0:
+            total = math.sqrt(sum(float((g * g).sum().item()) for g in grads))
         else:
-            acc = 0.0
-            for g in grads:
-                a = np.abs(g.numpy().astype(np.float64, copy=False))
-                acc += float((a ** norm_type).sum())
+            acc = sum(float((g.abs() ** norm_type).sum().item()) for g in grads)
             total = acc ** (1.0 / norm_type)
         if error_if_nonfinite and not math.isfinite(total):
             raise RuntimeError(f"the total norm of order {norm_type} of the gradients is "
