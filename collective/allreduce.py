@@ -1,8 +1,10 @@
 """allreduce / allreduce_: the entry points, validation, the handshake, dispatch.
 
 A call: stage the input into a contiguous numpy buffer (``buffers``), describe and fingerprint
-the call, run the handshake (fused with the data for recursive doubling, see ``safety``), then
-the chosen algorithm in place on the buffer. Out-of-place calls work on a fresh copy, so their
+the call, run the handshake (``safety``: through shared memory on one node, where the small-
+message "shared_memory" allreduce carries its data in the same round; across nodes a butterfly
+of MPI messages, which recursive doubling fuses with its data), then the chosen algorithm in
+place on the buffer. Out-of-place calls work on a fresh copy, so their
 input is never modified. Single process (P = 1): a copy (Sum/Max/Min/Average of one rank are
 the identity), no MPI traffic.
 """

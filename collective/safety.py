@@ -1,25 +1,29 @@
 """Mismatch safety: every collective call starts by agreeing on what it is.
 
 Each call describes itself (collective, shape, dtype, op, algorithm, root ...) and hashes that
-description into a 63-bit fingerprint. The ranks combine their fingerprints with the monoid
-``merge(a, b) = a if a == b else MISMATCH`` along a recursive-doubling butterfly
-(:func:`collective.algorithms.recursive_doubling.rd_allreduce`); after log2(P) (+2 for
-non-power-of-two P) exchanges every rank holds either the common fingerprint or ``MISMATCH``,
-and all of them know the same thing. Every exchange of that handshake goes into a receive
-buffer of fixed capacity, so a rank that sends more than its peer expects can never cause a
-"message truncated" abort, and a mismatch can never hang: the handshake has the same message
-pattern whatever the arguments were.
+description into a 63-bit fingerprint; every rank learns whether all fingerprints are equal,
+and all ranks learn the same thing, before any data moves. Two protocols, chosen by topology
+(the same on every rank):
 
-The check is cheap because for small payloads (<= ``SMALL_MAX`` bytes) the data itself travels
-in the same messages as the fingerprint (the handshake *is* the recursive-doubling allreduce), so
-it costs no extra message at all; larger payloads pay one 8-byte butterfly (a few microseconds)
-before the bandwidth-bound algorithm (milliseconds).
+- one node (the usual case): a round through a shared-memory window
+  (``algorithms.shared_memory``): each rank publishes its fingerprint and reads everyone
+  else's; ~1-2 us, no MPI message. Its allreduce ("shared_memory") carries the data in the same
+  round, so the check then costs nothing extra.
+- across nodes (or ``COLLECTIVE_SHM=0``): the fingerprints are combined with the monoid
+  ``merge(a, b) = a if a == b else MISMATCH`` along a recursive-doubling butterfly of MPI
+  messages (``algorithms.recursive_doubling``), each received into a buffer of fixed capacity,
+  so a rank that sends more than its peer expects can never cause a "message truncated"
+  abort. Recursive doubling carries payloads of up to SMALL_MAX bytes in the same messages.
 
-On ``MISMATCH`` every rank joins one ``allgather`` of the descriptions (the error path only)
-and raises ``ValueError`` naming the ranks and the fields that differed. A rank whose own
-arguments were invalid (bad dtype, read-only buffer ...) raises its own ``TypeError``/
-``ValueError`` and the others a ``ValueError`` naming that rank and its error, so no rank is
-left waiting.
+Either way the handshake has the same message pattern whatever the arguments were, so a
+mismatch can never hang. On ``MISMATCH`` every rank joins one ``allgather`` of the
+descriptions (the error path only) and raises ``ValueError`` naming the ranks and the fields
+that differed. A rank whose own arguments were invalid (bad dtype, read-only buffer ...) raises
+its own ``TypeError``/``ValueError`` and the others a ``ValueError`` naming that rank and its
+error, so no rank is left waiting.
+
+Collective calls of one rank must not run concurrently from two threads (as for MPI
+collectives on one communicator); one communication thread is fine.
 """
 
 from __future__ import annotations
