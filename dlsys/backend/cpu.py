@@ -3,8 +3,9 @@
 Every method returns numpy.ndarray (never a numpy scalar: 0-d results are 0-d arrays).
 Numba kernels (cpu_kernels*.py) run on compact float32/float64 arrays; other inputs take the
 numpy reference beside each kernel. float16: Numba has no float16 arithmetic, so float16 takes
-the numpy references, except erf/gelu/gelu_grad (no numpy ufunc) and matmul (no float16 BLAS),
-which compute in float32 and round once; float16 sums accumulate in float32.
+the numpy references, except erf/gelu/gelu_grad (no numpy ufunc), matmul (no float16 BLAS) and
+the softmax family with cross-entropy (exp sums), which compute in float32 and round once;
+float16 sums accumulate in float32.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def _via_numba(kernel, op, *arrays):
         return kernel(op, *(np.ascontiguousarray(a) for a in arrays))
     out = kernel(op, *(np.ascontiguousarray(a.transpose(order)) for a in arrays))
     return out.transpose(np.argsort(order))
+
+
+def _half(fn, x):
+    """fn on a float32 copy of float16 x, rounded back once (the softmax family: exp and its
+    sums in float16 lose too much, as PyTorch knows, which also computes them in float32)."""
+    return fn(x.astype(np.float32)).astype(np.float16)
 
 
 def _short_rows(x):
@@ -271,22 +278,33 @@ class CPUDevice(Device):
 
     # -- softmax family ------------------------------------------------------------------------
     def softmax(self, x):
+        if x.dtype == np.float16:
+            return _half(self.softmax, x)
         return KN.softmax_fast(x) if _short_rows(x) else KN.softmax_ref(x)
 
     def log_softmax(self, x):
+        if x.dtype == np.float16:
+            return _half(self.log_softmax, x)
         return KN.log_softmax_fast(x) if _short_rows(x) else KN.log_softmax_ref(x)
 
     def logsumexp(self, x):
         """log(sum(exp(x))) over the last axis (stable); the result drops that axis."""
+        if x.dtype == np.float16:
+            return _half(self.logsumexp, x)
         return _arr(KN.logsumexp_ref(x))
 
     def cross_entropy(self, logits, target):
         _check_ce(logits, target)
+        if logits.dtype == np.float16:
+            loss, probs = self.cross_entropy(logits.astype(np.float32), target)
+            return loss.astype(np.float16), probs.astype(np.float16)
         if _short_rows(logits):
             return KN.cross_entropy_fast(logits, target)
         return KN.cross_entropy_ref(logits, target)
 
     def cross_entropy_backward(self, probs, target, grad_loss):
+        if probs.dtype == np.float16:
+            return _half(lambda p: self.cross_entropy_backward(p, target, grad_loss), probs)
         return KN.cross_entropy_backward_fast(probs, target, grad_loss)
 
     # -- optimizer updates ---------------------------------------------------------------------
