@@ -24,10 +24,11 @@ def default_collate(samples):
         return tuple(default_collate([s[i] for s in samples]) for i in range(len(first)))
     if hasattr(first, "numpy") and not isinstance(first, np.ndarray):
         samples = [s.numpy() for s in samples]
-    arr = np.stack([np.asarray(s) for s in samples])
-    if arr.dtype == np.float64:  # Python floats -> float32, as ds.tensor does
-        arr = arr.astype(np.float32)
-    return arr
+    if isinstance(first, float):  # Python floats -> float32, as ds.tensor does
+        return np.asarray(samples, dtype=np.float32)
+    if isinstance(first, (bool, int)):
+        return np.asarray(samples, dtype=np.bool_ if isinstance(first, bool) else np.int64)
+    return np.stack([np.asarray(s) for s in samples])  # arrays keep their dtype
 
 
 class DataLoader:

@@ -11,7 +11,7 @@ class Sampler:
     """Base class: ``iter(sampler)`` yields dataset indices; ``len(sampler)`` counts them."""
 
     def __iter__(self):
-        return iter(self.indices())
+        return iter(self.indices().tolist())
 
     def indices(self) -> np.ndarray:
         """All indices of one pass as an int64 array (lets the DataLoader slice batches)."""
