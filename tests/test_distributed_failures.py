@@ -1,0 +1,80 @@
+"""DistributedOptimizer under failure: DESIGN.md guarantee 4 (no hang, nothing hidden)."""
+
+from __future__ import annotations
+
+import pytest
+from distributed_common import COMMON
+from mpi_harness import run_mpi
+
+MISMATCH = COMMON + r'''
+import time
+t0 = time.monotonic()
+hidden = 8 if R == 0 else 9  # rank 1 has a different model
+ds.manual_seed(0)
+model = nn.Sequential(nn.Linear(N_IN, hidden), nn.Tanh(), nn.Linear(hidden, N_OUT))
+errors = {}
+try:
+    col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
+                             named_parameters=model.named_parameters())
+except ValueError as exc:
+    errors["optimizer"] = str(exc)
+try:
+    col.broadcast_parameters(model.state_dict(), root=0)
+except ValueError as exc:
+    errors["broadcast"] = str(exc)
+try:
+    col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
+                             named_parameters=[("w", p) for p in model.parameters()])
+except ValueError as exc:
+    errors["duplicate"] = str(exc)
+report(errors=errors, seconds=time.monotonic() - t0)
+'''
+
+
+FAILURE = COMMON + r'''
+model = model_for("float32", 1)
+opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
+                               named_parameters=model.named_parameters())
+for t in range(10):
+    opt.zero_grad()
+    if t == 3 and R == 1:
+        raise RuntimeError("injected failure on rank 1 at step 3")
+    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]])), ds.tensor(Y[BATCHES[R][t]])).backward()
+    opt.step()
+'''
+
+
+@pytest.mark.mpi
+def test_mismatched_models_raise_on_every_rank(tmp_path):
+    res = run_mpi(MISMATCH, 2, timeout=60, tmp_path=tmp_path)
+    assert res.returncode == 0, res.output
+    for r, out in res.by_rank().items():
+        errors = out["errors"]
+        assert set(errors) == {"optimizer", "broadcast", "duplicate"}, (r, out, res.output)
+        assert "rank 1" in errors["optimizer"] and "(8, 6)" in errors["optimizer"], errors
+        assert "rank 1" in errors["broadcast"], errors
+        assert "duplicate" in errors["duplicate"], errors
+        assert out["seconds"] < 30, out
+
+
+def _check_failure_ends_job(res):
+    assert res.returncode != 0, res.output
+    assert "injected failure on rank 1 at step 3" in res.output, res.output
+    assert "Traceback" in res.output, res.output
+    assert res.elapsed < 30, res.elapsed
+
+
+@pytest.mark.mpi
+def test_exception_on_one_rank_ends_the_job(tmp_path):
+    # NOTE: without the shared-memory arena (see the xfail below)
+    res = run_mpi(FAILURE, 2, timeout=25, tmp_path=tmp_path, env={"COLLECTIVE_SHM": "0"})
+    _check_failure_ends_job(res)
+
+
+@pytest.mark.mpi
+@pytest.mark.xfail(reason="collective/context.py frees the shared-memory window (a collective "
+                   "MPI_Win_free) in an atexit handler, which runs before mpi4py's MPI_Abort "
+                   "and blocks while the other ranks are inside a reduction", strict=False)
+def test_exception_on_one_rank_ends_the_job_with_shm(tmp_path):
+    res = run_mpi(FAILURE, 2, timeout=20, tmp_path=tmp_path)
+    _check_failure_ends_job(res)
