@@ -38,7 +38,8 @@ def logsumexp_ref(x):
     m = x.max(axis=-1, keepdims=True)
     # NOTE: a row of all -inf would give nan from (-inf) - (-inf); treat its max as 0.
     m = np.where(np.isfinite(m), m, 0).astype(x.dtype)
-    return (np.log(np.exp(x - m).sum(axis=-1, keepdims=True)) + m)[..., 0]
+    with np.errstate(divide="ignore"):  # NOTE: log(0) = -inf is the right answer there
+        return (np.log(np.exp(x - m).sum(axis=-1, keepdims=True)) + m)[..., 0]
 
 
 def cross_entropy_ref(logits, target):
