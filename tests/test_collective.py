@@ -60,20 +60,21 @@ def h(a):
 
 TOL = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-12}
 sizes = sorted({0, 1, max(P - 1, 0), P, P + 1, PRIME, BIG})
-for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
-    for dt in ("float16", "float32", "float64", "int32", "int64"):
-        for n in sizes:
-            if n == BIG and (dt == "float16" or algo == "auto"):
-                continue  # slow numpy float16 adds; auto takes the same paths as above
-            x = inp(n, dt, r)
-            x0 = x.copy()
-            ops = (col.Sum, col.Max, col.Min) + ((col.Average,) if dt[0] == "f" else ())
-            for op in ops:
+ALGOS = ("ring", "recursive_doubling", "mpi", "shared_memory", "auto")
+for dt in ("float16", "float32", "float64", "int32", "int64"):
+    for n in sizes:
+        if n == BIG and dt == "float16" and P > 2:
+            continue  # numpy's float16 adds are slow; P = 1, 2 cover the big float16 case
+        x = inp(n, dt, r)
+        x0 = x.copy()
+        ops = (col.Sum, col.Max, col.Min) + ((col.Average,) if dt[0] == "f" else ())
+        for op in ops:
+            want = ref(n, dt, op)  # once per (dtype, n, op), shared by the algorithms
+            for algo in ALGOS:
                 tag = f"{algo}/{dt}/n={n}/{op}"
                 y = col.allreduce(x, op=op, algorithm=algo)
                 check(np.array_equal(x, x0), f"{tag}: input modified")
                 check(y.dtype == x.dtype and y.shape == x.shape, f"{tag}: dtype/shape")
-                want = ref(n, dt, op)
                 if dt[0] == "i":
                     check(np.array_equal(y, want), f"{tag}: not exact")
                 else:
@@ -85,7 +86,8 @@ for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
                     out = col.allreduce_(z, op=op, algorithm=algo)
                     check(out is z and np.array_equal(z.view(np.uint8), y.view(np.uint8)),
                           f"{tag}: in-place differs")
-            if dt[0] == "i" and n:
+        if dt[0] == "i" and n == PRIME:
+            for algo in ALGOS:
                 with_err = False
                 try:
                     col.allreduce(x, op=col.Average, algorithm=algo)

@@ -11,8 +11,8 @@ Bitwise identical results: every element's final value is computed once, on the 
 its segment, and then copied to the others.
 
 Performance: the incoming segment is received in chunks (``CHUNK`` bytes, all receives posted
-at once) and each chunk is reduced as soon as it has arrived, while it is still in cache and
-while the following chunks are in flight. Scratch memory is one grow-only buffer reused by every
+at once) and each chunk is reduced as soon as it has arrived, while the following chunks are
+in flight (4 MiB measured best among 64 KiB .. whole segment on the 2-core box). Scratch memory is one grow-only buffer reused by every
 call (no allocation per call). Average divides only the owned segment, in the last
 reduce-scatter step, so it costs 1/P of a pass.
 """
