@@ -7,7 +7,6 @@ every rank, as ``Dup`` is collective).
 
 from __future__ import annotations
 
-import atexit
 import os
 
 from . import comm as _comm
@@ -39,8 +38,11 @@ class Context:
             if single_node:
                 from .algorithms.shared_memory import SharedArena
 
+                # NOTE: never freed explicitly: MPI_Win_free is collective, and an atexit
+                # free would block a rank that is exiting on an exception (before mpi4py's
+                # MPI_Abort) while the others wait inside a collective; MPI_Finalize
+                # releases the window.
                 self.shm = SharedArena(self.comm)
-                atexit.register(self.shm.free)  # runs before mpi4py's MPI_Finalize
 
 
 def get() -> Context:
