@@ -96,9 +96,9 @@ def main(argv=None):
         print(f"# collective allreduce benchmark: P={P}, dtype={dtype}, op={op}, "
               f"host={platform.node()}, MPI={MPI.Get_library_version().splitlines()[0].strip()}")
         cols = "".join(f"{a[:18]:>28}" for a in algos)
-        print(f"# {'':>10}{'':>11}{cols}{'auto/mpi':>10}{'memcpy':>9}")
+        print(f"# {'':>10}{'':>11}{cols}{'auto/mpi':>10}{'memcpy':>9}  auto")
         sub = "".join(f"{'time(us)':>10}{'algbw':>9}{'busbw':>9}" for _ in algos)
-        print(f"# {'size':>10}{'count':>11}{sub}{'busbw':>10}{'GB/s':>9}")
+        print(f"# {'size':>10}{'count':>11}{sub}{'busbw':>10}{'GB/s':>9}  chose")
     rows = []
     for size in sizes:
         count = size // dtype.itemsize
@@ -146,6 +146,7 @@ def main(argv=None):
             algbw = nbytes / med[j] / 1e9
             row[a] = {"time_us": med[j] * 1e6, "algbw_GBps": algbw,
                       "busbw_GBps": algbw * 2 * (P - 1) / P if P > 1 else algbw}
+        row["auto_choice"] = (ctx.cache.get("tuning_choice") or {}).get(nbytes, "-")
         if "auto" in algos and "mpi" in algos:
             row["auto_over_mpi"] = row["auto"]["busbw_GBps"] / row["mpi"]["busbw_GBps"]
         rows.append(row)
@@ -153,8 +154,8 @@ def main(argv=None):
             cells = "".join(f"{row[a]['time_us']:>10.1f}{row[a]['algbw_GBps']:>9.2f}"
                             f"{row[a]['busbw_GBps']:>9.2f}" for a in algos)
             ratio = f"{row.get('auto_over_mpi', float('nan')):>10.2f}"
-            print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>9.2f}",
-                  flush=True)
+            print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>9.2f}  "
+                  f"{row['auto_choice']}", flush=True)
     # the cost of the mismatch check alone: one handshake (shared memory on one node, else an
     # 8-byte recursive-doubling butterfly), next to an 8-byte MPI Allreduce for scale
     from collective.algorithms import handshake
