@@ -256,6 +256,16 @@ def test_sgd_kernel_vs_reference_and_scalar_loop(rng, dt, case):
         np.testing.assert_allclose(b_nb, b_ref, **tol(dt))
 
 
+def test_optimizer_kernels_without_decay_keep_inf():
+    for dt in FLOATS:
+        p, g = np.array([np.inf, 1.0], dt), np.array([0.5, 0.5], dt)
+        KO.sgd_fast(p, g, None, 0.1, 0.0, 0.0, False, 0.0, True)
+        assert p[0] == np.inf
+        m, v = np.zeros(2, dt), np.zeros(2, dt)
+        KO.adam_fast(p, g, m, v, 0.1, 0.9, 0.999, 1e-8, 0.0, 1, False)
+        assert p[0] == np.inf
+
+
 def test_sgd_momentum_closed_form(dev):
     # constant gradient g: buf_t = g (1 - mu^t) / (1 - mu), p_T = p_0 - lr * sum_t buf_t
     g, mu, lr, steps = np.full(3, 0.5), 0.9, 0.1, 5

@@ -54,8 +54,9 @@ def adam_ref(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decou
 def sgd_nb(param, grad, buf, lr, momentum, weight_decay, one_minus_damp, use_momentum, nesterov,
            first_step):
     """``buf`` is ignored (pass any array of param's dtype) when use_momentum is False."""
+    decay = weight_decay != 0  # NOTE: 0 * inf would be nan: skip the term, as PyTorch does
     for i in range(param.size):
-        d = grad[i] + weight_decay * param[i]
+        d = grad[i] + weight_decay * param[i] if decay else grad[i]
         if use_momentum:
             b = d if first_step else momentum * buf[i] + one_minus_damp * d
             buf[i] = b
@@ -68,9 +69,10 @@ def adam_nb(param, grad, m, v, decay, weight_decay, one_minus_b1, beta2, one_min
             step_size, bc2_sqrt):
     """decay multiplies param first (AdamW: 1 - lr * wd, else 1); weight_decay is added to the
     gradient (Adam: wd, AdamW: 0)."""
+    l2 = weight_decay != 0  # NOTE: 0 * inf would be nan: skip the term, as PyTorch does
     for i in range(param.size):
         p = param[i] * decay
-        g = grad[i] + weight_decay * p
+        g = grad[i] + weight_decay * p if l2 else grad[i]
         mi = m[i] + one_minus_b1 * (g - m[i])
         vi = beta2 * v[i] + one_minus_b2 * g * g
         m[i] = mi
