@@ -12,18 +12,24 @@ its segment, and then copied to the others.
 
 Performance: the incoming segment is received in chunks (``CHUNK`` bytes, all receives posted
 at once) and each chunk is reduced as soon as it has arrived, while the following chunks are
-in flight (4 MiB measured best among 64 KiB .. whole segment on the 2-core box). Scratch memory is one grow-only buffer reused by every
-call (no allocation per call). Average divides only the owned segment, in the last
-reduce-scatter step, so it costs 1/P of a pass.
+in flight (4 MiB measured best among 64 KiB .. whole segment on the 2-core box). Scratch
+memory is one grow-only buffer reused by every call (no allocation per call). Average divides
+only the owned segment, in the last reduce-scatter step, so it costs 1/P of a pass.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from ..buffers import POOL
 from ..context import TAG_RING
 
+# Waiting: "poll" tests the requests and yields the CPU between tests (os.sched_yield), so a
+# rank waiting for data lets the peer that has to produce it run when ranks share cores
+# (oversubscription, or other jobs on the machine); "block" uses MPI_Wait (MPICH busy-polls).
+WAIT = os.environ.get("COLLECTIVE_WAIT", "poll")
 CHUNK = 4 << 20  # bytes per pipelined chunk of the reduce-scatter (best of 64K..whole, measured)
 
 
@@ -48,6 +54,26 @@ def _layout(ctx, n, row):
     return lay
 
 
+def _wait(req):
+    if WAIT == "block":
+        req.Wait()
+        return
+    test = req.Test
+    while not test():
+        os.sched_yield()
+
+
+def _waitall(reqs):
+    from mpi4py import MPI
+
+    if WAIT == "block":
+        MPI.Request.Waitall(reqs)
+        return
+    testall = MPI.Request.Testall
+    while not testall(reqs):
+        os.sched_yield()
+
+
 def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk: int = 0):
     """Reduce-scatter in place on the 1-D array ``buf``: afterwards this rank's segment of
     ``buf`` holds the reduced (and divided, for Average) values. Returns (counts, offsets)."""
@@ -60,9 +86,7 @@ def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk
     left, right = (r - 1) % P, (r + 1) % P
     step = max(1, (chunk or CHUNK) // buf.itemsize)
     scratch = POOL.get("ring_scratch", max(counts) * buf.itemsize, buf.dtype)
-    from mpi4py import MPI
-
-    irecv, isend, waitall = comm.Irecv, comm.Isend, MPI.Request.Waitall
+    irecv, isend = comm.Irecv, comm.Isend
     last = P - 2
     for s in range(P - 1):
         si, ri = (r - s - 1) % P, (r - s - 2) % P
@@ -73,12 +97,12 @@ def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk
                  for a in range(0, sc, step)]
         for k, a in enumerate(range(0, rc, step)):
             b = min(a + step, rc)
-            rreqs[k].Wait()
+            _wait(rreqs[k])
             tgt = buf[ro + a:ro + b]
             ufunc(tgt, scratch[a:b], out=tgt)
             if divide_by and s == last:
                 np.true_divide(tgt, divide_by, out=tgt)
-        waitall(sreqs)
+        _waitall(sreqs)
     return counts, offsets
 
 
@@ -86,11 +110,11 @@ def ring_allgather(ctx, buf, counts, offsets):
     """Ring allgather in place: segment i of ``buf`` (owned by rank i) goes to every rank."""
     comm, P, r = ctx.comm, ctx.size, ctx.rank
     left, right = (r - 1) % P, (r + 1) % P
-    sendrecv = comm.Sendrecv
+    irecv, isend = comm.Irecv, comm.Isend
     for s in range(P - 1):
         si, ri = (r - s) % P, (r - s - 1) % P
-        sendrecv(buf[offsets[si]:offsets[si] + counts[si]], right, TAG_RING,
-                 buf[offsets[ri]:offsets[ri] + counts[ri]], left, TAG_RING)
+        _waitall([irecv(buf[offsets[ri]:offsets[ri] + counts[ri]], left, TAG_RING),
+                  isend(buf[offsets[si]:offsets[si] + counts[si]], right, TAG_RING)])
 
 
 def ring_allreduce(ctx, buf, ufunc, divide_by: int = 0, chunk: int = 0):
