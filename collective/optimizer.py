@@ -87,7 +87,9 @@ def _check_same_everywhere(signature, what):
 
 class _ThreadEngine:
     """Runs jobs (bucket reductions) one after another, in submission order, on one daemon
-    thread. Submission order is the bucket order, identical on every rank."""
+    thread. Submission order is the bucket order, identical on every rank. Only the
+    communication runs on the thread; ``finish`` callbacks (decompression: device kernels)
+    run on the caller's thread in wait_all()."""
 
     def __init__(self):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -95,9 +97,12 @@ class _ThreadEngine:
         self._outstanding = 0
         self._error = None
         self._thread = None
-        self.busy_s = 0.0  # seconds spent in jobs (communication + (de)compression)
+        self.busy_s = 0.0  # seconds spent in jobs (communication)
+        self._finish = []
 
-    def submit(self, job):
+    def submit(self, job, finish=None):
+        if finish is not None:
+            self._finish.append(finish)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="collective-reducer",
                                             daemon=True)
@@ -141,6 +146,9 @@ class _ThreadEngine:
             exc = self._error
             raise RuntimeError("gradient reduction failed on the communication thread:\n"
                                + getattr(exc, "thread_traceback", repr(exc))) from exc
+        finish, self._finish = self._finish, []
+        for fn in finish:
+            fn()
 
 
 class _InlineEngine:
@@ -150,10 +158,12 @@ class _InlineEngine:
     def __init__(self):
         self.busy_s = 0.0
 
-    def submit(self, job):
+    def submit(self, job, finish=None):
         t0 = time.perf_counter()
         job()
         self.busy_s += time.perf_counter() - t0
+        if finish is not None:
+            finish()
 
     def progress(self):
         pass
@@ -185,11 +195,13 @@ class _NonBlockingEngine:
         self._pending = []
         self.busy_s = 0.0
 
-    def submit(self, job):
+    def submit(self, job, finish=None):
         """A blocking reduction, run here and now (pending ones progress meanwhile)."""
         t0 = time.perf_counter()
         job()
         self.busy_s += time.perf_counter() - t0
+        if finish is not None:
+            finish()
 
     def submit_allreduce(self, buf: np.ndarray, finish):
         req = self._comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
@@ -374,27 +386,31 @@ class _DistributedOptimizer:
     def _dist_start(self, b):
         d = self._dist
         bucket, wire = d.buckets[b], d.wire[b]
-        if wire is not None and d.average and d.size > 1:
-            # divide BEFORE casting to the wire dtype: the sum of P float16 values may
-            # overflow where their average would not
-            bucket.flat.mul_(1.0 / d.size)
-        if d.overlap != "nonblocking" or b == len(d.buckets) - 1:
-            # The last bucket is handed over when no backward is left to overlap with, so the
-            # fastest blocking algorithm wins there: collective.allreduce_ (algorithm="auto")
-            # measured 1.6x faster than MPI_Iallreduce + Wait at 5 MB on 2 ranks. The choice
-            # depends only on the index, so every rank makes the same one.
-            d.engine.submit(lambda: _reduce_bucket(d, bucket, wire))
-            return
-        # nonblocking: MPI sums in place; (de)compression and the division on this thread
-        if wire is not None:
-            d.compression.compress(bucket.flat, out=wire)
-
-        def finish():
-            if wire is not None:
-                d.compression.decompress(wire, None, out=bucket.flat)
-            elif d.average and d.size > 1:
+        finish = None
+        if wire is None:
+            buf, op = bucket.flat, d.op
+        else:
+            if d.average and d.size > 1:
+                # divide BEFORE casting to the wire dtype: the sum of P float16 values may
+                # overflow where their average would not
                 bucket.flat.mul_(1.0 / d.size)
-        d.engine.submit_allreduce((bucket.flat if wire is None else wire).numpy(), finish)
+            d.compression.compress(bucket.flat, out=wire)
+            buf, op = wire, Sum
+
+            def finish():
+                d.compression.decompress(wire, None, out=bucket.flat)
+        if d.overlap == "nonblocking" and b != len(d.buckets) - 1:
+            if op is Average and d.size > 1:
+                def finish():
+                    bucket.flat.mul_(1.0 / d.size)
+            d.engine.submit_allreduce(buf.numpy(), finish)  # MPI sums in place
+            return
+        # The thread and inline engines, and the LAST bucket of the non-blocking engine: it is
+        # handed over when no backward is left to overlap with, so the fastest blocking
+        # algorithm wins there: collective.allreduce_ (algorithm="auto") measured 1.6x faster
+        # than MPI_Iallreduce + Wait at 5 MB on 2 ranks. The choice depends only on the index,
+        # so every rank makes the same one.
+        d.engine.submit(lambda: _allreduce_(buf, op), finish)
 
     # -- public API ------------------------------------------------------------------------
     def synchronize(self):
@@ -482,16 +498,6 @@ class _DistributedOptimizer:
 def _remove_hooks(handles):
     for handle in handles:
         handle.remove()
-
-
-def _reduce_bucket(d, bucket, wire):
-    """One bucket's reduction (on the communication thread)."""
-    if wire is None:
-        _allreduce_(bucket.flat, d.op)
-        return
-    d.compression.compress(bucket.flat, out=wire)  # already divided by P for Average
-    _allreduce_(wire, Sum)
-    d.compression.decompress(wire, None, out=bucket.flat)
 
 
 def _wire_tensor(bucket, dtype):

@@ -237,3 +237,39 @@ def _check_equivalence(res, nprocs):
 def test_distributed_guarantees(nprocs, tmp_path):
     res = run_mpi(EQUIVALENCE, nprocs, timeout=240, tmp_path=tmp_path)
     _check_equivalence(res, nprocs)
+
+
+CUDA = COMMON + r'''
+# CUDA parameters: buckets on the device, reduced by the communication thread (the simulator
+# runs the kernels on the host; a real GPU runs the same code)
+def run(device, **kw):
+    ds.manual_seed(1)
+    model = nn.Sequential(nn.Linear(N_IN, 8), nn.Tanh(), nn.Linear(8, N_OUT)).to(device)
+    opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                                   named_parameters=model.named_parameters(),
+                                   bucket_cap_mb=1e-4, **kw)
+    for t in range(3):
+        opt.zero_grad()
+        x = ds.tensor(X[BATCHES[R][t]], dtype=np.float32, device=device)
+        F.cross_entropy(model(x), ds.tensor(Y[BATCHES[R][t]], device=device)).backward()
+        opt.step()
+    return [np.array(p.numpy()) for p in model.parameters()], opt._dist.overlap
+out = {}
+cpu, _ = run("cpu")
+for name, kw in (("none", {}), ("fp16", {"compression": col.Compression.fp16})):
+    got, engine = run("cuda", **kw)
+    out[name + "_err"] = rel_err(got, cpu)
+    out[name + "_agree"] = len(set(col.allgather_object(digest(got)))) == 1
+    out["engine"] = engine
+report(**out)
+'''
+
+
+@pytest.mark.mpi
+def test_distributed_cuda_simulator(tmp_path):
+    res = run_mpi(CUDA, 2, timeout=120, tmp_path=tmp_path, env={"NUMBA_ENABLE_CUDASIM": "1"})
+    assert res.returncode == 0, res.output
+    for out in res.by_rank().values():
+        assert out["engine"] == "thread", out
+        assert out["none_err"] < 1e-5 and out["none_agree"], out
+        assert out["fp16_err"] < 2e-2 and out["fp16_agree"], out
