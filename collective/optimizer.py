@@ -277,13 +277,13 @@ class _DistributedOptimizer:
         d.size = size()
         names, params = self._dist_named_params(optimizer, named_parameters)
 
-        signature = [(n, tuple(int(s) for s in p.shape), np.dtype(p.dtype).str)
+        signature = [(n, tuple(int(s) for s in p.shape), np.dtype(p.dtype).str, p.device.name)
                      for n, p in zip(names, params, strict=True)]
         settings = [("op", "average" if d.average else "sum"), ("compression", repr(compression)),
                     ("backward_passes_per_step", d.k), ("bucket_cap_mb", float(bucket_cap_mb)),
                     ("overlap", overlap)]  # "auto" resolves to the same on every rank
         _check_same_everywhere(settings + signature, "DistributedOptimizer parameters (name, "
-                               "shape, dtype) or settings")
+                               "shape, dtype, device type) or settings")
 
         d.names, d.params = names, params
         d.buckets = build_buckets(names, params, max(1, int(bucket_cap_mb * 2**20)))
