@@ -216,7 +216,8 @@ class _NonBlockingEngine:
             t0 = time.perf_counter()
             self._MPI.Request.Waitall([req for req, _ in self._pending])
             for _, finish in self._pending:
-                finish()
+                if finish is not None:
+                    finish()
             self.busy_s += time.perf_counter() - t0
             self._pending = []
 
