@@ -257,11 +257,13 @@ def launch(P, args, timeout):
 
 
 def fit_alpha_beta(run):
-    """Least squares T(n) = a + b n over the measured sizes; ring model -> alpha, beta."""
+    """T(n) = a + b n fitted to the measured allreduce times; the ring's cost
+    2 (P-1) alpha + 2 (P-1)/P n beta gives alpha = a / (2 (P-1)), beta = b P / (2 (P-1))."""
     P = run["P"]
     n = np.array(run["allreduce"]["bytes"], float)
     t = np.array(run["allreduce"]["seconds"], float)
-    b, a = np.polyfit(n, t, 1)
+    # relative (1/t-weighted) least squares: the small sizes pin alpha, the large ones beta
+    b, a = np.polyfit(n, t, 1, w=1 / t)
     a = max(a, 1e-7)
     return {"P": P, "a_s": a, "b_s_per_byte": b,
             "alpha_s": a / (2 * (P - 1)), "beta_s_per_byte": b / (2 * (P - 1) / P)}
@@ -353,6 +355,8 @@ def driver(args):
                   f"{m['comm_alone_s'] * 1e3:.2f} ms -> hidden {m['hidden_fraction']:.0%}")
     print()
     for r in results:
+        if r["P"] == 1:
+            continue  # nothing to fuse on one rank
         f = r["fusion"]
         print(f"fusion P={r['P']}: {f['tensors']} tensors, {f['bytes'] / 2**20:.2f} MiB: "
               f"DistributedOptimizer sync {f['sync_cap25_s'] * 1e3:.2f} ms "
