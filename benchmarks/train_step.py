@@ -49,18 +49,7 @@ def torch_model(torch, name):
                          nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
 
 
-def _time(step, iters, warmup):
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
-
-
-def bench_dlsys(name, x, y, iters, warmup):
+def dlsys_step(name, x, y):
     ds.manual_seed(0)
     model = dlsys_model(name)
     opt = ds.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -72,10 +61,10 @@ def bench_dlsys(name, x, y, iters, warmup):
         loss.backward()
         opt.step()
 
-    return _time(step, iters, warmup)
+    return step
 
 
-def bench_torch(torch, name, x, y, iters, warmup):
+def torch_step(torch, name, x, y):
     torch.manual_seed(0)
     model = torch_model(torch, name)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -87,12 +76,33 @@ def bench_torch(torch, name, x, y, iters, warmup):
         loss.backward()
         opt.step()
 
-    return _time(step, iters, warmup)
+    return step
+
+
+def measure(steps, iters, warmup):
+    """Median wall and CPU (process) time per step, in ms, for each step function.
+
+    NOTE: the steps are interleaved one by one, so a noisy neighbour on a shared machine slows
+    all frameworks alike; CPU time (time.process_time) is reported beside wall time because
+    it does not count the time this process waits for a core."""
+    for f in steps:
+        for _ in range(warmup):
+            f()
+    wall = [[] for _ in steps]
+    cpu = [[] for _ in steps]
+    for _ in range(iters):
+        for i, f in enumerate(steps):
+            w0, c0 = time.perf_counter(), time.process_time()
+            f()
+            cpu[i].append(time.process_time() - c0)
+            wall[i].append(time.perf_counter() - w0)
+    return ([statistics.median(w) * 1e3 for w in wall],
+            [statistics.median(c) * 1e3 for c in cpu])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--models", default="mlp,cnn")
@@ -114,25 +124,30 @@ def main(argv=None):
 
     rows = []
     for name in args.models.split(","):
-        # NOTE: alternate the frameworks in rounds so a noisy neighbour hits both alike
-        d_ms, t_ms = [], []
-        for _ in range(3):
-            d_ms.append(bench_dlsys(name, x, y, args.iters, args.warmup))
-            if torch is not None:
-                t_ms.append(bench_torch(torch, name, x, y, args.iters, args.warmup))
-        d = min(d_ms)
-        t = min(t_ms) if t_ms else None
-        rows.append({"model": name, "batch": args.batch, "dlsys_ms": round(d, 3),
-                     "torch_ms": None if t is None else round(t, 3),
-                     "ratio": None if t is None else round(d / t, 3)})
+        steps = [dlsys_step(name, x, y)]
+        if torch is not None:
+            steps.append(torch_step(torch, name, x, y))
+        wall, cpu = measure(steps, args.iters, args.warmup)
+        row = {"model": name, "batch": args.batch, "dlsys_ms": round(wall[0], 3),
+               "dlsys_cpu_ms": round(cpu[0], 3), "torch_ms": None, "torch_cpu_ms": None,
+               "ratio": None, "cpu_ratio": None}
+        if torch is not None:
+            row.update(torch_ms=round(wall[1], 3), torch_cpu_ms=round(cpu[1], 3),
+                       ratio=round(wall[0] / wall[1], 3), cpu_ratio=round(cpu[0] / cpu[1], 3))
+        rows.append(row)
 
     print(f"train step (forward + backward + SGD momentum), batch {args.batch}, 1 thread, "
-          f"median of {args.iters} steps (best of 3 rounds)")
-    print(f"{'model':<6} {'dlsys ms':>10} {'torch ms':>10} {'dlsys/torch':>12}")
+          f"median of {args.iters} interleaved steps; wall and CPU time in ms")
+    print(f"{'model':<6} {'dlsys':>9} {'torch':>9} {'ratio':>7}   {'dlsys cpu':>9} "
+          f"{'torch cpu':>9} {'ratio':>7}")
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
     for r in rows:
-        tm = "-" if r["torch_ms"] is None else f"{r['torch_ms']:.3f}"
-        ra = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        print(f"{r['model']:<6} {r['dlsys_ms']:>10.3f} {tm:>10} {ra:>12}")
+        print(f"{r['model']:<6} {r['dlsys_ms']:>9.3f} {fmt(r['torch_ms'], '.3f'):>9} "
+              f"{fmt(r['ratio'], '.2f'):>6}x   {r['dlsys_cpu_ms']:>9.3f} "
+              f"{fmt(r['torch_cpu_ms'], '.3f'):>9} {fmt(r['cpu_ratio'], '.2f'):>6}x")
     if args.json:
         meta = {"numpy": np.__version__, "torch": getattr(torch, "__version__", None),
                 "threads": 1, "iters": args.iters}

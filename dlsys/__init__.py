@@ -1,15 +1,8 @@
 """dlsys: a compact eager autograd with a PyTorch-like API (see DESIGN.md)."""
 
-# NOTE: after the core: these import dlsys.tensor themselves.
-from . import (
-    autograd,
-    backend,
-    data,  # noqa: E402
-    dtypes,
-    nn,  # noqa: E402, I001
-    optim,  # noqa: E402
-    random,
-)
+# NOTE: _memory tunes the allocator on import; nn/optim/data import dlsys.tensor themselves, so
+# the order of this line does not matter.
+from . import _memory, autograd, backend, data, dtypes, nn, optim, random  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import cpu, cuda, cuda_is_available
 from .dtypes import bool_, float16, float32, float64, int32, int64
