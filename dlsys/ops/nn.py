@@ -10,7 +10,7 @@ from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
 from . import Op
 from . import reduce as _rd
 from . import shape as _sh
-from .matmul import linear
+from .matmul import MatMul
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "logsumexp",
            "cross_entropy", "mse_loss", "dropout", "layer_norm", "embedding"]
@@ -77,9 +77,47 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0) -
         raise ValueError(f"conv2d: input of shape {x.shape} is too small for weight of shape "
                          f"{w.shape} with stride {stride} and padding {padding}")
     cols = apply(Im2col(kh, kw, (sh, sw), (ph, pw), x.shape), x)
-    out = linear(cols, _sh.reshape(w, o, c * kh * kw), b)  # (N*OH*OW, O)
-    # NOTE: a permuted view, not a copy: the next elementwise op or pooling kernel reads it once.
-    return _sh.permute(_sh.reshape(out, n, oh, ow, o), 0, 3, 1, 2)
+    w2 = _sh.reshape(w, o, c * kh * kw)
+    out = apply(ConvGemm(n), cols, w2) if b is None else apply(ConvGemm(n), cols, w2, b)
+    return _sh.reshape(out, n, o, oh, ow)
+
+
+class ConvGemm(Op):
+    """(N*L, Ck) columns and (O, Ck) weights -> (N, O, L) = w @ cols[n].T per sample (+ b).
+
+    NOTE: one GEMM per sample writes NCHW directly; a single (N*L, Ck) @ (Ck, O) GEMM is a bit
+    faster alone but leaves (N, OH, OW, O), which every later op then has to copy to NCHW."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n):
+        self.n = n
+
+    def compute(self, cols, w, b=None):
+        d = self.device
+        ck = cols.shape[1]
+        c3 = d.permute(d.reshape(cols, (self.n, -1, ck)), (0, 2, 1))  # (N, Ck, L) view
+        out = d.matmul(d.broadcast_to(w, (self.n,) + w.shape), c3)
+        if b is not None:
+            b3 = d.broadcast_to(d.reshape(b, (1, -1, 1)), out.shape)
+            if type(out) is np.ndarray:
+                out += b3  # fresh GEMM output: in place
+            else:
+                out = d.binary("add", out, b3)
+        return out
+
+    def gradient(self, g, node):
+        cols, w = node._inputs[0], node._inputs[1]
+        n, (o, ck) = self.n, w.shape
+        dcols = dw = db = None
+        if cols._requires_grad:  # (N, L, O) @ (O, Ck) per sample
+            dcols = _sh.reshape(apply(MatMul(), _sh.permute(g, 0, 2, 1),
+                                      _sh.broadcast_to(w, (n, o, ck))), -1, ck)
+        if w._requires_grad:  # (O, N*L) @ (N*L, Ck): one GEMM over the whole batch
+            dw = apply(MatMul(), _sh.reshape(_sh.permute(g, 1, 0, 2), o, -1), cols)
+        if len(node._inputs) == 3 and node._inputs[2]._requires_grad:
+            db = _rd.sum(g, (0, 2))
+        return (dcols, dw) if len(node._inputs) == 2 else (dcols, dw, db)
 
 
 # -- pooling -----------------------------------------------------------------------------------
