@@ -1,24 +1,26 @@
 """algorithm="auto": choose the allreduce algorithm from measured costs.
 
-The rule. Each candidate algorithm k (recursive doubling, ring, the MPI library's own Allreduce)
-is timed once, through the full call path (handshake included), on float32 Sum at a few message
-sizes s_1 < ... < s_m (4 KiB to 16 MiB; up to 2 MiB when P > 4). Between two measured sizes
-its time is modelled by the alpha-beta line through them, T_k(n) = alpha_k + beta_k * n, so
-alpha captures per-step latency and Python overhead and beta the per-byte transfer and reduction
-cost. Below s_1 every candidate costs T_k(s_1); above s_m the last line is extrapolated for
-ring and recursive doubling (whose cost is linear by construction: fixed schedule, no
-allocation), while the MPI library's own Allreduce is not chosen there (it allocates a temporary
-buffer per call and collapses at >= 32 MiB on this machine, which no line predicts). ``auto``
-picks the argmin of the predicted times. Typical outcome: recursive doubling for small messages
-(its data rides in the handshake messages, one exchange per step), ring for large ones
-(2(P-1)/P of the data per rank and only 1/P of the reduction work), the MPI library's own in
-between when it wins there.
+The rule. Each candidate k (shared memory on one node, recursive doubling, ring, the MPI
+library's own Allreduce) is timed once, through the full call path (handshake included), on
+float32 Sum at sizes s_1 < ... < s_m (4 KiB, 32 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB; up to 2 MiB
+when P > 4); the candidates take turns and each keeps the median of 7 samples, the maximum over
+ranks. Between two measured sizes a candidate's time is the alpha-beta line through them,
+T_k(n) = alpha_k + beta_k * n: alpha is the per-call latency and Python overhead, beta the
+per-byte transfer and reduction cost. Below s_1 every candidate costs T_k(s_1). Above s_m the
+last line is extrapolated for our own algorithms (linear by construction: fixed schedule, no
+allocation per call), while the MPI library's own Allreduce is not chosen there (MPICH allocates
+a temporary buffer per call and collapses at >= 32 MiB on this machine, which no line
+predicts). ``auto`` picks the argmin of the predicted times, cached per byte size. Typical
+outcome: shared memory (or recursive doubling across nodes) for small messages, where one round
+carries data and mismatch check together; the ring for large ones (2(P-1)/P of the data per
+rank and 1/P of the reduction work); the MPI library's own wherever it measured faster.
 
-The times are the maximum over ranks, so every rank makes the same choice. Measured once per
-(P, hosts, MPI library, thread level) and cached as JSON under ``~/.cache/collective`` (or
-``$COLLECTIVE_CACHE_DIR``): rank 0 reads the file and broadcasts it. ``COLLECTIVE_RETUNE=1``
-forces a new measurement; ``COLLECTIVE_TUNING=off`` uses built-in defaults without measuring.
-Calibration takes well under a second for P <= 4.
+Every rank makes the same choice: the times are maxima over ranks, and a cached table is read by
+rank 0 and broadcast. Measured once per (P, hosts, MPI library, thread level) and cached as JSON
+under ``~/.cache/collective`` (or ``$COLLECTIVE_CACHE_DIR``). ``COLLECTIVE_RETUNE=1`` measures
+again; ``COLLECTIVE_TUNING=off`` uses built-in defaults without measuring. The measurement runs
+inside the first ``auto`` call, after that call's handshake (so it is collective only when all
+ranks really are in the same call) and takes about a second on the 2-core machine.
 """
 
 from __future__ import annotations
@@ -140,10 +142,12 @@ def load_or_measure(ctx):
     return table
 
 
-def measure(ctx, sizes=None, reps=5):
+def measure(ctx, sizes=None, reps=7):
     """Time every candidate at each size: the candidates take turns (so a burst of machine
     noise hits them alike), each sample a batch of back-to-back calls of >= ~0.5 ms; a
-    candidate's time is its best sample (noise only ever adds time), the maximum over ranks."""
+    candidate's time is its median sample (not the best one: an algorithm with more
+    synchronisation points is exposed to more scheduling delays on a shared machine, and a
+    single lucky sample must not make it the choice), the maximum over ranks."""
     from mpi4py import MPI
 
     from .allreduce import run
@@ -152,7 +156,7 @@ def measure(ctx, sizes=None, reps=5):
     sizes = sizes or _sizes(ctx.size)
     algos = [a for a in CANDIDATES if a != "shared_memory" or ctx.shm is not None]
     buf_all = np.zeros(max(sizes) // 4, dtype=np.float32)
-    best_t = np.full((len(algos), len(sizes)), np.inf)
+    best_t = np.zeros((len(algos), len(sizes)))
     for i, s in enumerate(sizes):
         buf = buf_all[:s // 4]
         calls = []
@@ -167,13 +171,15 @@ def measure(ctx, sizes=None, reps=5):
         est = np.array([time.perf_counter() - t0])
         ctx.comm.Allreduce(MPI.IN_PLACE, est, MPI.MAX)
         batch = int(max(1, min(50, 5e-4 / max(est[0], 1e-7))))
-        for _ in range(reps):
+        samples = np.zeros((len(algos), reps))
+        for k in range(reps):
             for j, (fp, desc, algo) in enumerate(calls):
                 ctx.comm.Barrier()
                 t0 = time.perf_counter()
                 for _ in range(batch):
                     run(ctx, fp, buf, Sum, algo, desc)
-                best_t[j, i] = min(best_t[j, i], (time.perf_counter() - t0) / batch)
+                samples[j, k] = (time.perf_counter() - t0) / batch
+        best_t[:, i] = np.median(samples, axis=1)
     ctx.comm.Allreduce(MPI.IN_PLACE, best_t, MPI.MAX)
     return {"sizes": sizes, "times": {a: best_t[j].tolist() for j, a in enumerate(algos)},
             "size": ctx.size}
