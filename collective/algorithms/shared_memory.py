@@ -40,7 +40,9 @@ class SharedArena:
         from mpi4py import MPI
 
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.capacity = cap = CAPACITY
+        # at most ~16 MiB of shared memory in all (container /dev/shm is often 64 MiB)
+        cap = min(CAPACITY, max(64 << 10, (8 << 20) // self.size))
+        self.capacity = cap = cap // 64 * 64
         self.slot_bytes = _HDR + cap
         seg = _CTRL + 2 * self.slot_bytes
         self.win = MPI.Win.Allocate_shared(seg, 1, comm=comm)
