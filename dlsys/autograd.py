@@ -206,8 +206,10 @@ def run_backward(roots, grads, retain_graph=False, create_graph=False):
     for r, g in zip(roots, grads, strict=False):
         k = id(r)
         pending[k] = pending[k] + g if k in pending else g
+    queued = set()
     for r in roots:
-        if deps[id(r)] == 0 and r not in ready:
+        if deps[id(r)] == 0 and id(r) not in queued:  # NOTE: ids: Tensor == is elementwise
+            queued.add(id(r))
             ready.append(r)
     prev_mode = _grad_enabled
     _grad_enabled = bool(create_graph)

@@ -403,7 +403,10 @@ class Tensor:
         return _mm.matmul(self, o)
 
     def __rmatmul__(self, o):
-        return _mm.matmul(tensor(o, dtype=self.dtype, device=self.device), self)
+        o = _ew._operand(self, o, "matmul")
+        if not isinstance(o, Tensor):
+            raise TypeError(f"matmul: unsupported operand type {type(o).__name__}")
+        return _mm.matmul(o, self)
 
     def __eq__(self, o):
         return _ew.compare("eq", self, o)

@@ -294,3 +294,15 @@ def test_unused_branch_and_shared_subgraph():
     y.backward()
     np.testing.assert_allclose(np.asarray(a.grad), 8 * a.numpy())
     assert b.grad is None
+
+
+def test_grad_of_several_outputs_and_inputs():
+    a = leaf(3)
+    b = leaf(3, seed=1)
+    y1 = (a * b).sum()
+    y2 = (a * 2).sum()
+    ga, gb = ds.autograd.grad([y1, y2], [a, b])
+    np.testing.assert_allclose(np.asarray(ga), b.numpy() + 2)
+    np.testing.assert_allclose(np.asarray(gb), a.numpy())
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        ds.autograd.grad((a * 2).sum(), ds.ones(2))
