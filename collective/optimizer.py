@@ -16,6 +16,13 @@ How it works (the reducer of PyTorch DDP, the API of Horovod):
   parameters: reduced as they are, zeros after zero_grad, so no rank skips a collective),
   waits for all of them, then runs the wrapped optimizer's step.
 
+Rules of use (as with Horovod): every rank calls backward() and step() equally often (k
+backward passes per step with ``backward_passes_per_step=k``); zero_grad() goes before backward()
+or after step(), never in between. With ``overlap="thread"`` (the CUDA default) the reductions
+run on a second thread through collective's own communicator, so do not call other collectives
+between backward() and step(); the CPU default ("nonblocking") reduces on a private
+communicator and has no such restriction.
+
 The returned object is an instance of a class created on the fly that derives from the wrapped
 optimizer's class (``isinstance(opt, type(optimizer))`` holds, as in Horovod). It does not copy
 the optimizer: every attribute it does not define itself (param_groups, state, defaults, ...)
