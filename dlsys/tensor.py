@@ -278,6 +278,18 @@ class Tensor:
         self._hooks[h._key] = fn
         return h
 
+    def retain_grad(self) -> None:
+        """Keep this non-leaf tensor's gradient in ``.grad`` during backward."""
+        if self._op is None:
+            return
+        if not self._requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that doesn't require gradient")
+
+        def keep(g):
+            self._grad = g.detach() if self._grad is None else self._grad + g.detach()
+
+        self.register_hook(keep)
+
     def register_post_accumulate_grad_hook(self, fn) -> _ag.RemovableHandle:
         """``fn(tensor)`` runs once per backward right after this leaf's ``.grad`` is final."""
         if self._op is not None:
@@ -314,6 +326,21 @@ class Tensor:
                              f"destination shape {self.shape}")
         self.device.copy_(self._data, arr)
         return self
+
+    def __setitem__(self, index, value):
+        """In-place ``self[index] = value`` (a Tensor, array or scalar); no autograd."""
+        self._check_inplace("__setitem__")
+        if isinstance(value, Tensor):
+            value = value.device.to_numpy(value._data) if value.device != self.device \
+                else value._data
+        if type(self._data) is np.ndarray:
+            idx = index._data if isinstance(index, Tensor) else index
+            self._data[idx] = value
+            return
+        view = self.device.getitem(self._data, index)  # basic indexing: a view
+        if not hasattr(value, "shape") or tuple(value.shape) != tuple(view.shape):
+            value = np.broadcast_to(np.asarray(value, dtype=self.dtype), view.shape)
+        self.device.copy_(view, value)
 
     def fill_(self, value) -> Tensor:
         self._check_inplace("fill_")

@@ -306,3 +306,17 @@ def test_grad_of_several_outputs_and_inputs():
     np.testing.assert_allclose(np.asarray(gb), a.numpy())
     with pytest.raises(RuntimeError, match="does not require grad"):
         ds.autograd.grad((a * 2).sum(), ds.ones(2))
+
+
+def test_retain_grad_and_setitem():
+    a = leaf(3)
+    h = a * 2
+    h.retain_grad()
+    (h * h).sum().backward()
+    np.testing.assert_allclose(np.asarray(h.grad), 2 * h.numpy())
+    t = ds.zeros(2, 3)
+    t[0] = 1.0
+    t[1, 1:] = ds.tensor([2.0, 3.0])
+    np.testing.assert_array_equal(t.numpy(), [[1, 1, 1], [0, 2, 3]])
+    with pytest.raises(RuntimeError, match="in-place"):
+        a[0] = 1.0
