@@ -18,10 +18,9 @@ How it works (the reducer of PyTorch DDP, the API of Horovod):
 
 Rules of use (as with Horovod): every rank calls backward() and step() equally often (k
 backward passes per step with ``backward_passes_per_step=k``); zero_grad() goes before backward()
-or after step(), never in between. With ``overlap="thread"`` (the CUDA default) the reductions
-run on a second thread through collective's own communicator, so do not call other collectives
-between backward() and step(); the CPU default ("nonblocking") reduces on a private
-communicator and has no such restriction.
+or after step(), never in between; and no other collective call goes between backward() and
+step() either (reductions may still be in flight on collective's communicator, on another
+thread with ``overlap="thread"``): average the loss for logging after step().
 
 The returned object is an instance of a class created on the fly that derives from the wrapped
 optimizer's class (``isinstance(opt, type(optimizer))`` holds, as in Horovod). It does not copy
