@@ -7,6 +7,7 @@ forwards to them. dtype rules: see ``dlsys.dtypes``.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -60,7 +61,7 @@ class Tensor:
     @property
     def size(self) -> int:
         """The number of elements (numpy's ``size``; PyTorch's ``numel()``)."""
-        return int(np.prod(self._data.shape, dtype=np.int64))
+        return math.prod(self._data.shape)
 
     def numel(self) -> int:
         return self.size

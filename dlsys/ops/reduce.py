@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..tensor import Tensor, _wrap, apply
@@ -57,7 +59,7 @@ def mean(x: Tensor, axis=None, keepdims=False) -> Tensor:
     if x._data.dtype.kind != "f":
         raise TypeError(f"mean: needs a floating tensor, got dtype {x._data.dtype}")
     axes = normalize_axes(axis, x.ndim)
-    n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    n = math.prod(x.shape[a] for a in axes)
     s = apply(Sum(axes, bool(keepdims)), x)
     return s * (1.0 / n) if n else s * float("nan")
 

@@ -3,6 +3,7 @@ stack, concatenate, casts and device moves."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -39,11 +40,11 @@ def _resolve(shape, in_shape, size):
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
     if -1 in shape:
-        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        known = math.prod(s for s in shape if s != -1)
         if known == 0 or size % known:
             raise ValueError(f"reshape: cannot reshape {in_shape} into {shape}")
         shape = tuple(size // known if s == -1 else s for s in shape)
-    if int(np.prod(shape, dtype=np.int64)) != size or any(s < 0 for s in shape):
+    if math.prod(shape) != size or any(s < 0 for s in shape):
         raise ValueError(f"reshape: cannot reshape {in_shape} into {shape}")
     return shape
 
@@ -143,7 +144,7 @@ def flatten(x: Tensor, start_dim=0, end_dim=-1) -> Tensor:
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shp = x.shape
-    return reshape(x, shp[:s] + (int(np.prod(shp[s:e + 1], dtype=np.int64)),) + shp[e + 1:])
+    return reshape(x, shp[:s] + (math.prod(shp[s:e + 1]),) + shp[e + 1:])
 
 
 def squeeze(x: Tensor, axis=None) -> Tensor:
