@@ -100,6 +100,15 @@ for dt in DTYPES:
                     with_err = "int" in str(exc)
                 check(with_err, f"{algo}/{dt}: integer Average must raise TypeError")
 
+# the ring's pipelined path (many chunks per segment), called directly
+from collective import context as _context
+from collective.algorithms import ring_allreduce
+
+for n in (P + 1, 1000):
+    z = inp(n, "int64", r)
+    ring_allreduce(_context.get(), z, np.add, chunk=64)
+    check(np.array_equal(z, ref(n, "int64", col.Sum)), f"ring pipelined n={n}")
+
 # non-contiguous views: out of place copies, in place writes back
 base = np.arange(40, dtype=np.float64).reshape(8, 5) + r
 view = base[:, 1:4]

@@ -12,7 +12,10 @@ its segment, and then copied to the others.
 
 Performance: the incoming segment is received in chunks (``CHUNK`` bytes, all receives posted
 at once) and each chunk is reduced as soon as it has arrived, while the following chunks are
-in flight (4 MiB measured best among 64 KiB .. whole segment on the 2-core box). Scratch
+in flight. Measured on the 2-core box (P = 2, 16 MiB, chunks of 256 KiB, 1 MiB, 4 MiB, whole
+segment): pipelining does not pay there (MPICH moves large messages with a single copy, and
+every chunk is one more rendezvous, i.e. one more point where a rank waits for a descheduled
+peer), so chunks are 16 MiB: only segments larger than that are pipelined. Scratch
 memory is one grow-only buffer reused by every call (no allocation per call). Average divides
 only the owned segment, in the last reduce-scatter step, so it costs 1/P of a pass.
 """
@@ -30,7 +33,7 @@ from ..context import TAG_RING
 # rank waiting for data lets the peer that has to produce it run when ranks share cores
 # (oversubscription, or other jobs on the machine); "block" uses MPI_Wait (MPICH busy-polls).
 WAIT = os.environ.get("COLLECTIVE_WAIT", "poll")
-CHUNK = 4 << 20  # bytes per pipelined chunk of the reduce-scatter (best of 64K..whole, measured)
+CHUNK = 16 << 20  # bytes per pipelined chunk of the reduce-scatter (see the module docstring)
 
 
 def segments(rows: int, size: int, row: int = 1):
