@@ -192,6 +192,12 @@ class CUDADevice(Device):
                              f"{x.shape} strides {x.strides}")
         return x.reshape(-1)
 
+    def _no_target(self):
+        t = getattr(self, "_no_target_arr", None)
+        if t is None:
+            t = self._no_target_arr = cuda.to_device(np.zeros(1, np.int64))
+        return t
+
     def _up(self, x):
         """float16 -> float32 (computation dtype); anything else unchanged."""
         return self.astype(x, _F32) if x.dtype == _F16 else x
@@ -732,7 +738,9 @@ class CUDADevice(Device):
         x2 = self._flat(x)
         out = self.empty(x.shape, x.dtype)
         aux = self.empty((rows,), x.dtype)
-        tgt = target if target is not None else aux  # NOTE: a stand-in, never read
+        # NOTE: a never-read int64 stand-in: the GPU compiler types every branch, and indexing
+        # with a float array (e.g. passing aux here) would not compile
+        tgt = target if target is not None else self._no_target()
         if cols:
             K.launch_rows(K.softmax_rows_kernel(x.dtype.str), rows, cols, x2, out.reshape(-1),
                           aux, tgt, rows, cols, mode, x.dtype.type(0))
