@@ -54,8 +54,13 @@ class _GradMode:
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            with _GradModeCtx(mode):
+            global _grad_enabled
+            prev = _grad_enabled
+            _grad_enabled = mode
+            try:
                 return func(*args, **kwargs)
+            finally:
+                _grad_enabled = prev
 
         return wrapper
 
@@ -63,12 +68,14 @@ class _GradMode:
 class _GradModeCtx:
     __slots__ = ("_mode", "_prev")
 
-    def __init__(self, mode):
+    def __init__(self, mode, prev=None):
         self._mode = bool(mode)
+        self._prev = prev  # set by set_grad_enabled, which switched the mode already
 
     def __enter__(self):
         global _grad_enabled
-        self._prev = _grad_enabled
+        if self._prev is None:
+            self._prev = _grad_enabled
         _grad_enabled = self._mode
 
     def __exit__(self, *exc):
@@ -92,8 +99,7 @@ class enable_grad(_GradMode):  # noqa: N801
 def set_grad_enabled(mode: bool) -> _GradModeCtx:
     """Set grad mode now; the returned object also restores the old mode as a context manager."""
     global _grad_enabled
-    ctx = _GradModeCtx(mode)
-    ctx._prev = _grad_enabled
+    ctx = _GradModeCtx(mode, prev=_grad_enabled)
     _grad_enabled = bool(mode)
     return ctx
 

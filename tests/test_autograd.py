@@ -320,3 +320,13 @@ def test_retain_grad_and_setitem():
     np.testing.assert_array_equal(t.numpy(), [[1, 1, 1], [0, 2, 3]])
     with pytest.raises(RuntimeError, match="in-place"):
         a[0] = 1.0
+
+
+def test_set_grad_enabled():
+    with ds.set_grad_enabled(False):
+        assert not ds.is_grad_enabled()
+    assert ds.is_grad_enabled()
+    ds.set_grad_enabled(False)
+    assert not ds.is_grad_enabled()
+    ds.set_grad_enabled(True)
+    assert ds.is_grad_enabled()
