@@ -138,6 +138,13 @@ class Tensor:
         self._op, self._inputs, self._requires_grad = None, (), False
         return self
 
+    def __reduce_ex__(self, protocol):
+        # NOTE: pickle / deepcopy by value: host data, device name, requires_grad and .grad (not
+        # the graph, and never a copy of the Device object itself)
+        grad = None if self._grad is None else self._grad.__reduce_ex__(protocol)[1]
+        return (_rebuild, (np.array(self.device.to_numpy(self._data)), _device_name(self.device),
+                           self._requires_grad, grad))
+
     # -- conversion ----------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """On the CPU the underlying array itself (shares memory); elsewhere a host copy."""
@@ -533,6 +540,20 @@ def _init_from(t, data, device, requires_grad=False):
     t._inputs = ()
     t._hooks = None
     t._post_hooks = None
+
+
+def _device_name(dev) -> str:
+    index = getattr(dev, "index", None)
+    return dev.name if index is None else f"{dev.name}:{index}"
+
+
+def _rebuild(host, device, requires_grad, grad=None):
+    dev = _backend.as_device(device)
+    t = _wrap(host_to_device(dev, host), dev)
+    t._requires_grad = requires_grad
+    if grad is not None:
+        t._grad = _rebuild(*grad)
+    return t
 
 
 def _wrap(data, device) -> Tensor:

@@ -174,3 +174,16 @@ def test_methods_shapes():
         x.sum(3)
     with pytest.raises(ValueError):
         x.permute(0, 1)
+
+
+def test_pickle_and_deepcopy_by_value():
+    import copy
+    import pickle
+
+    t = ds.randn(2, 3, requires_grad=True)
+    (t * 2).sum().backward()
+    for u in (copy.deepcopy(t), pickle.loads(pickle.dumps(t))):
+        assert u.requires_grad and u.device is ds.cpu() and u.is_leaf
+        assert not np.shares_memory(u.numpy(), t.numpy())
+        np.testing.assert_array_equal(u.numpy(), t.numpy())
+        np.testing.assert_array_equal(u.grad.numpy(), t.grad.numpy())
