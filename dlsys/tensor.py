@@ -484,6 +484,30 @@ class Tensor:
     def abs(self):
         return _ew.abs(self)
 
+    def __abs__(self):
+        return _ew.abs(self)
+
+    def pow(self, o):
+        return _ew.power(self, o)
+
+    def matmul(self, o):
+        return _mm.matmul(self, o)
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        t = self if min is None else _ew.maximum(self, min)
+        return t if max is None else _ew.minimum(t, max)
+
+    clip = clamp
+
+    def min(self, axis=None, keepdims=False):
+        return -_rd.max(-self, axis, keepdims)
+
+    def var(self, axis=None, keepdims=False, correction=0):
+        """Variance (population by default, as numpy; correction=1 gives PyTorch's default)."""
+        d = self - _rd.mean(self, axis, keepdims=True)
+        n = math.prod(self.shape[a] for a in _rd.normalize_axes(axis, self.ndim))
+        return _rd.sum(d * d, axis, keepdims) * (1.0 / max(n - correction, 1))
+
     def sum(self, axis=None, keepdims=False):
         return _rd.sum(self, axis, keepdims)
 

@@ -78,6 +78,11 @@ for shp, axis, kd in [((3, 4), None, False), ((3, 4), 0, False), ((2, 3, 4), (0,
     case(f"mean{tag}", lambda a, axis=axis, kd=kd: a.mean(axis, keepdims=kd), R(*shp))
     case(f"max{tag}", lambda a, axis=axis, kd=kd: a.max(axis, keepdims=kd), U(*shp))
 
+    case(f"min{tag}", lambda a, axis=axis, kd=kd: a.min(axis, keepdims=kd), U(*shp))
+    case(f"var{tag}", lambda a, axis=axis, kd=kd: a.var(axis, keepdims=kd, correction=1),
+         R(*shp) + 3 * (shp == (1, 3, 1)))
+
+case("clamp", lambda a: a.clamp(-0.5, 0.7) + abs(a).clip(min=0.2), R(4, 5))
 case("max_ties_split", lambda a: a.max(1), np.array([[1.0, 3.0, 3.0], [2.0, 0.5, 2.0]]))
 case("reshape", lambda a: a.reshape(4, -1) * 1.0, R(2, 3, 2))
 case("reshape_flat", lambda a: a.reshape(-1), R(3, 4))
