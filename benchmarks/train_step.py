@@ -141,13 +141,13 @@ def main(argv=None):
     print(f"{'model':<6} {'dlsys':>9} {'torch':>9} {'ratio':>7}   {'dlsys cpu':>9} "
           f"{'torch cpu':>9} {'ratio':>7}")
 
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
+    def fmt(v, spec, suffix=""):
+        return "-" if v is None else format(v, spec) + suffix
 
     for r in rows:
         print(f"{r['model']:<6} {r['dlsys_ms']:>9.3f} {fmt(r['torch_ms'], '.3f'):>9} "
-              f"{fmt(r['ratio'], '.2f'):>6}x   {r['dlsys_cpu_ms']:>9.3f} "
-              f"{fmt(r['torch_cpu_ms'], '.3f'):>9} {fmt(r['cpu_ratio'], '.2f'):>6}x")
+              f"{fmt(r['ratio'], '.2f', 'x'):>7}   {r['dlsys_cpu_ms']:>9.3f} "
+              f"{fmt(r['torch_cpu_ms'], '.3f'):>9} {fmt(r['cpu_ratio'], '.2f', 'x'):>7}")
     if args.json:
         meta = {"numpy": np.__version__, "torch": getattr(torch, "__version__", None),
                 "threads": 1, "iters": args.iters}
