@@ -109,6 +109,7 @@ def test_comparisons_return_bool_without_grad():
     for r in (a > 2, a >= 2, a < 2, a <= 2, a == 2, a != 2, a > ds.ones(1)):
         assert r.dtype == ds.bool_ and not r.requires_grad
     assert (a == 2).numpy().tolist() == [False, True, False]
+    assert (ds.tensor([1, 2]) > 1.5).numpy().tolist() == [False, True]
 
 
 def test_shape_errors_name_both_shapes():

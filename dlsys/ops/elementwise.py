@@ -385,9 +385,12 @@ def where(cond, a, b):
 
 
 def compare(name, a, o):
-    """A bool Tensor (never requires grad)."""
-    o = _operand(a, o, name)
+    """A bool Tensor (never requires grad). A float scalar may meet an integer tensor here:
+    the result is a bool, nothing is truncated."""
     d = a.device
+    if isinstance(o, numbers.Real) and not isinstance(o, (bool, np.bool_)):
+        return _wrap(d.scalar(name, a._data, o), d)
+    o = _operand(a, o, name)
     if isinstance(o, Tensor):
         _check_same(a, o, name)
         x, y = a._data, o._data
