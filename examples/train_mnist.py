@@ -96,8 +96,9 @@ def make_loaders(dataset: str, batch_size: int, seed: int, rank: int = 0, world_
 
 
 def train_epoch(model, loader, optimizer, loss_fn, epoch: int = 0, progress: bool = True,
-                desc: str | None = None):
-    """One pass over ``loader``; returns (mean loss, samples seen, seconds)."""
+                desc: str | None = None, max_steps: int | None = None):
+    """One pass over ``loader`` (at most ``max_steps`` batches); returns (mean loss, samples
+    seen, seconds)."""
     from tqdm import tqdm
 
     model.train()
@@ -106,6 +107,8 @@ def train_epoch(model, loader, optimizer, loss_fn, epoch: int = 0, progress: boo
     bar = tqdm(loader, desc=desc or f"epoch {epoch}", disable=not progress, leave=False,
                unit="batch", dynamic_ncols=True)
     for i, (x, y) in enumerate(bar):
+        if max_steps is not None and i >= max_steps:
+            break
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -119,12 +122,15 @@ def train_epoch(model, loader, optimizer, loss_fn, epoch: int = 0, progress: boo
     return total / max(count, 1), count, time.perf_counter() - t0
 
 
-def evaluate(model, loader, loss_fn):
-    """(mean loss, accuracy) over ``loader`` in eval mode without building a graph."""
+def evaluate(model, loader, loss_fn, max_batches: int | None = None):
+    """(mean loss, accuracy) over ``loader`` (at most ``max_batches`` batches) in eval mode
+    without building a graph."""
     model.eval()
     total, correct, count = 0.0, 0, 0
     with ds.no_grad():
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
             logits = model(x)
             n = y.shape[0]
             total += float(loss_fn(logits, y).item()) * n
@@ -150,6 +156,9 @@ def parse_args(argv=None):
                    help="BLAS/Numba threads (default: the environment's, e.g. from mpirun.sh)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--json", default=None, help="write per-epoch results to this file")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="smoke run: at most this many training steps in all, and as many "
+                        "test batches of --batch-size (e.g. --device cuda under the simulator)")
     args = p.parse_args(argv)
     epochs, opt = DEFAULTS[args.model]
     args.epochs = epochs if args.epochs is None else args.epochs
@@ -164,8 +173,9 @@ def main(argv=None):
     args = parse_args(argv)
     ds.manual_seed(args.seed)
     try:
+        eval_bs = args.batch_size if args.max_steps is not None else 1000
         train_loader, test_loader, _ = make_loaders(args.dataset, args.batch_size, args.seed,
-                                                    device=args.device)
+                                                    device=args.device, eval_batch_size=eval_bs)
     except FileNotFoundError as e:
         sys.exit(str(e))
     model = build_model(args.model).to(args.device)
@@ -179,11 +189,16 @@ def main(argv=None):
           f"batch {args.batch_size}, {args.optimizer} lr {args.lr}, {args.schedule} schedule, "
           f"seed {args.seed}, device {args.device}", flush=True)
     history = []
+    steps_left = args.max_steps
     for epoch in range(1, args.epochs + 1):
+        if steps_left is not None and steps_left <= 0:
+            break
         loss, seen, secs = train_epoch(model, train_loader, optimizer, loss_fn, epoch,
                                        progress=not args.no_progress,
-                                       desc=f"epoch {epoch}/{args.epochs}")
-        test_loss, acc = evaluate(model, test_loader, loss_fn)
+                                       desc=f"epoch {epoch}/{args.epochs}", max_steps=steps_left)
+        if steps_left is not None:
+            steps_left -= -(-seen // args.batch_size)
+        test_loss, acc = evaluate(model, test_loader, loss_fn, max_batches=args.max_steps)
         if scheduler is not None:
             scheduler.step()
         row = dict(epoch=epoch, train_loss=loss, test_loss=test_loss, test_accuracy=acc,
