@@ -58,9 +58,12 @@ def _allreduce(x, op, algorithm, inplace):
         flags = x.flags
         if hit is not None and flags.c_contiguous and (flags.writeable or not inplace):
             fp, desc, rop = hit
-            work = x if inplace else x.copy()
-            run(ctx, fp, work.reshape(-1), rop, algorithm, desc)
-            return x if inplace else work
+            if inplace:
+                run(ctx, fp, x.reshape(-1), rop, algorithm, desc)
+                return x
+            out = np.empty_like(x)
+            run(ctx, fp, out.reshape(-1), rop, algorithm, desc, x.reshape(-1))
+            return out
     error = None
     try:
         rop = as_op(op)
@@ -79,22 +82,26 @@ def _allreduce(x, op, algorithm, inplace):
             raise
         error, desc, fp = exc, describe("allreduce"), error_fingerprint()
     if error is None:
-        work = arr if inplace else np.array(arr, copy=True, order="C")
-        run(ctx, fp, work.reshape(-1), rop, algorithm, desc)
         if inplace:
+            run(ctx, fp, arr.reshape(-1), rop, algorithm, desc)
             staged.commit()
             return x
-        return staged.wrap(work)
+        out = np.empty(arr.shape, arr.dtype)
+        run(ctx, fp, out.reshape(-1), rop, algorithm, desc, arr.reshape(-1))
+        return staged.wrap(out)
     agg = handshake(ctx, fp)
     if agg == MISMATCH:
         disagreement(ctx.comm, desc, error)
     raise error
 
 
-def run(ctx, fp, buf, op, algorithm, desc):
-    """Handshake + reduce the 1-D contiguous ``buf`` in place (all ranks, same arguments)."""
+def run(ctx, fp, buf, op, algorithm, desc, src=None):
+    """Handshake + reduce the 1-D contiguous ``buf`` in place (all ranks, same arguments).
+    With ``src`` (out of place): reduce ``src`` into ``buf``, ``src`` untouched."""
     P = ctx.size
     if P == 1:
+        if src is not None:
+            buf[...] = src
         return
     divide = P if op.average else 0
     if algorithm == "auto":
@@ -102,9 +109,12 @@ def run(ctx, fp, buf, op, algorithm, desc):
         if algorithm is None:  # the handshake failed before tuning could run
             disagreement(ctx.comm, desc, None)
     if algorithm == "shared_memory" and ctx.shm is not None:
-        if ctx.shm.allreduce(fp, buf, op.ufunc, divide) == MISMATCH:
+        # reads src straight into the shared slots: no copy of the input
+        if ctx.shm.allreduce(fp, buf, op.ufunc, divide, src) == MISMATCH:
             disagreement(ctx.comm, desc, None)
         return
+    if src is not None:
+        buf[...] = src
     if algorithm == "recursive_doubling" or algorithm == "shared_memory":
         agg = rd_allreduce(ctx, fp, buf, op.ufunc, divide)
         if agg == MISMATCH:

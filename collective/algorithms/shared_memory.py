@@ -113,19 +113,25 @@ class SharedArena:
                 return MISMATCH
         return fp
 
-    def allreduce(self, fp: int, data, ufunc, divide_by: int = 0) -> int:
+    def allreduce(self, fp: int, data, ufunc, divide_by: int = 0, src=None) -> int:
         """Allreduce ``data`` (1-D contiguous) in place in rounds of CAPACITY bytes; every rank
-        combines the P payloads in rank order, so all compute the same bits."""
+        combines the P payloads in rank order, so all compute the same bits. With ``src`` (same
+        size): the input is read from ``src`` and only the result written to ``data``."""
         n, nb, dtype = data.size, data.nbytes, data.dtype
         cap = self.capacity
         step = max(1, cap // data.itemsize)
         start = 0
         while True:
-            piece = data[start:start + step] if nb > cap else data
+            if nb > cap:
+                piece = data[start:start + step]
+                inp = piece if src is None else src[start:start + step]
+            else:
+                piece = data
+                inp = data if src is None else src
             pb = piece.nbytes
             xs = self.views((self.seq + 1) & 1, pb, dtype)
             if pb:
-                xs[self.rank][...] = piece
+                xs[self.rank][...] = inp
             if self._round(fp, pb) == MISMATCH:
                 return MISMATCH
             if pb:
