@@ -43,9 +43,11 @@ import dlsys as ds  # noqa: E402
 from dlsys import nn, optim  # noqa: E402
 from dlsys.data import DataLoader, DistributedSampler, TensorDataset  # noqa: E402
 
-# per model: (epochs, optimizer) that reach the targets (MLP >= 97.5%, CNN >= 98.5%)
-DEFAULTS = {"mlp": (4, "sgd"), "cnn": (3, "sgd")}
-DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}
+# per model: (epochs, optimizer, lr) that reach the targets (MLP >= 97.5%, CNN >= 98.5%).
+# NOTE: LeNet under SGD lr 0.1 + Nesterov dies on some seeds (all-dead ReLUs in the first
+# steps); Adam starts reliably on every seed tried.
+DEFAULTS = {"mlp": (4, "sgd", 0.1), "cnn": (4, "adam", 2e-3)}
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3}  # when --optimizer differs from the model's default
 
 
 def build_model(name: str) -> nn.Module:
@@ -143,11 +145,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     p.add_argument("--dataset", choices=list(ds.data.DATASETS), default="mnist")
-    p.add_argument("--epochs", type=int, default=None, help="default: 4 (mlp), 3 (cnn)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 4 (mlp and cnn)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
-                   help="default: sgd (momentum 0.9, Nesterov)")
-    p.add_argument("--lr", type=float, default=None, help="default: 0.1 (sgd), 1e-3 (adam)")
+                   help="default: sgd (momentum 0.9, Nesterov) for mlp, adam for cnn")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 0.1 (mlp, sgd), 2e-3 (cnn, adam); 1e-3 for adam on the mlp")
     p.add_argument("--schedule", choices=["cosine", "none"], default="cosine",
                    help="per-epoch learning-rate schedule")
     p.add_argument("--seed", type=int, default=0)
@@ -160,10 +163,11 @@ def parse_args(argv=None):
                    help="smoke run: at most this many training steps in all, and as many "
                         "test batches of --batch-size (e.g. --device cuda under the simulator)")
     args = p.parse_args(argv)
-    epochs, opt = DEFAULTS[args.model]
+    epochs, opt, lr = DEFAULTS[args.model]
     args.epochs = epochs if args.epochs is None else args.epochs
     args.optimizer = args.optimizer or opt
-    args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    if args.lr is None:
+        args.lr = lr if args.optimizer == opt else DEFAULT_LR[args.optimizer]
     if os.environ.get("TQDM_DISABLE"):
         args.no_progress = True
     return args
