@@ -94,6 +94,26 @@ def test_copy_from_host_device_and_into_views():
         D.copy_(dst, np.zeros((3, 2)))
 
 
+def test_add_inplace_and_synchronize():
+    a, b = rnd(2, 3), rnd(2, 3)
+    x = dev(a)
+    assert D.add_(x, dev(b)) is x
+    close(x, a + b)
+    col = D.getitem(x, (slice(None), 1))  # a strided view: written through
+    D.add_(col, dev(np.ones(2, np.float64)))
+    want = a + b
+    want[:, 1] += 1
+    close(x, want)
+    h16 = dev(np.ones(2, np.float16))
+    D.add_(h16, dev(np.ones(2, np.float16)))
+    close(h16, np.full(2, 2, np.float16))
+    D.synchronize()
+    C.synchronize()  # the base class no-op
+    y = a.copy()
+    C.add_(y, b)  # the base class default
+    np.testing.assert_allclose(y, a + b)
+
+
 def test_astype_and_compact():
     a = np.array([[-1.7, 0.0, 2.5]], np.float32)
     x = dev(a)

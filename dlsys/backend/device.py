@@ -41,6 +41,10 @@ class Device:
     def is_available(self) -> bool:
         return True
 
+    def synchronize(self):
+        """Wait until every queued kernel has finished (CUDA launches are asynchronous; for
+        timing). Added by cuda; a no-op on synchronous devices."""
+
     # -- memory ------------------------------------------------------------------------------
     def empty(self, shape, dtype):
         raise NotImplementedError
@@ -60,6 +64,13 @@ class Device:
         """dst[...] = src in place (same shape; casts to dst's dtype). ``src`` may be a device
         array of this device or a host numpy array (that is how collective stages CUDA data)."""
         raise NotImplementedError
+
+    def add_(self, dst, src):
+        """dst += src in place (same shape; src cast to dst's dtype), keeping dst the same
+        object (gradient accumulation into bucket views). Added by cuda; this default composes
+        other kernels, a device may fuse it."""
+        self.copy_(dst, self.binary("add", dst, self.astype(src, dst.dtype)))
+        return dst
 
     def astype(self, x, dtype):
         raise NotImplementedError
