@@ -32,19 +32,29 @@ from dlsys.backend import cpu_kernels_nn as KN  # noqa: E402
 from dlsys.backend import cpu_kernels_optim as KO  # noqa: E402
 
 
-def _time(fn, repeat):
+def _inner(fn):
     fn()  # warm-up: compile / load the cache, fault pages in
     t0 = time.perf_counter()
     fn()
-    once = time.perf_counter() - t0
-    inner = max(1, int(2e-3 / max(once, 1e-7)))  # NOTE: each sample lasts >= ~2 ms
-    samples = []
+    return max(1, int(2e-3 / max(time.perf_counter() - t0, 1e-7)))  # samples of >= ~2 ms
+
+
+def _sample(fn, inner):
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def _time_pair(ref, fast, repeat):
+    """Median ms of each; samples alternate between the two so that both see the same load
+    (the machine is shared), which keeps their ratio meaningful."""
+    n_ref, n_fast = _inner(ref), _inner(fast)
+    s_ref, s_fast = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples) * 1e3
+        s_ref.append(_sample(ref, n_ref))
+        s_fast.append(_sample(fast, n_fast))
+    return statistics.median(s_ref) * 1e3, statistics.median(s_fast) * 1e3
 
 
 def cases(dt, rng):
@@ -137,13 +147,14 @@ def main():
     for name, shape, ref, fast in cases(dt, np.random.default_rng(0)):
         if args.only and args.only not in name:
             continue
-        t_ref, t_nb = _time(ref, args.repeat), _time(fast, args.repeat)
+        t_ref, t_nb = _time_pair(ref, fast, args.repeat)
         rows.append(dict(kernel=name, shape=str(shape), numpy_ms=t_ref, numba_ms=t_nb,
                          ratio=t_ref / t_nb))
         print(f"{name:<24} {str(shape):<26} {t_ref:>10.4f} {t_nb:>10.4f} {t_ref / t_nb:>7.2f}",
               flush=True)
     if args.json:
         meta = dict(dtype=args.dtype, repeat=args.repeat, numpy=np.__version__,
+                    load_avg=os.getloadavg()[0],
                     python=platform.python_version(), machine=platform.machine(),
                     threads=os.environ.get("NUMBA_NUM_THREADS"))
         Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
