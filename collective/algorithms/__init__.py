@@ -1,4 +1,5 @@
-"""Allreduce algorithms over MPI point-to-point: ring, recursive doubling, the library's own."""
+"""Allreduce algorithms: ring and recursive doubling on MPI point-to-point, shared memory on one
+node, the MPI library's own; and the handshake every collective starts with."""
 
 from .mpi_native import mpi_allreduce
 from .recursive_doubling import SMALL_MAX, handshake, rd_allreduce

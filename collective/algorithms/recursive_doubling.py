@@ -3,19 +3,21 @@
 Schedule for P ranks, P2 = the largest power of two <= P (the standard non-power-of-two
 treatment): ranks r >= P2 ("extra") first fold their data into rank r - P2, the P2 ranks run
 the butterfly (step k exchanges with r XOR 2^k), and then each extra rank receives the final
-result from r - P2. ceil(log2 P) exchanges (+2 when P is not a power of two) of the whole
-vector.
+result from r - P2. floor(log2 P) exchanges (+2 messages when P is not a power of two) of the
+whole vector.
 
 Bitwise identical results on every rank: each pair of ranks combines the two operands in the
 same order, the lower rank's partial result first (``op(low, high)``), so both members of a
 pair compute the same bits, and by induction every rank ends with the same value; extra ranks
 get a copy.
 
-Every message starts with an 8-byte header carrying the running fingerprint agreement (see
-``collective.safety``). Payloads up to SMALL_MAX bytes travel in the same message as the header
-(the mismatch check then costs nothing); larger payloads run a header-only butterfly first and
-then the data butterfly with exact sizes. Receives of the fused protocol always go into a buffer
-of capacity 8 + SMALL_MAX, so mismatched ranks can never truncate a message.
+Across nodes (no shared-memory arena), every message starts with an 8-byte header carrying the
+running fingerprint agreement (see ``collective.safety``). Payloads up to SMALL_MAX bytes
+travel in the same message as the header (the mismatch check then costs nothing); larger
+payloads run a header-only butterfly first and then the data butterfly with exact sizes.
+Receives of the fused protocol always go into a buffer of capacity 8 + SMALL_MAX, so
+mismatched ranks can never truncate a message. On one node the handshake is the shared-memory
+round instead, followed by the data butterfly.
 """
 
 from __future__ import annotations
