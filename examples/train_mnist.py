@@ -1,8 +1,10 @@
-"""Train an MLP or a LeNet-style CNN on MNIST / Fashion-MNIST with dlsys (single process).
+"""Train an MLP or a LeNet-style CNN on MNIST / Fashion-MNIST with dlsys (one process or P ranks).
 
     python examples/train_mnist.py --model mlp            # >= 97.5% test accuracy
     python examples/train_mnist.py --model cnn            # >= 98.5% test accuracy
     python examples/train_mnist.py --dataset fashion-mnist --optimizer adam --lr 1e-3
+    ./mpirun.sh -n 2 python examples/train_mnist.py       # data parallel on 2 ranks
+    ./mpirun.sh -n 2 python examples/train_mnist.py --resume checkpoints/mnist_mlp.npz
 
 The data comes from the offline cache (``python -m dlsys.data fetch mnist`` once). The pieces
 (build_model, make_loaders, train_epoch, evaluate) are plain functions so that a distributed
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -141,6 +144,104 @@ def evaluate(model, loader, loss_fn, max_batches: int | None = None):
     return total / max(count, 1), correct / max(count, 1)
 
 
+# -- distributed training: ./mpirun.sh -n P python examples/train_mnist.py ----------------------
+# Data parallelism in the Horovod style: every rank holds the whole model, trains on its shard
+# of every epoch (DistributedSampler), and DistributedOptimizer averages the gradients, so the
+# ranks stay identical. A plain `python examples/train_mnist.py` is a world of one.
+
+def setup_distributed():
+    """(collective module, rank, world size); works without mpirun (a world of one)."""
+    import collective as col
+
+    col.init()
+    return col, col.rank(), col.size()
+
+
+def setup_logging(rank: int, world_size: int) -> logging.Logger:
+    """Rank 0 logs at INFO; the other ranks only warnings and errors, prefixed [rank r/P]."""
+    log = logging.getLogger("train_mnist")
+    handler = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
+    prefix = f"[rank {rank}/{world_size}] " if rank != 0 else ""
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    return log
+
+
+def shard_loader(loader, rank: int, world_size: int):
+    """A loader over this rank's contiguous share of ``loader``'s dataset (no padding, so the
+    ranks' counts add up to the dataset exactly)."""
+    arrays = loader.dataset.arrays
+    part = np.array_split(np.arange(len(arrays[0])), world_size)[rank]
+    return DataLoader(TensorDataset(*(a[part] for a in arrays)), batch_size=loader.batch_size,
+                      device=loader.device)
+
+
+def sum_over_ranks(col, *values):
+    """The element-wise sums of ``values`` over all ranks (float64)."""
+    return col.allreduce(np.array(values, dtype=np.float64), op=col.Sum)
+
+
+def save_checkpoint(path, model, optimizer, scheduler, epoch, step, world_size, args):
+    """Weights, optimizer state (tensors and scalars such as Adam's 'step'), schedule, epoch,
+    step, RNG state and world size in one .npz, written to a temporary file in the same
+    folder and renamed over ``path`` (a crash never leaves a half-written checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"model/{k}": np.asarray(v.numpy()) for k, v in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    for index, state in opt_state["state"].items():
+        for name, value in state.items():
+            arrays[f"optim/{index}/{name}"] = np.asarray(
+                value.numpy() if hasattr(value, "numpy") else value)
+    meta = dict(epoch=epoch, step=step, world_size=world_size, rng=ds.get_rng_state(),
+                param_groups=opt_state["param_groups"], args=vars(args),
+                scheduler=scheduler.state_dict() if scheduler is not None else None)
+    arrays["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model, optimizer, scheduler):
+    """Restore what save_checkpoint wrote into model/optimizer/scheduler; returns its meta."""
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        model.load_state_dict({k[len("model/"):]: z[k] for k in z.files
+                               if k.startswith("model/")})
+        state: dict = {}
+        for k in z.files:
+            if k.startswith("optim/"):
+                _, index, name = k.split("/", 2)
+                state.setdefault(int(index), {})[name] = z[k]
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if scheduler is not None and meta["scheduler"] is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    return meta
+
+
+def resume(path, col, rank, model, optimizer, scheduler, log):
+    """Rank 0 loads the checkpoint; every rank gets its weights, optimizer state, schedule,
+    epoch, step and RNG state by broadcast. Returns (next epoch, step)."""
+    meta = None
+    if rank == 0:
+        meta = load_checkpoint(path, model, optimizer, scheduler)
+        meta.pop("args", None)
+    meta = col.broadcast_object(meta, root=0)
+    col.broadcast_parameters(model.state_dict(), root=0)
+    col.broadcast_optimizer_state(optimizer, root=0)
+    if rank != 0 and scheduler is not None and meta["scheduler"] is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    ds.set_rng_state(meta["rng"])
+    if meta["world_size"] != col.size():
+        log.warning(f"checkpoint was written by {meta['world_size']} ranks, resuming on "
+                    f"{col.size()}: the shards of the remaining epochs differ from that run")
+    log.info(f"resumed from {path}: epoch {meta['epoch']} done, step {meta['step']}")
+    return meta["epoch"] + 1, meta["step"]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
@@ -159,6 +260,11 @@ def parse_args(argv=None):
                    help="BLAS/Numba threads (default: the environment's, e.g. from mpirun.sh)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--json", default=None, help="write per-epoch results to this file")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint written (by rank 0) after every epoch; default "
+                        "checkpoints/<dataset>_<model>.npz, '' for none")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from this checkpoint (rank 0 reads it and broadcasts)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="smoke run: at most this many training steps in all, and as many "
                         "test batches of --batch-size (e.g. --device cuda under the simulator)")
@@ -170,48 +276,78 @@ def parse_args(argv=None):
         args.lr = lr if args.optimizer == opt else DEFAULT_LR[args.optimizer]
     if os.environ.get("TQDM_DISABLE"):
         args.no_progress = True
+    if args.checkpoint is None:
+        args.checkpoint = f"checkpoints/{args.dataset}_{args.model}.npz"
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    col, rank, world = setup_distributed()  # a world of one without mpirun
+    log = setup_logging(rank, world)
     ds.manual_seed(args.seed)
     try:
         eval_bs = args.batch_size if args.max_steps is not None else 1000
-        train_loader, test_loader, _ = make_loaders(args.dataset, args.batch_size, args.seed,
-                                                    device=args.device, eval_batch_size=eval_bs)
+        train_loader, test_loader, sampler = make_loaders(
+            args.dataset, args.batch_size, args.seed, rank=rank, world_size=world,
+            device=args.device, eval_batch_size=eval_bs)
     except FileNotFoundError as e:
         sys.exit(str(e))
+    if world > 1:
+        test_loader = shard_loader(test_loader, rank, world)
     model = build_model(args.model).to(args.device)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr)
     scheduler = None
     if args.schedule == "cosine":
         scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     loss_fn = nn.CrossEntropyLoss()
+    # every rank starts from rank 0's weights (and, resuming, its optimizer state)
+    col.broadcast_parameters(model.state_dict(), root=0)
+    first_epoch, step = 1, 0
+    if args.resume:
+        first_epoch, step = resume(args.resume, col, rank, model, optimizer, scheduler, log)
+    if world > 1:
+        optimizer = col.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
     n_params = sum(p.size for p in model.parameters())
-    print(f"{args.model} ({n_params} parameters) on {args.dataset}: {args.epochs} epochs, "
-          f"batch {args.batch_size}, {args.optimizer} lr {args.lr}, {args.schedule} schedule, "
-          f"seed {args.seed}, device {args.device}", flush=True)
+    ranks = f" x {world} ranks (global batch {args.batch_size * world})" if world > 1 else ""
+    log.info(f"{args.model} ({n_params} parameters) on {args.dataset}: {args.epochs} epochs, "
+             f"batch {args.batch_size}{ranks}, {args.optimizer} lr {args.lr}, {args.schedule} "
+             f"schedule, seed {args.seed}, device {args.device}")
     history = []
     steps_left = args.max_steps
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first_epoch, args.epochs + 1):
         if steps_left is not None and steps_left <= 0:
             break
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         loss, seen, secs = train_epoch(model, train_loader, optimizer, loss_fn, epoch,
-                                       progress=not args.no_progress,
+                                       progress=not args.no_progress and rank == 0,
                                        desc=f"epoch {epoch}/{args.epochs}", max_steps=steps_left)
+        steps = -(-seen // args.batch_size)
+        step += steps
         if steps_left is not None:
-            steps_left -= -(-seen // args.batch_size)
+            steps_left -= steps
         test_loss, acc = evaluate(model, test_loader, loss_fn, max_batches=args.max_steps)
+        if world > 1:
+            # over all ranks' samples; the epoch took as long as the slowest rank
+            n_test = len(test_loader.dataset)
+            if args.max_steps is not None:
+                n_test = min(n_test, args.max_steps * test_loader.batch_size)
+            t = sum_over_ranks(col, loss * seen, seen, test_loss * n_test, acc * n_test, n_test)
+            loss, seen = t[0] / t[1], int(t[1])
+            test_loss, acc = t[2] / t[4], t[3] / t[4]
+            secs = float(col.allreduce(np.array([secs]), op=col.Max)[0])
         if scheduler is not None:
             scheduler.step()
         row = dict(epoch=epoch, train_loss=loss, test_loss=test_loss, test_accuracy=acc,
-                   epoch_time_s=secs, samples_per_s=seen / secs)
+                   epoch_time_s=secs, samples_per_s=seen / secs, world_size=world)
         history.append(row)
-        print(f"epoch {epoch}/{args.epochs}  train loss {loss:.4f}  test loss {test_loss:.4f}  "
-              f"test acc {100 * acc:.2f}%  epoch time {secs:.1f} s  "
-              f"{seen / secs:,.0f} samples/s", flush=True)
-    if args.json:
+        log.info(f"epoch {epoch}/{args.epochs}  train loss {loss:.4f}  test loss {test_loss:.4f}  "
+                 f"test acc {100 * acc:.2f}%  epoch time {secs:.1f} s  "
+                 f"{seen / secs:,.0f} samples/s")
+        if args.checkpoint and rank == 0:
+            save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch, step, world, args)
+    if args.json and rank == 0:
         Path(args.json).write_text(json.dumps(dict(args=vars(args), history=history), indent=2))
     return history
 
