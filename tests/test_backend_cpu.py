@@ -545,3 +545,38 @@ def test_float16_falls_back_to_numpy(dev, rng):
     y = dev.unary("tanh", lg)
     assert dev.unary_backward("gelu", lg, dev.unary("gelu", lg), lg).dtype == h
     assert dev.unary_backward("tanh", lg, y, lg).dtype == h
+
+
+def test_non_contiguous_inputs_match_compact(dev, rng):
+    base = rng.standard_normal((5, 3, 2, 6)).astype(np.float32)
+    x = base.transpose(1, 2, 3, 0)[:, :, :, ::2]  # (3, 2, 6, 3), strided
+    xc = np.ascontiguousarray(x)
+    x4 = x.transpose(0, 3, 1, 2)  # (3, 3, 2, 6) NCHW view
+    x4c = np.ascontiguousarray(x4)
+    np.testing.assert_array_equal(dev.im2col(x4, 2, 2, 1, 1), dev.im2col(x4c, 2, 2, 1, 1))
+    cols = dev.im2col(x4c, 2, 2, 1, 1)
+    np.testing.assert_allclose(dev.col2im(cols.T.copy().T, x4.shape, 2, 2, 1, 1),
+                               dev.col2im(cols, x4.shape, 2, 2, 1, 1), rtol=1e-6)
+    for a, b in [(dev.max_pool2d(x4, 2, 2), dev.max_pool2d(x4c, 2, 2))]:
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    out, am = dev.max_pool2d(x4c, 2, 2)
+    g = np.asfortranarray(np.ones_like(out))
+    np.testing.assert_array_equal(dev.max_pool2d_backward(g, am, x4.shape),
+                                  dev.max_pool2d_backward(np.ones_like(out), am, x4.shape))
+    np.testing.assert_allclose(dev.avg_pool2d(x4, 2, 2), dev.avg_pool2d(x4c, 2, 2), rtol=1e-6)
+    np.testing.assert_allclose(dev.avg_pool2d_backward(g, x4.shape, 2, 2),
+                               dev.avg_pool2d_backward(np.ones_like(out), x4.shape, 2, 2))
+    lg = x.reshape(-1, 3)[::2]  # strided rows
+    t = np.arange(lg.shape[0]) % 3
+    np.testing.assert_allclose(dev.cross_entropy(lg, t)[0],
+                               dev.cross_entropy(np.ascontiguousarray(lg), t)[0], rtol=1e-6)
+    np.testing.assert_allclose(dev.softmax(lg), dev.softmax(np.ascontiguousarray(lg)), rtol=1e-6)
+    p = xc.copy()
+    view = p[:, :, ::2]  # the optimizer updates a strided view in place
+    vc = np.ascontiguousarray(view)
+    grad = np.ones_like(vc)
+    dev.sgd_step(view, grad, None, 0.5, 0.0, 0.0, False, 0.0, True)
+    dev.sgd_step(vc, grad, None, 0.5, 0.0, 0.0, False, 0.0, True)
+    np.testing.assert_array_equal(p[:, :, ::2], vc)
+    np.testing.assert_array_equal(p[:, :, 1::2], xc[:, :, 1::2])
