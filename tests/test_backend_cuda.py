@@ -172,8 +172,12 @@ def test_getitem_strided_views_write_through_and_feed_kernels():
     want[:, 1] = 0
     want[0, 2:4] += 1
     close(x, want)
-    rev = D.getitem(x, (slice(None, None, -1),))  # negative steps: a compact copy
-    close(rev, want[::-1])
+    rev = D.getitem(x, (slice(None, None, -1), slice(3, 0, -2)))  # negative steps: a view
+    close(rev, want[::-1, 3:0:-2])
+    D.copy_(rev, np.full((3, 2), 7.0))
+    want[:, 3:0:-2] = 7
+    close(x, want)
+    close(D.binary("add", rev, rev), np.full((3, 2), 14, np.float32))
 
 
 def test_getitem_advanced():

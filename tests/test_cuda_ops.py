@@ -115,6 +115,20 @@ def test_reductions_and_shapes():
 RNG_X = RNG.standard_normal((2, 3, 4)).astype(np.float32)
 
 
+def test_indexing_grads():
+    def f(d):
+        x = leaf(RNG_X, d)
+        w = ds.tensor(np.arange(6, dtype=np.float32).reshape(3, 2), device=d)
+        a = x[:, ::-1, 1:3] * w  # negative step and strided slice (views on both devices)
+        b = x[1, :, -1]
+        c = x[ds.tensor(np.array([1, 0, 1]), device=d)]  # integer array: repeated rows add up
+        e = x[np.array([0, 1]), np.array([2, 2])]
+        loss = (a * a).sum() + b.sum() + (c * c).sum() + e.sum()
+        loss.backward()
+        return a, b, c, e, x.grad
+    both(f, rtol=1e-5, atol=1e-5)
+
+
 def test_matmul_and_linear():
     a3 = RNG.standard_normal((2, 3, 5)).astype(np.float32)
     b2 = RNG.standard_normal((5, 4)).astype(np.float32)

@@ -355,34 +355,32 @@ class CUDADevice(Device):
         return cuda.to_device(np.ascontiguousarray(idx))
 
     def _view(self, x, index):
-        """x[index] (basic indexing) as a device array sharing x's memory, or None when the
-        selection has negative strides (those become compact copies)."""
+        """x[index] (basic indexing) as a device array sharing x's memory."""
         it = x.dtype.itemsize
         shape, st, off = _basic_view(tuple(x.shape), index, tuple(s // it for s in x.strides))
-        if any(s < 0 for s in st) and _prod(shape) > 1:
-            return None
         if K.SIMULATOR:
             ix = index if any(i is Ellipsis for i in index) else index + (Ellipsis,)
             return x[ix]  # NOTE: a numpy view inside the fake array
         if _prod(shape) == 0:
             return self.empty(shape, x.dtype)
-        # NOTE: numba's own __getitem__ lacks None/Ellipsis and turns x[i, j] into a host
-        # scalar, so the view is built directly: same memory, our shape and byte strides.
-        span = (1 + sum((d - 1) * abs(s) for d, s in zip(shape, st, strict=True))) * it
+        # NOTE: numba's own __getitem__ lacks None/Ellipsis, turns x[i, j] into a host scalar
+        # and mis-computes extents for negative steps, so the view is built directly: the data
+        # pointer is the view's element 0 (kernels address it with the signed strides).
+        start = off * it
+        if any(s < 0 for s in st):
+            data = x.gpu_data.view(start)
+        else:
+            span = (1 + sum((d - 1) * s for d, s in zip(shape, st, strict=True))) * it
+            data = x.gpu_data.view(start, start + span)
         return type(x)(shape=shape, strides=tuple(s * it for s in st), dtype=x.dtype,
-                       gpu_data=x.gpu_data.view(off * it, off * it + span))
+                       gpu_data=data)
 
     def getitem(self, x, index):
-        """Basic indexing returns a view (numpy/PyTorch semantics) except for negative steps
-        (a compact copy); integer-array indexing returns a compact copy."""
+        """Basic indexing returns a view sharing memory (numpy/PyTorch semantics; writes
+        through); integer-array and mask indexing return compact copies."""
         index = index if isinstance(index, tuple) else (index,)
         if _is_basic(index):
-            v = self._view(x, index)
-            if v is not None:
-                return v
-            x = self.compact(x)
-            shape, strides, offset = _basic_view(tuple(x.shape), index)
-            return self._gather(x.reshape(-1), shape, strides, offset, x.dtype)
+            return self._view(x, index)
         x = self.compact(x)
         rows_idx = self._int_rows_index(x, index)
         if rows_idx is not None:
