@@ -643,13 +643,9 @@ def _add_inplace(t: Tensor, arr):
     """t._data += arr, keeping t._data the same object (views into buckets stay views)."""
     d = t._data
     if type(d) is np.ndarray:
-        np.add(d, arr, out=d)
+        np.add(d, arr, out=d)  # NOTE: skips a device call on the CPU's hot path
     else:
-        f = getattr(t.device, "add_", None)
-        if f is not None:
-            f(d, arr)
-        else:
-            t.device.copy_(d, t.device.binary("add", d, arr))
+        t.device.add_(d, arr)
 
 
 def _inplace_scalar(t: Tensor, op, s):
