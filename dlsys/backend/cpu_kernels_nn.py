@@ -1,8 +1,10 @@
 """CPU kernels for the nn ops: softmax family, cross-entropy, im2col/col2im, pooling.
 
-Each ``*_ref`` function is the numpy reference; the Numba kernel beside it computes the same.
-All functions take compact float32/float64 arrays (``cpu.py`` makes them compact and routes
-float16 to the references) and ints for kernel/stride/padding pairs.
+Each ``*_ref`` function is the numpy reference (any dtype, any layout); the Numba kernel
+(``*_nb``) beside it computes the same on compact float32/float64 arrays; the ``*_fast``
+wrappers at the end allocate outputs, make inputs compact and fall back to the reference for
+other dtypes (float16: Numba has no float16 arithmetic). Kernel sizes, strides and paddings
+are plain ints.
 """
 
 from __future__ import annotations
