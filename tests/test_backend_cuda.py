@@ -60,6 +60,16 @@ def test_device_identity_and_local_rank(monkeypatch):
     assert select_device_for_local_rank() == 0
 
 
+def test_backend_cuda_name_is_both_module_and_factory():
+    import importlib
+
+    import dlsys.backend as B
+
+    mod = importlib.import_module("dlsys.backend.cuda")
+    assert mod.CUDADevice is type(D)
+    assert B.cuda(0) is D and mod(0) is D  # whichever object the package attribute holds
+
+
 def test_memory_roundtrip_and_out():
     a = rnd(3, 4)
     x = dev(a)

@@ -17,6 +17,7 @@ need recent GPUs and are partial in Numba); sums accumulate float16 in float32, 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -138,6 +139,24 @@ def _norm_shape(shape, size):
     if _prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape array of size {size} into {tuple(shape)}")
     return tuple(shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _binary_dtype(op, da, db):
+    """numpy's result dtype (int / int -> float64, comparisons -> bool); cached per call site
+    because the kernel launches are what should cost, not dtype inference."""
+    with np.errstate(all="ignore"):
+        return _NP_BINARY[op](np.ones(1, da), np.ones(1, db)).dtype
+
+
+@functools.lru_cache(maxsize=1024)
+def _scalar_dtype(op, da, stype, reverse):
+    """numpy's result dtype of op(array, Python scalar); float arrays keep their dtype."""
+    if op not in _COMPARE and da.kind == "f":
+        return da
+    with np.errstate(all="ignore"):
+        z, s = np.ones(1, da), stype(1)
+        return (_NP_BINARY[op](s, z) if reverse else _NP_BINARY[op](z, s)).dtype
 
 
 def _is_basic(index):
@@ -516,9 +535,7 @@ class CUDADevice(Device):
         if a.dtype == _F16 and b.dtype == _F16:
             r = self.binary(op, self.astype(a, _F32), self.astype(b, _F32))
             return r if op in _COMPARE else self.astype(r, _F16)
-        # NOTE: the result dtype follows numpy's rules (int / int -> float64, compare -> bool)
-        with np.errstate(all="ignore"):
-            rdt = f(np.ones(1, a.dtype), np.ones(1, b.dtype)).dtype
+        rdt = _binary_dtype(op, a.dtype, b.dtype)
         out = self.empty(a.shape, rdt)
         K.launch_1d(K.binary_kernel(op), a.size, self._flat(a), self._flat(b), out.reshape(-1),
                     a.size)
@@ -531,11 +548,7 @@ class CUDADevice(Device):
         if a.dtype == _F16:
             r = self.scalar(op, self.astype(a, _F32), s, reverse)
             return r if op in _COMPARE else self.astype(r, _F16)
-        with np.errstate(all="ignore"):
-            z = np.ones(1, a.dtype)
-            rdt = (f(s, z) if reverse else f(z, s)).dtype
-        if op not in _COMPARE and a.dtype.kind == "f":
-            rdt = a.dtype
+        rdt = _scalar_dtype(op, a.dtype, type(s), bool(reverse))
         # NOTE: pass the scalar typed (float32 stays float32 arithmetic on the GPU)
         if a.dtype.kind == "f" or (isinstance(s, (int, np.integer)) and a.dtype.kind in "iu"):
             sv = a.dtype.type(s)
