@@ -150,7 +150,7 @@ def main(argv=None):
               f"{fmt(r['torch_cpu_ms'], '.3f'):>9} {fmt(r['cpu_ratio'], '.2f', 'x'):>7}")
     if args.json:
         meta = {"numpy": np.__version__, "torch": getattr(torch, "__version__", None),
-                "threads": 1, "iters": args.iters}
+                "threads": 1, "iters": args.iters, "loadavg": os.getloadavg()}
         Path(args.json).write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     return rows
 
