@@ -117,6 +117,10 @@ def cases(dt, rng):
         a, o = r(*shape), np.empty(shape[1], dt)
         out.append(("sum_leading", shape, lambda a=a: K.sum_leading_ref(a),
                     lambda a=a, o=o: K.sum_leading_nb(a, o)))
+    p2, g2, m2, v2 = r(1024), r(1024), np.zeros(1024, dt), np.zeros(1024, dt)
+    out.append(("adamw", (1024,),
+                lambda: KO.adam_ref(p2, g2, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 1e-2, 3, True),
+                lambda: KO.adam_fast(p2, g2, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 1e-2, 3, True)))
     emb = np.zeros((1000, 64), dt)
     idx = rng.integers(0, 1000, 4096)
     vals = r(4096, 64)
