@@ -21,7 +21,6 @@ from .device import BINARY_OPS, UNARY_OPS, Device
 # Numba kernel is used only where it measured faster than its numpy reference. Softmax-family
 # kernels win on short rows only: numpy's SIMD exp beats Numba's scalar exp on long rows.
 _SOFTMAX_NUMBA_MAX_C = 32
-_ADAM_NUMBA_MAX_SIZE = 1024
 _NUMBA_UNARY = ("gelu", "erf", "gelu_grad")  # sigmoid/tanh: numpy's SIMD tanh is faster
 
 
@@ -318,11 +317,8 @@ class CPUDevice(Device):
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
                   step, decoupled):
-        # NOTE: numpy measured faster than the Numba adam kernel above ~2k elements (the
-        # kernel's sqrt/div loop does not vectorise); below, numpy's ten ufunc calls cost more.
-        update = KO.adam_fast if param.size <= _ADAM_NUMBA_MAX_SIZE else KO.adam_ref
-        update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
-               decoupled)
+        KO.adam_fast(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                     step, decoupled)
 
 
 def _check_ce(logits, target):

@@ -14,6 +14,14 @@ import math
 import numpy as np
 from numba import njit
 
+
+def jit(**options):
+    """``njit`` with the project's options: cache=True, and error_model="numpy" (IEEE float
+    division, no zero-division checks: numpy's semantics, and the checks otherwise keep LLVM
+    from vectorising a loop: 7x on the Adam update)."""
+    return njit(cache=True, error_model="numpy", **options)
+
+
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _NB_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -33,7 +41,7 @@ def erf_ref(x):
     return _erf_obj(x).astype(x.dtype)
 
 
-@njit(cache=True)
+@jit()
 def erf_nb(x, out):
     for i in range(x.size):
         out[i] = math.erf(x[i])
@@ -44,7 +52,7 @@ def gelu_ref(x):
     return x * (0.5 * (1.0 + erf_ref(x * _SQRT1_2)))
 
 
-@njit(cache=True)
+@jit()
 def gelu_nb(x, out):
     for i in range(x.size):
         v = x[i]
@@ -57,7 +65,7 @@ def gelu_grad_ref(x):
     return cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x))
 
 
-@njit(cache=True)
+@jit()
 def gelu_grad_nb(x, out):
     for i in range(x.size):
         v = x[i]
@@ -69,7 +77,7 @@ def sigmoid_ref(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-@njit(cache=True)
+@jit()
 def sigmoid_nb(x, out):
     for i in range(x.size):
         v = x[i]
@@ -95,25 +103,25 @@ def unary_backward_ref(op, x, y, grad):
     raise ValueError(f"unary_backward: unsupported op {op!r}")
 
 
-@njit(cache=True)
+@jit()
 def relu_backward_nb(x, g, out):
     for i in range(x.size):
         out[i] = g[i] if x[i] > 0 else 0.0
 
 
-@njit(cache=True)
+@jit()
 def tanh_backward_nb(y, g, out):
     for i in range(y.size):
         out[i] = g[i] * (1.0 - y[i] * y[i])
 
 
-@njit(cache=True)
+@jit()
 def sigmoid_backward_nb(y, g, out):
     for i in range(y.size):
         out[i] = g[i] * (y[i] * (1.0 - y[i]))
 
 
-@njit(cache=True)
+@jit()
 def gelu_backward_nb(x, g, out):
     for i in range(x.size):
         v = x[i]
@@ -148,7 +156,7 @@ def sum_leading_ref(a):
     return a.sum(axis=0)
 
 
-@njit(cache=True)
+@jit()
 def sum_leading_nb(a, out):
     """NOTE: numpy's axis-0 sum walks a narrow (R, C) array C elements at a time (10x slower
     than this for conv bias gradients, C = 6); rows are added into float64 accumulators
@@ -192,7 +200,7 @@ def index_add_ref(out, index, values):
     np.add.at(out, index, values)
 
 
-@njit(cache=True)
+@jit()
 def index_add_rows_nb(out, index, values):
     """out[index[i], :] += values[i, :] for 2-D out/values and 1-D in-range int64 index."""
     for i in range(index.size):

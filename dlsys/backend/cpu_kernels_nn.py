@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 from numpy.lib.stride_tricks import as_strided
 
-from .cpu_kernels import numba_ok
+from .cpu_kernels import jit, numba_ok
 
 
 def _out_hw(h, w, kh, kw, sh, sw, ph=0, pw=0):
@@ -143,7 +142,7 @@ def avg_pool2d_backward_ref(grad_out, x_shape, kh, kw, sh, sw):
 _FM = {"reassoc", "contract"}
 
 
-@njit(cache=True, fastmath=_FM)
+@jit(fastmath=_FM)
 def softmax_nb(x, out):
     for r in range(x.shape[0]):
         m = x[r, 0]
@@ -160,7 +159,7 @@ def softmax_nb(x, out):
             out[r, j] *= inv
 
 
-@njit(cache=True, fastmath=_FM)
+@jit(fastmath=_FM)
 def log_softmax_nb(x, out):
     for r in range(x.shape[0]):
         m = x[r, 0]
@@ -175,7 +174,7 @@ def log_softmax_nb(x, out):
             out[r, j] = x[r, j] - c
 
 
-@njit(cache=True, fastmath=_FM)
+@jit(fastmath=_FM)
 def cross_entropy_nb(logits, target, probs):
     """One pass per row: max, exp and its sum (probs), loss. Returns the mean loss (float64)."""
     n, c = logits.shape
@@ -197,7 +196,7 @@ def cross_entropy_nb(logits, target, probs):
     return total / n if n else np.nan
 
 
-@njit(cache=True)
+@jit()
 def cross_entropy_backward_nb(probs, target, scale, out):
     n, c = probs.shape
     for r in range(n):
@@ -211,7 +210,7 @@ def cross_entropy_backward_nb(probs, target, scale, out):
 # the row's output positions, so the (OW, C*kh*kw) block being written stays in L1 and the
 # scratch plane is read sequentially. This measured faster than a row-by-row loop with bounds
 # tests, than a column-by-column sweep of the whole sample, and than numpy's window copy.
-@njit(cache=True)
+@jit()
 def im2col_nb(x, kh, kw, sh, sw, ph, pw, out):
     n, c, h, w = x.shape
     hp, wp = h + 2 * ph, w + 2 * pw
@@ -234,7 +233,7 @@ def im2col_nb(x, kh, kw, sh, sw, ph, pw, out):
                             o4[b, y, z, col] = xp[ch, r, z * sw + j]
 
 
-@njit(cache=True)
+@jit()
 def col2im_nb(cols, kh, kw, sh, sw, ph, pw, out):
     """out ((N, C, H, W), every element written) = the adjoint of im2col applied to cols."""
     n, c, h, w = out.shape
@@ -259,7 +258,7 @@ def col2im_nb(cols, kh, kw, sh, sw, ph, pw, out):
                     out[b, ch, i, j] = xp[ch, i + ph, j + pw]
 
 
-@njit(cache=True)
+@jit()
 def max_pool2d_nb(x, kh, kw, sh, sw, out, argmax):
     """Fast path, exact when x has no nan; returns True when it saw a nan (the caller then
     reruns max_pool2d_nan_nb). NOTE: the compare feeds selects, not branches: on real data the
@@ -290,7 +289,7 @@ def max_pool2d_nb(x, kh, kw, sh, sw, out, argmax):
     return nan
 
 
-@njit(cache=True)
+@jit()
 def max_pool2d_nan_nb(x, kh, kw, sh, sw, out, argmax):
     """The nan-exact version: the first nan of a window wins (as np.argmax)."""
     n, c, h, w = x.shape
@@ -311,7 +310,7 @@ def max_pool2d_nan_nb(x, kh, kw, sh, sw, out, argmax):
                     argmax[b, ch, y, z] = arg
 
 
-@njit(cache=True)
+@jit()
 def max_pool2d_backward_nb(grad_out, argmax, out):
     """out: zeroed (N, C, H*W); repeated argmax (overlapping windows) adds up."""
     n, c, oh, ow = grad_out.shape
@@ -322,7 +321,7 @@ def max_pool2d_backward_nb(grad_out, argmax, out):
                     out[b, ch, argmax[b, ch, y, z]] += grad_out[b, ch, y, z]
 
 
-@njit(cache=True, fastmath=_FM)
+@jit(fastmath=_FM)
 def avg_pool2d_nb(x, kh, kw, sh, sw, out):
     n, c = x.shape[0], x.shape[1]
     oh, ow = out.shape[2], out.shape[3]
@@ -338,7 +337,7 @@ def avg_pool2d_nb(x, kh, kw, sh, sw, out):
                     out[b, ch, y, z] = s * inv
 
 
-@njit(cache=True)
+@jit()
 def avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out):
     n, c, oh, ow = grad_out.shape
     inv = 1.0 / (kh * kw)

@@ -2,8 +2,7 @@
 
 Each ``*_ref`` is the numpy reference; the Numba kernel beside it computes the same; the
 ``*_fast`` wrappers use the kernel for compact float32/float64 arrays, else the reference.
-cpu.py routes SGD to the kernel and Adam to the reference (measured faster, see
-benchmarks/kernels.py).
+Both kernels measured faster than their references (benchmarks/kernels.py).
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-from .cpu_kernels import numba_ok
+from .cpu_kernels import jit, numba_ok
 
 
 def sgd_ref(param, grad, buf, lr, momentum, weight_decay, nesterov, dampening, first_step):
@@ -53,7 +51,7 @@ def adam_ref(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decou
 # updates run in float32 like the references (and vectorise); literals are avoided in the
 # kernels because a Python float literal would promote float32 arithmetic to float64.
 # No fastmath: the update order is part of PyTorch's semantics and must not be reassociated.
-@njit(cache=True)
+@jit()
 def sgd_nb(param, grad, buf, lr, momentum, weight_decay, one_minus_damp, use_momentum, nesterov,
            first_step):
     """``buf`` is ignored (pass any array of param's dtype) when use_momentum is False."""
@@ -67,11 +65,12 @@ def sgd_nb(param, grad, buf, lr, momentum, weight_decay, one_minus_damp, use_mom
         param[i] -= lr * d
 
 
-@njit(cache=True)
+@jit()
 def adam_nb(param, grad, m, v, decay, weight_decay, one_minus_b1, beta2, one_minus_b2, eps,
             step_size, bc2_sqrt):
     """decay multiplies param first (AdamW: 1 - lr * wd, else 1); weight_decay is added to the
     gradient (Adam: wd, AdamW: 0)."""
+    # NOTE: np.sqrt is an LLVM intrinsic (vectorised); math.sqrt is a libm call per element.
     l2 = weight_decay != 0  # NOTE: 0 * inf would be nan: skip the term, as PyTorch does
     for i in range(param.size):
         p = param[i] * decay
@@ -80,7 +79,7 @@ def adam_nb(param, grad, m, v, decay, weight_decay, one_minus_b1, beta2, one_min
         vi = beta2 * v[i] + one_minus_b2 * g * g
         m[i] = mi
         v[i] = vi
-        param[i] = p - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+        param[i] = p - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
 
 
 def sgd_fast(param, grad, buf, lr, momentum, weight_decay, nesterov, dampening, first_step):
