@@ -338,17 +338,26 @@ def avg_pool2d_nb(x, kh, kw, sh, sw, out):
 
 
 @jit()
-def avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out):
+def avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out, tiles):
+    """out: (N, C, H, W), zeroed unless ``tiles`` (windows tile the input exactly, so each
+    element is assigned once: no zero fill, no read-modify-write). NOTE: one input row at a
+    time, so the writes run along the row."""
     n, c, oh, ow = grad_out.shape
     inv = 1.0 / (kh * kw)
     for b in range(n):
         for ch in range(c):
+            go = grad_out[b, ch]
+            o = out[b, ch]
             for y in range(oh):
-                for z in range(ow):
-                    g = grad_out[b, ch, y, z] * inv
-                    for i in range(kh):
+                for i in range(kh):
+                    row = o[y * sh + i]
+                    for z in range(ow):
+                        g = go[y, z] * inv
                         for j in range(kw):
-                            out[b, ch, y * sh + i, z * sw + j] += g
+                            if tiles:
+                                row[z * sw + j] = g
+                            else:
+                                row[z * sw + j] += g
 
 
 # -- wrappers: allocate outputs, fall back to the references where Numba does not apply --------
@@ -447,6 +456,8 @@ def avg_pool2d_backward_fast(grad_out, x_shape, kh, kw, sh, sw):
     grad_out = np.ascontiguousarray(grad_out)
     if not numba_ok(grad_out):
         return avg_pool2d_backward_ref(grad_out, x_shape, kh, kw, sh, sw)
-    out = np.zeros(x_shape, dtype=grad_out.dtype)
-    avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out)
+    oh, ow = grad_out.shape[2:]
+    tiles = (sh, sw) == (kh, kw) and x_shape[2:] == (oh * kh, ow * kw)
+    out = (np.empty if tiles else np.zeros)(x_shape, dtype=grad_out.dtype)
+    avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, out, tiles)
     return out
