@@ -3,17 +3,19 @@
 The rule. Each candidate k (shared memory on one node, recursive doubling, ring, the MPI
 library's own Allreduce) is timed once, through the full call path (handshake included), on
 float32 Sum at sizes s_1 < ... < s_m (4 KiB, 32 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB; up to 2 MiB
-when P > 4); the candidates take turns and each keeps the median of 7 samples, the maximum over
-ranks. Between two measured sizes a candidate's time is the alpha-beta line through them,
-T_k(n) = alpha_k + beta_k * n: alpha is the per-call latency and Python overhead, beta the
-per-byte transfer and reduction cost. Below s_1 every candidate costs T_k(s_1). Above s_m the
-last line is extrapolated for our own algorithms (linear by construction: fixed schedule, no
-allocation per call), while the MPI library's own Allreduce is not chosen there (MPICH allocates
-a temporary buffer per call and collapses at >= 32 MiB on this machine, which no line
-predicts). ``auto`` picks the argmin of the predicted times, cached per byte size. Typical
-outcome: shared memory (or recursive doubling across nodes) for small messages, where one round
-carries data and mismatch check together; the ring for large ones (2(P-1)/P of the data per
-rank and 1/P of the reduction work); the MPI library's own wherever it measured faster.
+when P > 4). The candidates take turns; each keeps the median of 7 samples, the maximum over
+ranks, capped by its time at any larger size (fewer bytes never take longer: this removes the
+noise spikes of a shared machine). Between two measured sizes a candidate's time is the
+alpha-beta line through them, T_k(n) = alpha_k + beta_k * n: alpha is the per-call latency and
+Python overhead, beta the per-byte transfer and reduction cost. Below s_1 every candidate costs
+T_k(s_1). Above s_m the last line is extrapolated for our own algorithms (linear by
+construction: fixed schedule, no allocation per call), while the MPI library's own Allreduce is
+not chosen there (MPICH allocates a temporary buffer per call and collapses at >= 32 MiB on this
+machine, which no line predicts). ``auto`` picks the argmin of the predicted times, cached per
+byte size. Typical outcome: shared memory (or recursive doubling across nodes) for small
+messages, where one round carries data and mismatch check together; the ring for large ones
+(2(P-1)/P of the data per rank and 1/P of the reduction work); the MPI library's own wherever it
+measured faster.
 
 Every rank makes the same choice: the times are maxima over ranks, and a cached table is read by
 rank 0 and broadcast. Measured once per (P, hosts, MPI library, thread level) and cached as JSON
@@ -181,5 +183,8 @@ def measure(ctx, sizes=None, reps=7):
                 samples[j, k] = (time.perf_counter() - t0) / batch
         best_t[:, i] = np.median(samples, axis=1)
     ctx.comm.Allreduce(MPI.IN_PLACE, best_t, MPI.MAX)
+    # a reduction of fewer bytes never takes longer: a noise spike at a small size is capped by
+    # the time measured at a larger one (running minimum from the largest size down)
+    best_t = np.minimum.accumulate(best_t[:, ::-1], axis=1)[:, ::-1]
     return {"sizes": sizes, "times": {a: best_t[j].tolist() for j, a in enumerate(algos)},
             "size": ctx.size}
