@@ -54,14 +54,16 @@ from .reduce_ops import Average, Sum, as_op
 #       bucket (nothing left to overlap with) uses the blocking collective.allreduce_.
 #   "thread": one communication thread runs collective.allreduce_ (algorithm="auto") per bucket.
 #   "inline": no overlap, each bucket is reduced inside the hook that completes it (baseline).
-# MEASURED on the project's 2-core machine, 2 ranks, one BLAS thread each (MLP 784-512x3-10,
-# 6 buckets of 0.5 MB, float32; benchmarks/scaling.py prints the same study), step time vs the
-# plain optimizer's: "nonblocking" hid 78-85% of the reduction time in the two quieter of three
-# runs and was the fastest in all three; "thread" and "inline" hid nothing (the thread was the
-# slowest: its Python-level algorithms spin for the GIL that backward's Python dispatch needs,
-# and both compete for the same 2 cores). MPI progresses a non-blocking reduction in C, inside
-# the Testall calls, without holding the GIL. So "auto" means "nonblocking" for CPU buckets;
-# CUDA buckets use "thread" (collective.allreduce_ stages device memory through the host).
+# MEASURED on the project's 2-core machine (shared with other jobs: load 6-16), 2 ranks, one
+# BLAS thread each, MLP 784-512x3-10, batch 128 per rank, 6 buckets of 0.5 MB, float32, step
+# time against the plain optimizer's (benchmarks/scaling.py prints the same study): over 7
+# runs "nonblocking" was the fastest engine 6 times and hid 78-89% of the reduction time in
+# the 3 quietest runs; "thread" was the slowest every time and never hid anything: the
+# team's Python-level algorithms on the second thread contend for the GIL with backward's
+# Python dispatch, and for the same 2 cores. MPI progresses a non-blocking reduction in C,
+# inside the Testall calls, without holding the GIL. So "auto" means "nonblocking" for CPU
+# buckets; CUDA buckets use "thread" (collective.allreduce_ stages device memory through the
+# host, and a GPU leaves the CPU cores free for it).
 DEFAULT_OVERLAP = "auto"
 
 
