@@ -285,6 +285,11 @@ def main(argv=None):
     args = parse_args(argv)
     col, rank, world = setup_distributed()  # a world of one without mpirun
     log = setup_logging(rank, world)
+    if args.device == "cuda":
+        # NOTE: one GPU per rank, chosen from the local rank before any CUDA context exists
+        from dlsys.backend.cuda import select_device_for_local_rank
+
+        select_device_for_local_rank(col.local_rank())
     ds.manual_seed(args.seed)
     try:
         eval_bs = args.batch_size if args.max_steps is not None else 1000
