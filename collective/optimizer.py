@@ -230,6 +230,9 @@ class _NonBlockingEngine:
             self._pending = []
 
 
+# id(parameter) -> (weak DistributedOptimizer, weak parameter): who reduces its gradient
+_OWNERS: dict = {}
+
 ENGINES = {"thread": _ThreadEngine, "nonblocking": _NonBlockingEngine, "inline": _InlineEngine}
 
 
@@ -311,9 +314,26 @@ class _DistributedOptimizer:
         d.skip = False
         d.stats = {"steps": 0, "exposed_s": 0.0}
         self._dist_reset()
+        self._dist_claim(params)
         d.hooks = [p.register_post_accumulate_grad_hook(self._dist_make_hook(b, j))
                    for b, bucket in enumerate(d.buckets) for j, p in enumerate(bucket.params)]
         weakref.finalize(self, _remove_hooks, d.hooks)
+
+    def _dist_claim(self, params):
+        """Become the parameters' only DistributedOptimizer: a previous one that is still alive
+        stops reacting to backward (two would keep moving each other's .grad views)."""
+        me, previous = weakref.ref(self), {}
+        for p in params:
+            old = _OWNERS.get(id(p))
+            prev = old[0]() if old is not None and old[1]() is p else None
+            if prev is not None and prev is not self:
+                previous[id(prev)] = prev
+            _OWNERS[id(p)] = (me, weakref.ref(p))
+        for prev in previous.values():
+            _remove_hooks(prev._dist.hooks)
+            warnings.warn("a second DistributedOptimizer was created for parameters that "
+                          "already had one; the first one no longer reduces gradients",
+                          stacklevel=4)
 
     @staticmethod
     def _dist_named_params(optimizer, named_parameters):
