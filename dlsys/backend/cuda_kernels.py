@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numba
 import numpy as np
@@ -22,14 +23,6 @@ from numba import cuda
 
 SIMULATOR = bool(getattr(getattr(cuda, "config", None), "ENABLE_CUDASIM", 0)
                  or getattr(numba.config, "ENABLE_CUDASIM", 0))
-
-if SIMULATOR:
-    # NOTE: the simulator's scheduler busy-polls its block threads while holding the GIL, so
-    # every syncthreads costs up to one GIL switch interval (5 ms by default); a shorter
-    # interval makes simulated kernels with barriers ~2-3x faster. Simulator only.
-    import sys as _sys
-
-    _sys.setswitchinterval(min(_sys.getswitchinterval(), 1e-4))
 
 # NOTE: shared-memory arrays need a compile-time size: 256 slots, and blocks of row kernels are
 # powers of two <= 256 so the tree reduction halves cleanly.
@@ -49,6 +42,22 @@ def _pow2(n, cap):
     return p
 
 
+def _run(kernel, grid, block, args):
+    if not SIMULATOR:
+        kernel[grid, block](*args)
+        return
+    # NOTE: the simulator's scheduler busy-polls its block threads while holding the GIL, so
+    # every syncthreads costs up to one GIL switch interval (5 ms by default); a shorter
+    # interval during simulated launches makes kernels with barriers ~2-3x faster. Restored
+    # afterwards, so the rest of the process keeps its own setting.
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(min(old, 1e-4))
+    try:
+        kernel[grid, block](*args)
+    finally:
+        sys.setswitchinterval(old)
+
+
 def launch_1d(kernel, n, *args):
     """kernel[grid, block](*args) covering n items with a grid-stride loop (no launch for 0)."""
     if n <= 0:
@@ -58,7 +67,7 @@ def launch_1d(kernel, n, *args):
     else:
         threads = 256
         blocks = min(_cdiv(n, threads), 65535)
-    kernel[blocks, threads](*args)
+    _run(kernel, blocks, threads, args)
 
 
 def launch_rows(kernel, nrows, ncols, *args):
@@ -69,7 +78,7 @@ def launch_rows(kernel, nrows, ncols, *args):
         blocks, threads = min(nrows, 2), _pow2(ncols, 4)
     else:
         blocks, threads = min(nrows, 65535), max(32, _pow2(ncols, TPB))
-    kernel[blocks, threads](*args)
+    _run(kernel, blocks, threads, args)
 
 
 # ============================================================================================
@@ -639,7 +648,7 @@ def launch_matmul(a, b, c, batch, m, n, kdim, zero, config=None):
     bm, bn, bk, tm, tn = config or matmul_config(m, n, kdim)
     kern = matmul_kernel(np.dtype(c.dtype).str, bm, bn, bk, tm, tn)
     grid = (_cdiv(n, bn), _cdiv(m, bm), batch)
-    kern[grid, (bn // tn, bm // tm)](a, b, c, m, n, kdim, zero)
+    _run(kern, grid, (bn // tn, bm // tm), (a, b, c, m, n, kdim, zero))
 
 
 # ============================================================================================
