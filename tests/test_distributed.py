@@ -174,6 +174,24 @@ for t in range(2):
 out["unused_agree"] = len(set(col.allgather_object(digest(params_of(model))))) == 1
 out["unused_moved"] = not np.array_equal(before, model.extra.weight.numpy())
 
+# a second DistributedOptimizer on the same parameters takes them over (with a warning)
+import warnings
+model = model_for("float64", 2)
+first = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
+                                 named_parameters=model.named_parameters())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    second = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
+                                      named_parameters=model.named_parameters())
+for t in range(2):
+    second.zero_grad()
+    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]], dtype=np.float64)),
+                    ds.tensor(Y[BATCHES[R][t]])).backward()
+    second.step()
+out["takeover_warned"] = any("second DistributedOptimizer" in str(w.message) for w in caught)
+out["takeover_ok"] = (not first._dist.dirty
+                      and len(set(col.allgather_object(digest(params_of(model))))) == 1)
+
 # broadcast_optimizer_state: rank 0 has momentum and 'step' state, the others none yet
 model = model_for("float32", 7)
 opt = ds.optim.Adam(model.parameters(), lr=0.01)
@@ -231,6 +249,7 @@ def _check_equivalence(res, nprocs):
         assert out["sum_err"] < 1e-10, out
         assert out["unused_agree"] and out["unused_moved"], out
         assert out["opt_state_agree"] and out["opt_state_nonempty"], out
+        assert out["takeover_warned"] and out["takeover_ok"], out
 
 
 @pytest.mark.mpi
