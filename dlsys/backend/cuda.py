@@ -181,11 +181,31 @@ def _basic_view(shape, index, strides=None):
     return v.shape, v.strides, offset
 
 
+def _in_context(gpu, method):
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        with gpu:
+            return method(*args, **kwargs)
+    return run
+
+
 class CUDADevice(Device):
     name = "cuda"
 
     def __init__(self, index: int = 0):
         self.index = int(index)
+        if self.index != 0 and not K.SIMULATOR:
+            # NOTE: Numba runs on the calling thread's current context (GPU 0 unless selected);
+            # a second GPU in one process gets every method wrapped to run in its context. The
+            # usual setup is one GPU per process (select_device_for_local_rank) and index 0.
+            if self.index >= len(cuda.gpus):
+                raise ValueError(f"cuda:{self.index} requested but only {len(cuda.gpus)} GPU(s) "
+                                 "are visible")
+            gpu = cuda.gpus[self.index]
+            for name in dir(type(self)):
+                attr = getattr(type(self), name)
+                if not name.startswith("_") and callable(attr) and name != "is_available":
+                    setattr(self, name, _in_context(gpu, getattr(self, name)))
 
     def __repr__(self):
         return f"device(type='cuda', index={self.index})"
