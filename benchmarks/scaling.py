@@ -123,6 +123,21 @@ def _comm_alone(col, opt, repeat=10):
     return _max_over_ranks(col, t)
 
 
+class _Barriered:
+    """The plain optimizer plus a barrier after every step: what synchronising the ranks
+    costs by itself (a slower rank makes the others wait), without moving any data."""
+
+    def __init__(self, opt, col):
+        self.opt, self.col = opt, col
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def step(self):
+        self.opt.step()
+        self.col.barrier()
+
+
 def overlap_study(ds, F, nn, col, args):
     """Step time of each overlap engine vs the plain optimizer (same model, same contention),
     and the reductions alone; hidden = 1 - (step - plain step) / reductions alone."""
@@ -178,14 +193,17 @@ def worker(args):
                                        named_parameters=model_d.named_parameters())
         # interleaved rounds, best of each: a burst of load from other processes on the
         # machine slows a round, never speeds one up
-        t_compute, t_dist, waits = [], [], []
+        synced = _Barriered(plain, col)
+        t_compute, t_dist, waits, t_sync = [], [], [], []
         for _ in range(args.rounds):
             t_compute.append(_train_steps(ds, F, col, model_p, plain, per_rank, args.steps))
+            t_sync.append(_train_steps(ds, F, col, model_p, synced, per_rank, args.steps))
             t_dist.append(_train_steps(ds, F, col, model_d, opt, per_rank, args.steps))
             stats = opt.communication_stats()
             waits.append(_max_over_ranks(col, stats["exposed_s"] / max(stats["steps"], 1)))
-        t_compute, t_dist = min(t_compute), min(t_dist)
+        t_compute, t_dist, t_sync = min(t_compute), min(t_dist), min(t_sync)
         out[kind] = {
+            "barrier_step_s": t_sync,
             "per_rank_batch": per_rank, "global_batch": per_rank * P,
             "step_s": t_dist, "compute_s": t_compute,
             "exposed_comm_s": max(t_dist - t_compute, 0.0),
@@ -347,7 +365,8 @@ def driver(args):
     base = results[0]
     print()
     print(f"{'P':>4} {'kind':>7} {'batch/rank':>10} {'step ms':>8} {'compute ms':>10} "
-          f"{'exp.comm ms':>11} {'samples/s':>10} {'efficiency':>10} {'compute/step':>12}")
+          f"{'exp.comm ms':>11} {'(barrier ms)':>12} {'samples/s':>10} {'efficiency':>10} "
+          f"{'compute/step':>12}")
     for r in results:
         mark = "  OVERSUBSCRIBED" if r["P"] > cores else ""
         for kind in ("weak", "strong"):
@@ -358,8 +377,11 @@ def driver(args):
             k["efficiency"] = eff
             print(f"{r['P']:>4} {kind:>7} {k['per_rank_batch']:>10} {k['step_s'] * 1e3:>8.2f} "
                   f"{k['compute_s'] * 1e3:>10.2f} {k['exposed_comm_s'] * 1e3:>11.2f} "
+                  f"{(k['barrier_step_s'] - k['compute_s']) * 1e3:>12.2f} "
                   f"{k['samples_per_s']:>10.0f} {eff:>10.3f} "
                   f"{k['compute_s'] / k['step_s']:>12.3f}{mark}")
+    print("(barrier ms): what a barrier after every plain step adds, i.e. waiting for the "
+          "slowest rank with no data moved; part of exp.comm is this wait")
     print("efficiency: samples/s over P x (samples/s at P=1); compute/step: the plain "
           "optimizer's step time over DistributedOptimizer's at the same P (the share of a step "
           "that is not exposed communication; CPU contention between ranks cancels out)")
