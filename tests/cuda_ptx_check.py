@@ -32,7 +32,7 @@ B = types.boolean
 FLOATS = ("float32", "float64")
 
 
-def cases(K):
+def cases(K, KN):
     """(name, python function, argument types) for every kernel and dtype the device uses."""
     out = []
     add = out.append
@@ -85,25 +85,25 @@ def cases(K):
         add((f"row_argmax {dt}", K.row_argmax_kernel(np.dtype(dt).str),
              (arr(dt), arr(dt), arr("int64"), I, I)))
     for dt in FLOATS:
-        add((f"softmax_rows {dt}", K.softmax_rows_kernel(np.dtype(dt).str),
+        add((f"softmax_rows {dt}", KN.softmax_rows_kernel(np.dtype(dt).str),
              (arr(dt), arr(dt), arr(dt), arr("int64"), I, I, I, sc(dt))))
-        add((f"ce_backward {dt}", K.cross_entropy_backward_kernel,
+        add((f"ce_backward {dt}", KN.cross_entropy_backward_kernel,
              (arr(dt), arr("int64"), arr(dt), sc(dt), arr(dt), I, I)))
-        add((f"im2col {dt}", K.im2col_kernel, (arr(dt), arr(dt)) + (I,) * 11 + (sc(dt), I)))
-        add((f"col2im {dt}", K.col2im_kernel, (arr(dt), arr(dt)) + (I,) * 11 + (sc(dt), I)))
-        add((f"max_pool {dt}", K.max_pool_kernel,
+        add((f"im2col {dt}", KN.im2col_kernel, (arr(dt), arr(dt)) + (I,) * 11 + (sc(dt), I)))
+        add((f"col2im {dt}", KN.col2im_kernel, (arr(dt), arr(dt)) + (I,) * 11 + (sc(dt), I)))
+        add((f"max_pool {dt}", KN.max_pool_kernel,
              (arr(dt), arr(dt), arr("int64")) + (I,) * 8 + (I,)))
-        add((f"max_pool_backward {dt}", K.max_pool_backward_kernel,
+        add((f"max_pool_backward {dt}", KN.max_pool_backward_kernel,
              (arr(dt), arr("int64"), arr(dt), I, I, I)))
-        add((f"avg_pool {dt}", K.avg_pool_kernel, (arr(dt), arr(dt)) + (I,) * 8 + (sc(dt), I)))
-        add((f"avg_pool_backward {dt}", K.avg_pool_backward_kernel,
+        add((f"avg_pool {dt}", KN.avg_pool_kernel, (arr(dt), arr(dt)) + (I,) * 8 + (sc(dt), I)))
+        add((f"avg_pool_backward {dt}", KN.avg_pool_backward_kernel,
              (arr(dt), arr(dt)) + (I,) * 8 + (sc(dt), I)))
         s = sc(dt)
-        add((f"sgd {dt}", K.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
-        add((f"adam {dt}", K.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))
+        add((f"sgd {dt}", KN.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
+        add((f"adam {dt}", KN.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))
     for dt in FLOATS + ("int64",):
         for cfg in [(64, 64, 8, 4, 4), (128, 128, 8, 8, 8), (16, 16, 8, 4, 4)]:
-            add((f"matmul {dt} {cfg}", K.matmul_kernel(np.dtype(dt).str, *cfg),
+            add((f"matmul {dt} {cfg}", KN.matmul_kernel(np.dtype(dt).str, *cfg),
                  (arr(dt), arr(dt), arr(dt), I, I, I, sc(dt))))
     return out
 
@@ -112,6 +112,7 @@ def main():
     from numba.cuda import compile_ptx, dispatcher
 
     from dlsys.backend import cuda_kernels as K
+    from dlsys.backend import cuda_kernels_nn as KN
 
     class _FakeDevice:  # NOTE: device functions compile for "the current device": pretend sm_80
         compute_capability = (8, 0)
@@ -128,7 +129,7 @@ def main():
         print(f"NO_NVVM {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return
     failed = []
-    all_cases = cases(K)
+    all_cases = cases(K, KN)
     for name, kern, sig in all_cases:
         try:
             compile_ptx(kern.py_func, sig, cc=(8, 0))

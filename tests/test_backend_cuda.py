@@ -344,12 +344,12 @@ def test_matmul(sa, sb):
 @pytest.mark.parametrize("config", [(64, 64, 8, 4, 4), (128, 128, 8, 8, 8)])
 def test_matmul_gpu_tile_configs(config):
     # the tile shapes a GPU uses (the simulator picks smaller ones), across a tile boundary
-    from dlsys.backend import cuda_kernels as K
+    from dlsys.backend import cuda_kernels_nn as KN
 
     a, b = rnd(3, 9), rnd(9, 70 if config[0] == 64 else 5)
     out = D.empty((3, b.shape[1]), np.float32)
-    K.launch_matmul(dev(a).reshape(-1), dev(b).reshape(-1), out.reshape(-1), 1, 3, b.shape[1],
-                    9, np.float32(0), config=config)
+    KN.launch_matmul(dev(a).reshape(-1), dev(b).reshape(-1), out.reshape(-1), 1, 3,
+                     b.shape[1], 9, np.float32(0), config=config)
     close(out, a @ b, rtol=1e-4, atol=1e-5)
 
 

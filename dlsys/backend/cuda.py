@@ -27,6 +27,7 @@ import numpy as np
 from numba import cuda
 
 from . import cuda_kernels as K
+from . import cuda_kernels_nn as KN
 from .device import BINARY_OPS, UNARY_OPS, Device
 
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
@@ -671,7 +672,7 @@ class CUDADevice(Device):
         if kdim == 0:
             K.launch_1d(K.fill_kernel, out.size, out.reshape(-1), a.dtype.type(0), out.size)
         else:
-            K.launch_matmul(self._flat(a), self._flat(b), out.reshape(-1), batch, m, n, kdim,
+            KN.launch_matmul(self._flat(a), self._flat(b), out.reshape(-1), batch, m, n, kdim,
                             a.dtype.type(0))
         if squeeze_a:
             out = out.reshape(batch_shape + (n,) if not squeeze_b else batch_shape)
@@ -689,7 +690,7 @@ class CUDADevice(Device):
         oh = (h + 2 * ph - kh) // sh + 1
         ow = (w + 2 * pw - kw) // sw + 1
         out = self.empty((n * oh * ow, c * kh * kw), x.dtype)
-        K.launch_1d(K.im2col_kernel, out.size, self._flat(x), out.reshape(-1), c, h, w, kh, kw,
+        K.launch_1d(KN.im2col_kernel, out.size, self._flat(x), out.reshape(-1), c, h, w, kh, kw,
                     sh, sw, ph, pw, oh, ow, x.dtype.type(0), out.size)
         return out
 
@@ -703,7 +704,7 @@ class CUDADevice(Device):
         oh = (h + 2 * ph - kh) // sh + 1
         ow = (w + 2 * pw - kw) // sw + 1
         out = self.empty((n, c, h, w), cols.dtype)
-        K.launch_1d(K.col2im_kernel, out.size, self._flat(cols), out.reshape(-1), c, h, w, kh,
+        K.launch_1d(KN.col2im_kernel, out.size, self._flat(cols), out.reshape(-1), c, h, w, kh,
                     kw, sh, sw, ph, pw, oh, ow, cols.dtype.type(0), out.size)
         return out
 
@@ -718,7 +719,7 @@ class CUDADevice(Device):
         ow = (w - kw) // sw + 1
         out = self.empty((n, c, oh, ow), x.dtype)
         arg = self.empty((n, c, oh, ow), np.int64)
-        K.launch_1d(K.max_pool_kernel, out.size, self._flat(x), out.reshape(-1),
+        K.launch_1d(KN.max_pool_kernel, out.size, self._flat(x), out.reshape(-1),
                     arg.reshape(-1), h, w, kh, kw, sh, sw, oh, ow, out.size)
         return out, arg
 
@@ -729,7 +730,7 @@ class CUDADevice(Device):
         n, c, h, w = (int(d) for d in x_shape)
         gx = self.full((n, c, h, w), 0, grad_out.dtype)
         ohw = _prod(grad_out.shape[2:])
-        K.launch_1d(K.max_pool_backward_kernel, grad_out.size, self._flat(grad_out),
+        K.launch_1d(KN.max_pool_backward_kernel, grad_out.size, self._flat(grad_out),
                     self._flat(argmax), gx.reshape(-1), h * w, ohw, grad_out.size)
         return gx
 
@@ -742,7 +743,7 @@ class CUDADevice(Device):
         oh = (h - kh) // sh + 1
         ow = (w - kw) // sw + 1
         out = self.empty((n, c, oh, ow), x.dtype)
-        K.launch_1d(K.avg_pool_kernel, out.size, self._flat(x), out.reshape(-1), h, w, kh, kw,
+        K.launch_1d(KN.avg_pool_kernel, out.size, self._flat(x), out.reshape(-1), h, w, kh, kw,
                     sh, sw, oh, ow, x.dtype.type(0), out.size)
         return out
 
@@ -755,7 +756,7 @@ class CUDADevice(Device):
         n, c, h, w = (int(d) for d in x_shape)
         oh, ow = grad_out.shape[2:]
         gx = self.empty((n, c, h, w), grad_out.dtype)
-        K.launch_1d(K.avg_pool_backward_kernel, gx.size, self._flat(grad_out), gx.reshape(-1),
+        K.launch_1d(KN.avg_pool_backward_kernel, gx.size, self._flat(grad_out), gx.reshape(-1),
                     h, w, kh, kw, sh, sw, oh, ow, grad_out.dtype.type(0), gx.size)
         return gx
 
@@ -773,25 +774,25 @@ class CUDADevice(Device):
         # with a float array (e.g. passing aux here) would not compile
         tgt = target if target is not None else self._no_target()
         if cols:
-            K.launch_rows(K.softmax_rows_kernel(x.dtype.str), rows, cols, x2, out.reshape(-1),
+            K.launch_rows(KN.softmax_rows_kernel(x.dtype.str), rows, cols, x2, out.reshape(-1),
                           aux, tgt, rows, cols, mode, x.dtype.type(0))
         return out, aux
 
     def softmax(self, x):
         if x.dtype == _F16:
             return self.astype(self.softmax(self.astype(x, _F32)), _F16)
-        return self._softmax_rows(x, K.SOFTMAX)[0]
+        return self._softmax_rows(x, KN.SOFTMAX)[0]
 
     def log_softmax(self, x):
         if x.dtype == _F16:
             return self.astype(self.log_softmax(self.astype(x, _F32)), _F16)
-        return self._softmax_rows(x, K.LOG_SOFTMAX)[0]
+        return self._softmax_rows(x, KN.LOG_SOFTMAX)[0]
 
     def logsumexp(self, x):
         """log(sum(exp(x))) over the last axis (stable); the result drops that axis."""
         if x.dtype == _F16:
             return self.astype(self.logsumexp(self.astype(x, _F32)), _F16)
-        return self._softmax_rows(x, K.LOGSUMEXP)[1].reshape(tuple(x.shape[:-1]))
+        return self._softmax_rows(x, KN.LOGSUMEXP)[1].reshape(tuple(x.shape[:-1]))
 
     def cross_entropy(self, logits, target):
         if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
@@ -812,7 +813,7 @@ class CUDADevice(Device):
             if t.size and (t.min() < 0 or t.max() >= logits.shape[1]):
                 raise ValueError(f"cross_entropy: target values must lie in "
                                  f"[0, {logits.shape[1]}), got min {t.min()} max {t.max()}")
-        probs, row_loss = self._softmax_rows(logits, K.CROSS_ENTROPY, tgt.reshape(-1))
+        probs, row_loss = self._softmax_rows(logits, KN.CROSS_ENTROPY, tgt.reshape(-1))
         if n == 0:
             return self.full((), np.nan, logits.dtype), probs
         # NOTE: the mean accumulates in float64, like the CPU reference
@@ -832,7 +833,7 @@ class CUDADevice(Device):
             g = cuda.to_device(np.asarray([float(np.asarray(grad_loss))], dtype=probs.dtype))
         tgt = self._device_int64(target, None).reshape(-1)
         out = self.empty((n, c), probs.dtype)
-        K.launch_1d(K.cross_entropy_backward_kernel, out.size, self._flat(probs), tgt, g,
+        K.launch_1d(KN.cross_entropy_backward_kernel, out.size, self._flat(probs), tgt, g,
                     probs.dtype.type(1.0 / max(n, 1)), out.reshape(-1), c, out.size)
         return out
 
@@ -848,7 +849,7 @@ class CUDADevice(Device):
         g = self._flat(grad if grad.dtype == param.dtype else self.astype(grad, param.dtype))
         b = p if momentum_buf is None else self._inplace_flat(momentum_buf, "sgd_step")
         t = param.dtype.type
-        K.launch_1d(K.sgd_kernel, p.size, p, g, b, t(lr), t(momentum), t(weight_decay),
+        K.launch_1d(KN.sgd_kernel, p.size, p, g, b, t(lr), t(momentum), t(weight_decay),
                     t(1 - dampening), momentum != 0, bool(nesterov), bool(first_step), p.size)
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
@@ -862,7 +863,7 @@ class CUDADevice(Device):
         v = self._inplace_flat(exp_avg_sq, "adam_step")
         t = param.dtype.type
         decay, wd = (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
-        K.launch_1d(K.adam_kernel, p.size, p, g, m, v, t(decay), t(wd), t(1 - beta1), t(beta2),
+        K.launch_1d(KN.adam_kernel, p.size, p, g, m, v, t(decay), t(wd), t(1 - beta1), t(beta2),
                     t(1 - beta2), t(eps), t(lr / (1 - beta1 ** step)),
                     t(math.sqrt(1 - beta2 ** step)), p.size)
 
