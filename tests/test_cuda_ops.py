@@ -198,19 +198,21 @@ def test_modules_forward_backward_and_state():
     both(f, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
-def test_tiny_mlp_training_matches_cpu(opt_name):
-    x_np = RNG.standard_normal((6, 4)).astype(np.float32)
+@pytest.mark.parametrize("opt_name,dtype", [("sgd", "float32"), ("adam", "float32"),
+                                            ("sgd", "float64")])
+def test_tiny_mlp_training_matches_cpu(opt_name, dtype):
+    x_np = RNG.standard_normal((6, 4)).astype(dtype)
     y_np = np.array([0, 1, 2, 1, 0, 2])
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
 
     def f(d):
-        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(d)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(d).to(np.dtype(dtype))
         if opt_name == "sgd":
             opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
                             weight_decay=1e-3)
         else:
             opt = optim.AdamW(model.parameters(), lr=1e-2)
-        x, y = ds.tensor(x_np, device=d), ds.tensor(y_np, device=d)
+        x, y = ds.tensor(x_np, dtype=x_np.dtype, device=d), ds.tensor(y_np, device=d)
         losses = []
         for _ in range(3):
             opt.zero_grad()
@@ -219,7 +221,7 @@ def test_tiny_mlp_training_matches_cpu(opt_name):
             opt.step()
             losses.append(loss.item())
         return [np.array(losses)] + list(model.parameters())
-    out = both(f, rtol=1e-5, atol=1e-6)
+    out = both(f, **tol)
     assert out["cuda"][0][-1] < out["cuda"][0][0]  # it learns
 
 
