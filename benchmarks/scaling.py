@@ -1,7 +1,7 @@
 """Data-parallel scaling: strong and weak scaling, fusion, overlap, and an alpha-beta model.
 
-    .venv/bin/python benchmarks/scaling.py [--ranks 1,2,4] [--steps 30] [--json PATH]
-                                           [--plot PATH] [--no-oversubscribe]
+    .venv/bin/python benchmarks/scaling.py [--ranks 1,2,4] [--steps 30] [--jobs 2]
+                                           [--json PATH] [--plot PATH]
 
 Run it as a plain process: it launches its own MPI jobs, one per world size P, through
 ./mpirun.sh (with --worker; rank 0 of each job writes its measurements to a temporary JSON
