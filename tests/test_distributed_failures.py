@@ -57,13 +57,6 @@ def test_mismatched_models_raise_on_every_rank(tmp_path):
         assert out["seconds"] < 30, out
 
 
-def _check_failure_ends_job(res):
-    assert res.returncode != 0, res.output
-    assert "injected failure on rank 1 at step 3" in res.output, res.output
-    assert "Traceback" in res.output, res.output
-    assert res.elapsed < 30, res.elapsed
-
-
 @pytest.mark.mpi
 @pytest.mark.parametrize("shm", ["1", "0"])
 def test_exception_on_one_rank_ends_the_job(shm, tmp_path):
