@@ -32,12 +32,18 @@ report(errors=errors, seconds=time.monotonic() - t0)
 
 
 FAILURE = COMMON + r'''
+import os
+import sys
+EXIT = os.environ.get("EXIT_INSTEAD") == "1"
 model = model_for("float32", 1)
 opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
                                named_parameters=model.named_parameters())
 for t in range(10):
     opt.zero_grad()
     if t == 3 and R == 1:
+        if EXIT:
+            print("rank 1 calls sys.exit(3) at step 3", flush=True)
+            sys.exit(3)
         raise RuntimeError("injected failure on rank 1 at step 3")
     F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]])), ds.tensor(Y[BATCHES[R][t]])).backward()
     opt.step()
@@ -66,4 +72,12 @@ def test_exception_on_one_rank_ends_the_job(shm, tmp_path):
     assert res.returncode != 0, res.output
     assert "injected failure on rank 1 at step 3" in res.output, res.output
     assert "Traceback" in res.output, res.output
+    assert res.elapsed < 30, res.elapsed
+
+
+@pytest.mark.mpi
+def test_rank_that_exits_ends_the_job(tmp_path):
+    res = run_mpi(FAILURE, 2, timeout=25, tmp_path=tmp_path, env={"EXIT_INSTEAD": "1"})
+    assert res.returncode == 3, res.output
+    assert "rank 1 calls sys.exit(3)" in res.output, res.output
     assert res.elapsed < 30, res.elapsed
