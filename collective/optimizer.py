@@ -54,16 +54,18 @@ from .reduce_ops import Average, Sum, as_op
 #       bucket (nothing left to overlap with) uses the blocking collective.allreduce_.
 #   "thread": one communication thread runs collective.allreduce_ (algorithm="auto") per bucket.
 #   "inline": no overlap, each bucket is reduced inside the hook that completes it (baseline).
-# MEASURED on the project's 2-core machine (shared with other jobs: load 6-16), 2 ranks, one
-# BLAS thread each, MLP 784-512x3-10, batch 128 per rank, 6 buckets of 0.5 MB, float32, step
-# time against the plain optimizer's (benchmarks/scaling.py prints the same study): over 7
-# runs "nonblocking" was the fastest engine 6 times and hid 78-89% of the reduction time in
-# the 3 quietest runs; "thread" was the slowest every time and never hid anything: the
-# team's Python-level algorithms on the second thread contend for the GIL with backward's
-# Python dispatch, and for the same 2 cores. MPI progresses a non-blocking reduction in C,
-# inside the Testall calls, without holding the GIL. So "auto" means "nonblocking" for CPU
-# buckets; CUDA buckets use "thread" (collective.allreduce_ stages device memory through the
-# host, and a GPU leaves the CPU cores free for it).
+# MEASURED on the project's 2-core machine (shared with other jobs: load 2-16), 2 ranks, one
+# BLAS thread each, step time against the plain optimizer's (MLP 784-512x3-10, batch 128 per
+# rank, 6 buckets of 0.5 MB; benchmarks/scaling.py prints the same study). Over 15 runs
+# "nonblocking" had the fastest step 9 times, "inline" 5 times, "thread" once; "thread" was
+# the slowest in most runs (its Python-level algorithms contend for the GIL with backward's
+# Python dispatch, and for the same 2 cores). How much communication is hidden is at the edge
+# of what this machine can resolve: "nonblocking" hid 78-89% of the reduction time in 4 runs
+# where the no-overlap "inline" baseline read <= 0%, and 0-25% in the later benchmark runs,
+# where the baseline itself read up to 34% (the noise floor). MPI progresses a non-blocking
+# reduction in C, inside the Testall calls from the hooks, without holding the GIL. So
+# "auto" means "nonblocking" for CPU buckets; CUDA buckets use "thread" (collective.allreduce_
+# stages device memory through the host, and a GPU leaves the CPU cores free for that).
 DEFAULT_OVERLAP = "auto"
 
 
