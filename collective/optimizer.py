@@ -60,7 +60,7 @@ from .reduce_ops import Average, Sum, as_op
 # "nonblocking" had the fastest step 9 times, "inline" 5 times, "thread" once; "thread" was
 # the slowest in most runs (its Python-level algorithms contend for the GIL with backward's
 # Python dispatch, and for the same 2 cores). How much communication is hidden is at the edge
-# of what this machine can resolve: "nonblocking" hid 78-89% of the reduction time in 4 runs
+# of what this machine can resolve: "nonblocking" hid 78-89% of the reduction time in 3 runs
 # where the no-overlap "inline" baseline read <= 0%, and 0-25% in the later benchmark runs,
 # where the baseline itself read up to 34% (the noise floor). MPI progresses a non-blocking
 # reduction in C, inside the Testall calls from the hooks, without holding the GIL. So
