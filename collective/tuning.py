@@ -146,7 +146,7 @@ def load_or_measure(ctx):
 
 def measure(ctx, sizes=None, reps=7):
     """Time every candidate at each size: the candidates take turns (so a burst of machine
-    noise hits them alike), each sample a batch of back-to-back calls of >= ~0.5 ms; a
+    noise hits them alike), each sample a batch of back-to-back calls of >= ~2 ms; a
     candidate's time is its median sample (not the best one: an algorithm with more
     synchronisation points is exposed to more scheduling delays on a shared machine, and a
     single lucky sample must not make it the choice), the maximum over ranks."""
@@ -172,7 +172,7 @@ def measure(ctx, sizes=None, reps=7):
         run(ctx, calls[0][0], buf, Sum, algos[0], calls[0][1])
         est = np.array([time.perf_counter() - t0])
         ctx.comm.Allreduce(MPI.IN_PLACE, est, MPI.MAX)
-        batch = int(max(1, min(50, 5e-4 / max(est[0], 1e-7))))
+        batch = int(max(1, min(200, 2e-3 / max(est[0], 1e-7))))
         samples = np.zeros((len(algos), reps))
         for k in range(reps):
             for j, (fp, desc, algo) in enumerate(calls):
