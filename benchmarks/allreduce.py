@@ -56,6 +56,8 @@ def main(argv=None):
                     help="columns; 'mpi' is the MPI library's own in-place Allreduce")
     ap.add_argument("--max-seconds", type=float, default=3.0,
                     help="fewer iterations for a size whose iterations would take longer")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="sweep the sizes this many times; medians over all passes' samples")
     ap.add_argument("--json", default=None, help="write the results to this path")
     args = ap.parse_args(argv)
 
@@ -99,47 +101,58 @@ def main(argv=None):
         print(f"# {'':>10}{'':>11}{cols}{'auto/mpi':>10}{'memcpy':>9}  auto")
         sub = "".join(f"{'time(us)':>10}{'algbw':>9}{'busbw':>9}" for _ in algos)
         print(f"# {'size':>10}{'count':>11}{sub}{'busbw':>10}{'GB/s':>9}  chose")
+    # --passes N sweeps all sizes N times and takes medians over every pass's samples: on a
+    # shared machine a burst of load then hits each size in one pass only
+    samples = {s: [] for s in sizes}
+    copies = {s: [] for s in sizes}
+    meta = {}
+    for _ in range(args.passes):
+        for size in sizes:
+            count = size // dtype.itemsize
+            buf = buf_all[:count]
+            fns = {a: make(a, buf) for a in algos}
+            for _ in range(args.warmup):
+                for a in algos:
+                    fns[a]()
+            # A sample is a batch of back-to-back calls (as nccl-tests times a loop), long
+            # enough (>= ~2 ms) that barrier skew does not count; the algorithms interleave.
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fns[algos[0]]()
+            est = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+            batch = max(1, min(200, int(2e-3 / max(est, 1e-9))))
+            iters = max(3, min(args.iters, int(args.max_seconds / max(est * batch * len(algos),
+                                                                       1e-9))))
+            times = np.zeros((len(algos), iters))
+            for it in range(iters):
+                for j, a in enumerate(algos):
+                    fn = fns[a]
+                    comm.Barrier()
+                    t0 = time.perf_counter()
+                    for _ in range(batch):
+                        fn()
+                    times[j, it] = (time.perf_counter() - t0) / batch
+            comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+            samples[size].append(times)
+            meta[size] = (count, batch, meta.get(size, (0, 0, 0))[2] + iters)
+            # one core's memcpy payload bandwidth, rank 0 alone
+            cp = np.zeros(max(3, iters // 2))
+            comm.Barrier()
+            if rank == 0:
+                src, dst = copy_src[:size], copy_dst[:size]
+                np.copyto(dst, src)
+                for i in range(len(cp)):
+                    t0 = time.perf_counter()
+                    np.copyto(dst, src)
+                    cp[i] = time.perf_counter() - t0
+            comm.Barrier()
+            copies[size].extend(cp.tolist())
     rows = []
     for size in sizes:
-        count = size // dtype.itemsize
+        count, batch, iters = meta[size]
         nbytes = count * dtype.itemsize
-        buf = buf_all[:count]
-        fns = {a: make(a, buf) for a in algos}
-        for _ in range(args.warmup):
-            for a in algos:
-                fns[a]()
-        # A sample is a batch of back-to-back calls (as nccl-tests times a loop), long enough
-        # (>= ~2 ms) that barrier skew does not count; samples of the algorithms interleave.
-        comm.Barrier()
-        t0 = time.perf_counter()
-        fns[algos[0]]()
-        est = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-        batch = max(1, min(200, int(2e-3 / max(est, 1e-9))))
-        iters = max(3, min(args.iters, int(args.max_seconds / max(est * batch * len(algos),
-                                                                   1e-9))))
-        times = np.zeros((len(algos), iters))
-        for it in range(iters):
-            for j, a in enumerate(algos):
-                fn = fns[a]
-                comm.Barrier()
-                t0 = time.perf_counter()
-                for _ in range(batch):
-                    fn()
-                times[j, it] = (time.perf_counter() - t0) / batch
-        comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
-        med = np.median(times, axis=1)
-        # one core's memcpy payload bandwidth, rank 0 alone
-        cp = np.zeros(max(3, iters // 2))
-        comm.Barrier()
-        if rank == 0:
-            src, dst = copy_src[:nbytes], copy_dst[:nbytes]
-            np.copyto(dst, src)
-            for i in range(len(cp)):
-                t0 = time.perf_counter()
-                np.copyto(dst, src)
-                cp[i] = time.perf_counter() - t0
-        comm.Barrier()
-        memcpy_bw = nbytes / np.median(cp) / 1e9 if rank == 0 else 0.0
+        med = np.median(np.concatenate(samples[size], axis=1), axis=1)
+        memcpy_bw = nbytes / np.median(copies[size]) / 1e9 if rank == 0 else 0.0
         row = {"bytes": nbytes, "count": count, "iters": iters, "batch": batch,
                "memcpy_GBps": memcpy_bw}
         for j, a in enumerate(algos):
@@ -189,7 +202,8 @@ def main(argv=None):
                   f"{r16['auto']['busbw_GBps'] / r16['memcpy_GBps']:.2f}x one-core memcpy "
                   f"({r16['memcpy_GBps']:.2f} GB/s)")
         if args.json:
-            out = {"benchmark": "allreduce", "P": P, "dtype": str(dtype), "op": str(op),
+            out = {"benchmark": "allreduce", "P": P, "passes": args.passes, "dtype": str(dtype),
+                   "op": str(op),
                    "host": platform.node(), "mpi": MPI.Get_library_version().splitlines()[0],
                    "algorithms": algos, "tuning": ctx.cache.get("tuning"), "rows": rows,
                    "check_us": check_us}
