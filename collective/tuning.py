@@ -158,8 +158,8 @@ def measure(ctx, sizes=None, reps=7):
     sizes = sizes or _sizes(ctx.size)
     algos = [a for a in CANDIDATES if a != "shared_memory" or ctx.shm is not None]
     buf_all = np.zeros(max(sizes) // 4, dtype=np.float32)
-    best_t = np.zeros((len(algos), len(sizes)))
-    for i, s in enumerate(sizes):
+    plans = []
+    for s in sizes:
         buf = buf_all[:s // 4]
         calls = []
         for algo in algos:
@@ -172,16 +172,19 @@ def measure(ctx, sizes=None, reps=7):
         run(ctx, calls[0][0], buf, Sum, algos[0], calls[0][1])
         est = np.array([time.perf_counter() - t0])
         ctx.comm.Allreduce(MPI.IN_PLACE, est, MPI.MAX)
-        batch = int(max(1, min(200, 2e-3 / max(est[0], 1e-7))))
-        samples = np.zeros((len(algos), reps))
-        for k in range(reps):
+        plans.append((buf, calls, int(max(1, min(200, 2e-3 / max(est[0], 1e-7))))))
+    # repetitions outermost: each size's samples are spread over the whole measurement, so a
+    # burst of load on a shared machine spoils one sample per size, not all of one size
+    samples = np.zeros((len(algos), len(sizes), reps))
+    for k in range(reps):
+        for i, (buf, calls, batch) in enumerate(plans):
             for j, (fp, desc, algo) in enumerate(calls):
                 ctx.comm.Barrier()
                 t0 = time.perf_counter()
                 for _ in range(batch):
                     run(ctx, fp, buf, Sum, algo, desc)
-                samples[j, k] = (time.perf_counter() - t0) / batch
-        best_t[:, i] = np.median(samples, axis=1)
+                samples[j, i, k] = (time.perf_counter() - t0) / batch
+    best_t = np.median(samples, axis=2)
     ctx.comm.Allreduce(MPI.IN_PLACE, best_t, MPI.MAX)
     # a reduction of fewer bytes never takes longer: a noise spike at a small size is capped by
     # the time measured at a larger one (running minimum from the largest size down)

@@ -303,3 +303,27 @@ def test_single_process_without_mpiexec():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env=env, cwd=ROOT)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_auto_tuning_measures_once_and_caches(tmp_path):
+    code = (
+        "import json, numpy as np, collective as col\n"
+        "from collective import context, tuning\n"
+        "r, P = col.rank(), col.size()\n"
+        "y = col.allreduce(np.full(1000, r, np.int64), op=col.Sum)\n"
+        "assert np.all(y == P * (P - 1) // 2)\n"
+        "ctx = context.get()\n"
+        "choice = ctx.cache['tuning_choice'][8000]\n"
+        "t = ctx.cache['tuning']\n"
+        "report(choice=choice, table=json.dumps(t['times'], sort_keys=True))\n")
+    env = {"COLLECTIVE_CACHE_DIR": str(tmp_path)}
+    first = run_mpi(code, 2, timeout=120, env=env)
+    assert first.returncode == 0, first.output[-3000:]
+    files = list(tmp_path.glob("allreduce-tuning-P2-*.json"))
+    assert len(files) == 1, files
+    choices = first.by_rank("choice")
+    assert len(set(choices.values())) == 1  # every rank chose the same
+    assert choices[0] in ("recursive_doubling", "ring", "mpi", "shared_memory")
+    second = run_mpi(code, 2, timeout=120, env=env)  # loads the cache: the same table
+    assert second.returncode == 0, second.output[-3000:]
+    assert second.by_rank("table") == first.by_rank("table")
