@@ -69,6 +69,13 @@ scenario("reduce_scatter-op", lambda: col.reduce_scatter(np.ones(8), op=col.Sum 
          ["op"])
 scenario("barrier-vs-object", lambda: col.barrier() if r == 0 else col.allgather_object(r),
          ["barrier", "allgather_object"])
+# rank 0 repeats a call it has a cached fast plan for, the others change the op or the shape
+for _ in range(2):
+    col.allreduce(np.ones(7), op=col.Sum)
+scenario("cached-plan-op", lambda: col.allreduce(np.ones(7), op=col.Sum if r == 0 else col.Max),
+         ["op", "rank 0"])
+scenario("cached-plan-shape", lambda: col.allreduce(np.ones(7 if r == 0 else 8), op=col.Sum),
+         ["shape", "(7,)", "(8,)"])
 # a local error on one rank: that rank raises its own TypeError, the others a ValueError naming it
 bad = np.ones(3, np.complex128 if r == last else np.float64)
 if r == last:
