@@ -18,8 +18,8 @@ import pytest
 from dlsys.backend import cpu, cuda_is_available
 
 if not cuda_is_available():
-    pytest.skip("no CUDA GPU and the Numba CUDA simulator is off (run this file with "
-                "NUMBA_ENABLE_CUDASIM=1 set before Python starts)", allow_module_level=True)
+    pytest.skip("numba-cuda is not installed, or no CUDA GPU and its simulator is off (run "
+                "with NUMBA_ENABLE_CUDASIM=1 set before Python starts)", allow_module_level=True)
 
 from dlsys.backend import cuda  # noqa: E402
 

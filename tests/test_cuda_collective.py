@@ -18,7 +18,7 @@ import dlsys as ds
 pytestmark = pytest.mark.mpi
 
 if not ds.cuda_is_available():
-    pytest.skip("no CUDA GPU and the Numba CUDA simulator is off (run with "
+    pytest.skip("numba-cuda is not installed, or no CUDA GPU and its simulator is off (run with "
                 "NUMBA_ENABLE_CUDASIM=1 set before Python starts)", allow_module_level=True)
 
 CODE = """

@@ -15,7 +15,7 @@ import pytest
 import dlsys as ds
 
 if not ds.cuda_is_available():
-    pytest.skip("no CUDA GPU and the Numba CUDA simulator is off (run with "
+    pytest.skip("numba-cuda is not installed, or no CUDA GPU and its simulator is off (run with "
                 "NUMBA_ENABLE_CUDASIM=1 set before Python starts)", allow_module_level=True)
 
 import dlsys.nn.functional as F  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 

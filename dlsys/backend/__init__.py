@@ -25,9 +25,19 @@ def default_device() -> Device:
     return _CPU
 
 
+def _has_numba_cuda() -> bool:
+    # NOTE: without the numba-cuda package, `from numba import cuda` still imports Numba's
+    # deprecated built-in CUDA target, which compiles these kernels differently; not supported.
+    import importlib.util
+
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
 def cuda_is_available() -> bool:
     """True when numba-cuda is installed and sees a GPU (or its simulator). Never raises."""
     try:
+        if not _has_numba_cuda():
+            return False
         from numba import cuda as nb_cuda
 
         return bool(nb_cuda.is_available())
@@ -41,6 +51,9 @@ def cuda(index: int = 0) -> Device:
     if index in _CUDA:
         return _CUDA[index]
     try:
+        if not _has_numba_cuda():
+            raise ImportError("No module named 'numba_cuda' (Numba's built-in CUDA target is "
+                              "deprecated and not supported)")
         from numba import cuda as nb_cuda  # noqa: F401
     except Exception as e:
         raise RuntimeError(
