@@ -16,6 +16,7 @@ from . import cpu_kernels as K
 from . import cpu_kernels_nn as KN
 from . import cpu_kernels_optim as KO
 from .device import BINARY_OPS, UNARY_OPS, Device
+from .device import pair as _pair
 
 # NOTE: routing follows benchmarks/kernels.py (one thread, float32; see the table there): a
 # Numba kernel is used only where it measured faster than its numpy reference. Softmax-family
@@ -26,14 +27,6 @@ _NUMBA_UNARY = ("gelu", "erf", "gelu_grad")  # sigmoid/tanh: numpy's SIMD tanh i
 
 def _arr(r):
     return r if isinstance(r, np.ndarray) else np.asarray(r)
-
-
-def _pair(v, name):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
 
 
 def _check_window(what, x_shape, kh, kw, sh, sw, ph=0, pw=0):

@@ -29,6 +29,7 @@ from numba import cuda
 from . import cuda_kernels as K
 from . import cuda_kernels_nn as KN
 from .device import BINARY_OPS, UNARY_OPS, Device
+from .device import pair as _pair
 
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 _NP_BINARY = {
@@ -116,14 +117,6 @@ def _prod(shape):
     for d in shape:
         p *= int(d)
     return p
-
-
-def _pair(v, name):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
 
 
 def _norm_shape(shape, size):

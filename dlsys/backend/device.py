@@ -24,6 +24,15 @@ BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
 # scalar ops: any binary op with a Python scalar on the right; reverse=True puts it on the left
 
 
+def pair(v, name="value"):
+    """(a, b) from an int or a pair of ints: kernel sizes, strides, paddings."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
 class Device:
     """Base class of devices. Subclasses implement every method that raises here."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlsys.backend import as_device
+from dlsys.backend.device import pair  # noqa: F401 - re-exported for the layers
 from dlsys.tensor import Tensor
 
 from .parameter import Parameter
@@ -18,7 +19,3 @@ def empty_tensor(shape, device=None, dtype=None) -> Tensor:
 
 def empty_parameter(shape, device=None, dtype=None) -> Parameter:
     return Parameter(empty_tensor(shape, device, dtype))
-
-
-def pair(x):
-    return tuple(int(v) for v in x) if isinstance(x, (tuple, list)) else (int(x), int(x))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
+from ..backend.device import pair as _pair
 from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
 from . import Op
 from . import reduce as _rd
@@ -14,14 +15,6 @@ from .matmul import MatMul
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "logsumexp",
            "cross_entropy", "mse_loss", "dropout", "layer_norm", "embedding"]
-
-
-def _pair(v, name):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
 
 
 def _float(x, what):
