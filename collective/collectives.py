@@ -41,20 +41,28 @@ def barrier():
     _agree(ctx, describe("barrier"))
 
 
-def broadcast_(x, root=0):
-    """Overwrite ``x`` on every rank with root's ``x`` (same shape and dtype everywhere);
-    returns ``x``."""
+def _agreed_broadcast(x, root, inplace):
+    """Check and stage a broadcast's input, then agree on the call with every rank (raising on
+    every rank when they differ); returns (ctx, root, staged)."""
     ctx = context.get()
     error = staged = None
     try:
         root = _check_root(ctx, root)
-        staged = stage(x, inplace=True, what="broadcast_", dtypes=MOVE_DTYPES)
+        staged = stage(x, inplace=inplace, what="broadcast_" if inplace else "broadcast",
+                       dtypes=MOVE_DTYPES)
         desc = describe("broadcast", staged.array.shape, staged.array.dtype, root=root)
     except (TypeError, ValueError) as exc:
         error, desc = exc, describe("broadcast")
         if ctx.size == 1:
             raise
     _agree(ctx, desc, error)
+    return ctx, root, staged
+
+
+def broadcast_(x, root=0):
+    """Overwrite ``x`` on every rank with root's ``x`` (same shape and dtype everywhere);
+    returns ``x``."""
+    ctx, root, staged = _agreed_broadcast(x, root, inplace=True)
     if ctx.size > 1 and staged.array.size:
         ctx.comm.Bcast(_bytes(staged.array), root=root)
     staged.commit()
@@ -64,17 +72,7 @@ def broadcast_(x, root=0):
 def broadcast(x, root=0):
     """A new array (or Tensor) holding root's ``x``; ``x`` itself is not modified. Every rank
     passes an ``x`` of the same shape and dtype (as in PyTorch)."""
-    ctx = context.get()
-    error = staged = None
-    try:
-        root = _check_root(ctx, root)
-        staged = stage(x, inplace=False, what="broadcast", dtypes=MOVE_DTYPES)
-        desc = describe("broadcast", staged.array.shape, staged.array.dtype, root=root)
-    except (TypeError, ValueError) as exc:
-        error, desc = exc, describe("broadcast")
-        if ctx.size == 1:
-            raise
-    _agree(ctx, desc, error)
+    ctx, root, staged = _agreed_broadcast(x, root, inplace=False)
     arr = staged.array
     out = np.array(arr, copy=True) if ctx.rank == root else np.empty_like(arr)
     if ctx.size > 1 and out.size:
