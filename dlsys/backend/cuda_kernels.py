@@ -405,6 +405,19 @@ def copy_block_kernel(src, out, src_cols, dst_cols, col_off, n):
 # ============================================================================================
 # reductions over the last axis of a (rows, cols) array: shared-memory tree reductions
 # ============================================================================================
+@cuda.jit(device=True)
+def block_sum(sm, t, nt):
+    """Tree-sum the block's shared sm[0:nt] into sm[0] (nt a power of two); every thread of the
+    block calls it, after writing its own sm[t]."""
+    cuda.syncthreads()
+    s = nt // 2
+    while s > 0:
+        if t < s:
+            sm[t] += sm[t + s]
+        cuda.syncthreads()
+        s //= 2
+
+
 @functools.cache
 def row_sum_kernel(acc_dtype):
     acc_t = numba.from_dtype(np.dtype(acc_dtype))
@@ -420,13 +433,7 @@ def row_sum_kernel(acc_dtype):
             for c in range(t, ncols, nt):
                 acc += x[base + c]
             sm[t] = acc
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if t < s:
-                    sm[t] += sm[t + s]
-                cuda.syncthreads()
-                s //= 2
+            block_sum(sm, t, nt)
             if t == 0:
                 out[row] = sm[0]
             # NOTE: keep thread 0's read of sm[0] ahead of the next row's writes

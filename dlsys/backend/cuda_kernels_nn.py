@@ -13,7 +13,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .cuda_kernels import SIMULATOR, TPB, _cdiv, _log, _pow2, _run
+from .cuda_kernels import SIMULATOR, TPB, _cdiv, _log, _pow2, _run, block_sum
 
 # softmax family, one block per row: mode 0 softmax, 1 log_softmax, 2 logsumexp (-> aux[row]),
 # 3 cross-entropy (probs -> out, per-row loss -> aux[row], targets in target)
@@ -52,13 +52,7 @@ def softmax_rows_kernel(dtype):
             for c in range(t, ncols, nt):
                 acc += math.exp(x[base + c] - m)
             sm[t] = acc
-            cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if t < s:
-                    sm[t] += sm[t + s]
-                cuda.syncthreads()
-                s //= 2
+            block_sum(sm, t, nt)
             total = sm[0]
             cuda.syncthreads()
             if mode == 1:
