@@ -29,18 +29,8 @@ import dlsys as ds  # noqa: E402
 import dlsys.nn.functional as F  # noqa: E402
 
 
-def dlsys_model(name):
-    nn = ds.nn
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256),
-                             nn.ReLU(), nn.Linear(256, 10))
-    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120),
-                         nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
-
-
-def torch_model(torch, name):
-    nn = torch.nn
+def build_model(nn, name):
+    """The same model from either library's ``nn`` (dlsys.nn or torch.nn: same names)."""
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256),
                              nn.ReLU(), nn.Linear(256, 10))
@@ -51,7 +41,7 @@ def torch_model(torch, name):
 
 def dlsys_step(name, x, y):
     ds.manual_seed(0)
-    model = dlsys_model(name)
+    model = build_model(ds.nn, name)
     opt = ds.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     xt, yt = ds.tensor(x), ds.tensor(y)
 
@@ -66,7 +56,7 @@ def dlsys_step(name, x, y):
 
 def torch_step(torch, name, x, y):
     torch.manual_seed(0)
-    model = torch_model(torch, name)
+    model = build_model(torch.nn, name)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 

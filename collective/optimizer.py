@@ -194,24 +194,17 @@ def _reducer_comm():
     return _COMM["comm"]
 
 
-class _NonBlockingEngine:
-    """MPI_Iallreduce per bucket (CPU buffers), progressed by MPI_Test from the hooks."""
+class _NonBlockingEngine(_InlineEngine):
+    """MPI_Iallreduce per bucket (CPU buffers), progressed by MPI_Test from the hooks;
+    ``submit`` (inherited) runs a blocking reduction here and now, for the last bucket."""
 
     def __init__(self):
         from .comm import mpi
 
+        super().__init__()
         self._MPI = mpi()
         self._comm = _reducer_comm()
         self._pending = []
-        self.busy_s = 0.0
-
-    def submit(self, job, finish=None):
-        """A blocking reduction, run here and now (pending ones progress meanwhile)."""
-        t0 = time.perf_counter()
-        job()
-        self.busy_s += time.perf_counter() - t0
-        if finish is not None:
-            finish()
 
     def submit_allreduce(self, buf: np.ndarray, finish):
         req = self._comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
