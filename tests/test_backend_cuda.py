@@ -12,6 +12,9 @@ NOTE: the simulator runs every CUDA thread as a Python thread (~0.14 ms each): k
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -47,6 +50,41 @@ def close(got, want, rtol=1e-5, atol=1e-6):
     assert got.dtype == want.dtype, (got.dtype, want.dtype)
     np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol,
                                atol=atol)
+
+
+# -- the simulator itself ------------------------------------------------------------------------
+def test_simulator_gives_every_thread_of_a_block_the_same_shared_array(monkeypatch):
+    """numba-cuda's simulator could hand two threads different ``cuda.shared.array``s (an
+    unlocked lookup-then-insert); dlsys.backend.cuda_simulator locks it. np.empty is slowed
+    down here so that, unlocked, every thread would miss the lookup and allocate its own."""
+    from dlsys.backend import cuda_kernels
+
+    if not cuda_kernels.SIMULATOR:
+        pytest.skip("a real GPU: the simulator is not in use")
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    shared = FakeCUDAShared(0)
+    empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(0.01)
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    start = threading.Barrier(4)
+    got = []
+
+    def cuda_thread():
+        start.wait()
+        got.append(shared.array(8, np.float32))  # one call site, as in a kernel
+
+    threads = [threading.Thread(target=cuda_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(a is got[0] for a in got)
+    assert shared.array(8, np.float32) is not got[0]  # another call site: another array
 
 
 # -- device object, memory ---------------------------------------------------------------------

@@ -43,16 +43,6 @@ LOCAL_RANK_ENVS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_R
                    "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 
 
-if K.SIMULATOR:
-    # NOTE: the simulator's host-side arrays report shapes as FakeShape, a tuple that rejects
-    # negative indices (mimicking in-kernel shapes); a real DeviceNDArray's host-side ``shape``
-    # is a plain tuple, and the front end indexes shapes with [-1]. Make the simulator agree
-    # with the GPU on the host side (kernels index shapes with non-negative ints only).
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _Fake
-
-    _Fake.shape = property(lambda self: tuple(self._ary.shape))
-
-
 def select_device_for_local_rank(local_rank: int | None = None) -> int:
     """Bind this process to one GPU chosen by its local rank; returns the GPU's index.
 

@@ -25,6 +25,10 @@ from numba import cuda
 
 SIMULATOR = bool(getattr(getattr(cuda, "config", None), "ENABLE_CUDASIM", 0)
                  or getattr(numba.config, "ENABLE_CUDASIM", 0))
+if SIMULATOR:
+    from . import cuda_simulator
+
+    cuda_simulator.apply()
 
 # NOTE: shared-memory arrays need a compile-time size: 256 slots, and blocks of row kernels are
 # powers of two <= 256 so the tree reduction halves cleanly.
