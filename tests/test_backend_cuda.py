@@ -87,6 +87,32 @@ def test_simulator_gives_every_thread_of_a_block_the_same_shared_array(monkeypat
     assert shared.array(8, np.float32) is not got[0]  # another call site: another array
 
 
+def test_caching_allocator_reuses_blocks_only_once_nothing_refers_to_them():
+    from dlsys.backend import cuda_kernels
+
+    if cuda_kernels.SIMULATOR or not D.memory_stats():
+        pytest.skip("a GPU with the caching allocator (not the simulator, not "
+                    "DLSYS_CUDA_CACHING_ALLOCATOR=0)")
+
+    def addr(a):
+        return a.device_ctypes_pointer.value
+
+    x = D.full((1000,), 1.0, np.float32)
+    first = addr(x)
+    del x  # back to the pool
+    assert D.memory_stats()["cached"] >= 4096
+    y = D.full((1000,), 2.0, np.float32)
+    assert addr(y) == first  # the same block again, no cuMemAlloc
+    view = D.getitem(y, slice(10, 20))
+    del y  # the view keeps the block in use
+    z = D.full((1000,), 3.0, np.float32)
+    assert addr(z) != first and (h(view) == 2).all()
+    del view
+    assert addr(D.empty((1000,), np.float32)) == first
+    D.empty_cache()
+    assert D.memory_stats()["cached"] == 0
+
+
 # -- device object, memory ---------------------------------------------------------------------
 def test_device_identity_and_local_rank(monkeypatch):
     from dlsys.backend.cuda import select_device_for_local_rank
@@ -226,6 +252,16 @@ def test_getitem_strided_views_write_through_and_feed_kernels():
     want[:, 3:0:-2] = 7
     close(x, want)
     close(D.binary("add", rev, rev), np.full((3, 2), 14, np.float32))
+    # views of negative-step views walk backwards from their parent's first element
+    inner = D.getitem(rev, (slice(None, None, -1), 1))  # x[:, 1], through two reversals
+    close(inner, want[::-1, 3:0:-2][::-1, 1])
+    D.copy_(inner, np.array([1.0, 2.0, 3.0]))
+    want[::-1, 3:0:-2][::-1, 1] = [1, 2, 3]
+    close(x, want)
+    D.copy_(D.getitem(rev, (2, slice(None, None, -1))), dev(np.array([5.0, 6.0], np.float32)))
+    want[::-1, 3:0:-2][2, ::-1] = [5, 6]
+    close(x, want)
+    close(D.reshape(rev, (6,)), want[::-1, 3:0:-2].reshape(6))
 
 
 def test_getitem_advanced():
@@ -379,15 +415,16 @@ def test_matmul(sa, sb):
     close(D.matmul(dev(a), dev(b)), np.matmul(a, b), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", [(64, 64, 8, 4, 4), (128, 128, 8, 8, 8)])
-def test_matmul_gpu_tile_configs(config):
-    # the tile shapes a GPU uses (the simulator picks smaller ones), across a tile boundary
+@pytest.mark.parametrize("config,m,n,k", [((64, 64, 32, 4, 4), 3, 70, 9),  # across a tile edge
+                                          ((32, 32, 16, 2, 2), 32, 32, 32)])  # exact: no checks
+def test_matmul_gpu_tile_configs(config, m, n, k):
+    # the tile shapes a GPU uses (the simulator picks smaller ones)
     from dlsys.backend import cuda_kernels_nn as KN
 
-    a, b = rnd(3, 9), rnd(9, 70 if config[0] == 64 else 5)
-    out = D.empty((3, b.shape[1]), np.float32)
-    KN.launch_matmul(dev(a).reshape(-1), dev(b).reshape(-1), out.reshape(-1), 1, 3,
-                     b.shape[1], 9, np.float32(0), config=config)
+    a, b = rnd(m, k), rnd(k, n)
+    out = D.empty((m, n), np.float32)
+    KN.launch_matmul(dev(a).reshape(-1), dev(b).reshape(-1), out.reshape(-1), 1, m, n, k,
+                     np.float32(0), config=config)
     close(out, a @ b, rtol=1e-4, atol=1e-5)
 
 

@@ -5,11 +5,13 @@ NUMBA_ENABLE_CUDASIM=1). The kernels live in ``cuda_kernels``/``cuda_kernels_nn`
 does shapes, dtypes and launches (the nn and optimizer launches are the ``cuda_nn`` mixin).
 Imported lazily by ``dlsys.backend.cuda()``: only the ``cuda*`` modules import ``numba.cuda``.
 
-Layout policy: every array this device returns is C-contiguous. ``permute`` and
-``broadcast_to`` return compact copies (a strided-gather kernel), ``getitem`` returns a view
-when the selection is contiguous (e.g. ``flat[a:b]``, ``x[i]``, so bucket views share memory)
-and a compact copy otherwise. Kernels therefore run on flat 1-D arrays; a non-contiguous
-device array coming from outside is compacted first.
+Layout policy: ``permute`` and ``broadcast_to`` return compact copies (a strided-gather
+kernel); basic indexing (``getitem``) returns a view sharing memory, strided when the selection
+is (it writes through, like numpy's), which remembers its root allocation and offset so that
+``compact`` gathers it and ``copy_`` scatters into it. Kernels run on flat 1-D compact arrays.
+
+Memory comes from a caching allocator (``cuda_memory``; DLSYS_CUDA_CACHING_ALLOCATOR=0 turns
+it off): freed blocks are reused instead of a cuMemAlloc/cuMemFree pair per array.
 
 float16: computed in float32 and rounded once at the end (arithmetic and atomics on half
 need recent GPUs and are partial in Numba); sums accumulate float16 in float32, as on the CPU.
@@ -29,6 +31,11 @@ from . import cuda_kernels as K
 from . import cuda_kernels_nn as KN
 from .cuda_nn import CUDANNKernels, _prod, is_device_array
 from .device import BINARY_OPS, UNARY_OPS, Device
+
+if not K.SIMULATOR and os.environ.get("DLSYS_CUDA_CACHING_ALLOCATOR", "1") != "0":
+    from . import cuda_memory
+
+    cuda_memory.install()  # NOTE: before the first CUDA context; later contexts only otherwise
 
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 _NP_BINARY = {
@@ -152,6 +159,23 @@ def _basic_view(shape, index, strides=None):
     return v.shape, v.strides, offset
 
 
+def _elem_strides(x):
+    it = x.dtype.itemsize
+    return tuple(int(s) // it for s in x.strides)
+
+
+def _root(x):
+    """(the flat C-contiguous array that owns x's memory, the element offset of x's first
+    element in it). Strided arrays are views made by ``CUDADevice._view``, which records it."""
+    root = getattr(x, "_dlsys_root", None)
+    if root is not None:
+        return root
+    if not x.is_c_contiguous():
+        raise ValueError(f"cuda: a strided device array (shape {tuple(x.shape)}, strides "
+                         f"{tuple(x.strides)}) that dlsys did not create as a view")
+    return x.reshape(-1), 0
+
+
 def _in_context(gpu, method):
     @functools.wraps(method)
     def run(*args, **kwargs):
@@ -191,7 +215,26 @@ class CUDADevice(CUDANNKernels, Device):
         """Wait for every queued kernel (for timing)."""
         cuda.synchronize()
 
+    def memory_stats(self) -> dict:
+        """Bytes in arrays (``allocated``) and free in the caching allocator (``cached``);
+        empty when the caching allocator is off or under the simulator."""
+        pool = self._pool()
+        return {} if pool is None else {"allocated": pool.used_bytes,
+                                        "cached": pool.cached_bytes}
+
+    def empty_cache(self):
+        """Give the caching allocator's free blocks back to the driver."""
+        pool = self._pool()
+        if pool is not None:
+            pool.empty()
+
     # -- helpers -------------------------------------------------------------------------------
+    def _pool(self):
+        """The caching allocator's block pool of this thread's context (None when off)."""
+        if K.SIMULATOR:
+            return None
+        return getattr(cuda.current_context().memory_manager, "pool", None)
+
     def _flat(self, x):
         """A flat 1-D view of a compact array (a compact copy first when x is strided)."""
         return self.compact(x).reshape(-1)
@@ -258,9 +301,14 @@ class CUDADevice(CUDANNKernels, Device):
             src = np.ascontiguousarray(np.asarray(src), dtype=dst.dtype)
         if dst.is_c_contiguous():
             dst.copy_to_device(src)  # host->device, or device->device for a device array
-        else:
-            # NOTE: numba's own strided assignment kernel (numpy under the simulator)
-            dst[(slice(None),) * dst.ndim if dst.ndim else ()] = src
+            return dst
+        # NOTE: a strided view: scatter into its root allocation (numba's own strided
+        # assignment mis-handles negative steps)
+        if not is_device_array(src):
+            src = cuda.to_device(src)
+        root, off = _root(dst)
+        K.launch_1d(K.scatter_strided_kernel, dst.size, root, src.reshape(-1),
+                    tuple(int(d) for d in dst.shape), _elem_strides(dst), off, dst.size)
         return dst
 
     def add_(self, dst, src):
@@ -290,9 +338,8 @@ class CUDADevice(CUDANNKernels, Device):
     def compact(self, x):
         if x.is_c_contiguous():
             return x
-        out = cuda.device_array(x.shape, dtype=x.dtype)
-        out[(slice(None),) * x.ndim] = x  # NOTE: numba's strided assignment kernel
-        return out
+        root, off = _root(x)
+        return self._gather(root, tuple(x.shape), _elem_strides(x), off, x.dtype)
 
     def _gather(self, src_flat, shape, strides, offset, dtype):
         out = self.empty(tuple(shape), dtype)
@@ -367,23 +414,28 @@ class CUDADevice(CUDANNKernels, Device):
     def _view(self, x, index):
         """x[index] (basic indexing) as a device array sharing x's memory."""
         it = x.dtype.itemsize
-        shape, st, off = _basic_view(tuple(x.shape), index, tuple(s // it for s in x.strides))
-        if K.SIMULATOR:
-            ix = index if any(i is Ellipsis for i in index) else index + (Ellipsis,)
-            return x[ix]  # NOTE: a numpy view inside the fake array
+        shape, st, off = _basic_view(tuple(x.shape), index, _elem_strides(x))
         if _prod(shape) == 0:
             return self.empty(shape, x.dtype)
-        # NOTE: numba's own __getitem__ lacks None/Ellipsis, turns x[i, j] into a host scalar
-        # and mis-computes extents for negative steps, so the view is built directly: the data
-        # pointer is the view's element 0 (kernels address it with the signed strides).
-        start = off * it
-        if any(s < 0 for s in st):
-            data = x.gpu_data.view(start)
+        root, root_off = _root(x)
+        off += root_off
+        if K.SIMULATOR:
+            ix = index if any(i is Ellipsis for i in index) else index + (Ellipsis,)
+            view = x[ix]  # NOTE: a numpy view inside the fake array
         else:
-            span = (1 + sum((d - 1) * s for d, s in zip(shape, st, strict=True))) * it
-            data = x.gpu_data.view(start, start + span)
-        return type(x)(shape=shape, strides=tuple(s * it for s in st), dtype=x.dtype,
-                       gpu_data=data)
+            # NOTE: numba's own __getitem__ lacks None/Ellipsis, turns x[i, j] into a host
+            # scalar and mis-computes extents for negative steps, so the view is built directly:
+            # its data pointer is its element 0, inside the root allocation.
+            start = off * it
+            if any(s < 0 for s in st):
+                data = root.gpu_data.view(start)
+            else:
+                span = (1 + sum((d - 1) * s for d, s in zip(shape, st, strict=True))) * it
+                data = root.gpu_data.view(start, start + span)
+            view = type(x)(shape=shape, strides=tuple(s * it for s in st), dtype=x.dtype,
+                           gpu_data=data)
+        view._dlsys_root = (root, off)
+        return view
 
     def getitem(self, x, index):
         """Basic indexing returns a view sharing memory (numpy/PyTorch semantics; writes

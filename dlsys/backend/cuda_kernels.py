@@ -357,6 +357,13 @@ def gather_strided_kernel(src, out, shape, strides, offset, n):
 
 
 @cuda.jit
+def scatter_strided_kernel(out, values, shape, strides, offset, n):
+    # NOTE: basic slicing never selects an element twice: no write races.
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        out[_strided_offset(i, shape, strides, offset)] = values[i]
+
+
+@cuda.jit
 def scatter_add_strided_kernel(out, values, shape, strides, offset, n):
     # NOTE: basic slicing never selects an element twice, so a plain += is race-free.
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
