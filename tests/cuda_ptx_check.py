@@ -102,7 +102,8 @@ def cases(K, KN):
         add((f"sgd {dt}", KN.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
         add((f"adam {dt}", KN.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))
     for dt in FLOATS + ("int64",):
-        for cfg in [(64, 64, 8, 4, 4), (128, 128, 8, 8, 8), (16, 16, 8, 4, 4)]:
+        for cfg in [(64, 64, 32, 4, 4, False), (64, 64, 32, 4, 4, True),
+                    (32, 32, 16, 2, 2, False), (16, 16, 8, 4, 4, False)]:
             add((f"matmul {dt} {cfg}", KN.matmul_kernel(np.dtype(dt).str, *cfg),
                  (arr(dt), arr(dt), arr(dt), I, I, I, sc(dt))))
     return out
