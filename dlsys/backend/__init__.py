@@ -28,9 +28,14 @@ def default_device() -> Device:
 def _has_numba_cuda() -> bool:
     # NOTE: without the numba-cuda package, `from numba import cuda` still imports Numba's
     # deprecated built-in CUDA target, which compiles these kernels differently; not supported.
+    # numba-cuda takes the name over with a .pth redirector, which does not run when its
+    # site-packages was put on sys.path without processing .pth files: check where it points.
     import importlib.util
 
-    return importlib.util.find_spec("numba_cuda") is not None
+    if importlib.util.find_spec("numba_cuda") is None:
+        return False
+    spec = importlib.util.find_spec("numba.cuda")
+    return spec is not None and "numba_cuda" in (spec.origin or "")
 
 
 def cuda_is_available() -> bool:
