@@ -29,6 +29,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))  # run from a checkout
 
 
+INNER = 10  # calls per timed sample (see _time)
+
+
 def _need_gpu(smoke=False):
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0") and not smoke:
         print("benchmarks/cuda.py: NUMBA_ENABLE_CUDASIM is set; the simulator's timings are "
@@ -48,17 +51,23 @@ def _need_gpu(smoke=False):
     return cuda
 
 
-def _time(fn, sync, repeat, warmup=2):
-    """Median seconds of fn() over ``repeat`` runs (synchronised before and after each)."""
+def _time(fn, sync, repeat, warmup=2, inner=INNER):
+    """Median seconds per fn() call: ``repeat`` samples of ``inner`` back-to-back calls, the
+    device synchronised before and after each sample.
+
+    NOTE: back-to-back launches let the host queue the next call while the device runs this
+    one (as in a training loop, which never waits per kernel), so large kernels are timed by
+    the device and tiny ones by the host's launch overhead. Every library gets the same."""
     for _ in range(warmup):
         fn()
     sync()
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn()
+        for _ in range(inner):
+            fn()
         sync()
-        ts.append(time.perf_counter() - t0)
+        ts.append((time.perf_counter() - t0) / inner)
     return float(np.median(ts))
 
 
