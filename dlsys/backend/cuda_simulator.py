@@ -45,7 +45,10 @@ def _shared_array(self, shape, dtype, alignment=None):
 
 def apply():
     """Patch the simulator (idempotent)."""
-    FakeCUDAShared.array = _shared_array
+    # NOTE: only over the implementation this replacement mirrors (a per-launch dict of
+    # arrays keyed by call site); a future simulator that works differently is left alone
+    if isinstance(getattr(FakeCUDAShared(0), "_allocations", None), dict):
+        FakeCUDAShared.array = _shared_array
     # NOTE: the simulator's host-side arrays report shapes as FakeShape, a tuple that rejects
     # negative indices (mimicking in-kernel shapes); a real DeviceNDArray's host-side ``shape``
     # is a plain tuple, and the front end indexes shapes with [-1]. Make the simulator agree
