@@ -29,6 +29,8 @@ if SIMULATOR:
     from . import cuda_simulator
 
     cuda_simulator.apply()
+else:
+    from .cuda_launch import LAUNCH as _LAUNCH
 
 # NOTE: shared-memory arrays need a compile-time size: 256 slots, and blocks of row kernels are
 # powers of two <= 256 so the tree reduction halves cleanly.
@@ -50,7 +52,7 @@ def _pow2(n, cap):
 
 def _run(kernel, grid, block, args):
     if not SIMULATOR:
-        kernel[grid, block](*args)
+        _LAUNCH(kernel, grid, block, args)
         return
     # NOTE: the simulator's scheduler busy-polls its block threads while holding the GIL, so
     # every syncthreads costs up to one GIL switch interval (5 ms by default); a shorter
