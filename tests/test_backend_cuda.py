@@ -128,6 +128,19 @@ def _check_block_reuse(addr):
     assert D.memory_stats()["cached"] == 0
 
 
+def test_kernels_launch_from_another_thread():
+    # the DistributedOptimizer's communication thread launches kernels too; on a GPU a new
+    # thread must get the context made current, also on the lean launch path
+    a = rnd(64)
+    x = dev(a)
+    close(D.unary("exp", x), np.exp(a))  # this thread first: compiled, signature cached
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("y", h(D.unary("exp", x))))
+    t.start()
+    t.join()
+    close(got["y"], np.exp(a))
+
+
 # -- device object, memory ---------------------------------------------------------------------
 def test_device_identity_and_local_rank(monkeypatch):
     from dlsys.backend.cuda import select_device_for_local_rank

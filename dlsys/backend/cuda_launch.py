@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 
 import numpy as np
 from numba.cuda import types
@@ -101,6 +102,7 @@ class Launcher:
         self._configs: dict = {}
         self._stream = None
         self._one_gpu = None
+        self._thread = threading.local()
 
     def __call__(self, kernel, grid, block, args):
         if not ENABLED or not self._single_gpu():
@@ -120,6 +122,13 @@ class Launcher:
             kernel[grid, block](*args)
             return
         cufunc, packers = entry
+        if not getattr(self._thread, "has_context", False):
+            # NOTE: Numba's path makes the GPU's context current in each new thread (e.g. the
+            # DistributedOptimizer's communication thread); a bare launch would not
+            from numba import cuda
+
+            cuda.current_context()
+            self._thread.has_context = True
         launch(self._stream, self._config(grid, block), cufunc, *pack(packers, args))
 
     def _single_gpu(self):
