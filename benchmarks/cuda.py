@@ -90,12 +90,17 @@ def _try_torch():
         return None
 
 
+def _square_operands(n):
+    """Two float32 n x n standard-normal matrices, the same in every benchmark for a given n."""
+    rng = np.random.default_rng(n)
+    return (rng.standard_normal((n, n), dtype=np.float32),
+            rng.standard_normal((n, n), dtype=np.float32))
+
+
 def bench_matmul(dev, cuda, cupy, sizes, repeat):
     rows = []
-    rng = np.random.default_rng(0)
     for n in sizes:
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        b = rng.standard_normal((n, n), dtype=np.float32)
+        a, b = _square_operands(n)
         da, db = dev.from_numpy(a), dev.from_numpy(b)
         flops = 2.0 * n ** 3
         t = _time(lambda da=da, db=db: dev.matmul(da, db), cuda.synchronize, repeat)
@@ -151,10 +156,8 @@ def bench_matmul_configs(cuda, cupy, sizes, repeat):
                (32, 64, 16, 2, 4), (128, 64, 16, 8, 4), (128, 128, 8, 8, 8),
                (128, 128, 16, 8, 8)]
     rows = []
-    rng = np.random.default_rng(0)
     for n in sizes:
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        b = rng.standard_normal((n, n), dtype=np.float32)
+        a, b = _square_operands(n)
         da, db = cuda.to_device(a.reshape(-1)), cuda.to_device(b.reshape(-1))
         dc = cuda.device_array(n * n, np.float32)
         row = dict(n=n)

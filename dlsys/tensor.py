@@ -555,6 +555,17 @@ class Tensor:
 _new = object.__new__
 
 
+def zero_grads(params, set_to_none: bool = True) -> None:
+    """Module.zero_grad and Optimizer.zero_grad: each ``.grad`` to None, or zeroed in place."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad.zero_()
+
+
 def _init_from(t, data, device, requires_grad=False):
     t._data = data
     t.device = device

@@ -101,11 +101,11 @@ class Launcher:
         self._entries: dict = {}
         self._configs: dict = {}
         self._stream = None
-        self._one_gpu = None
+        self._lean = None  # decided at the first launch (needs the driver)
         self._thread = threading.local()
 
     def __call__(self, kernel, grid, block, args):
-        if not ENABLED or not self._single_gpu():
+        if not (self._lean if self._lean is not None else self._decide()):
             kernel[grid, block](*args)
             return
         try:
@@ -131,13 +131,15 @@ class Launcher:
             self._thread.has_context = True
         launch(self._stream, self._config(grid, block), cufunc, *pack(packers, args))
 
-    def _single_gpu(self):
-        if self._one_gpu is None:
-            from numba import cuda
+    def _decide(self):
+        """Lean launches only when enabled and one GPU is visible (one context, one cufunc
+        per kernel)."""
+        from numba import cuda
 
-            self._one_gpu = len(cuda.gpus) == 1
+        self._lean = ENABLED and len(cuda.gpus) == 1
+        if self._lean:
             self._stream = _to_core_stream(0)
-        return self._one_gpu
+        return self._lean
 
     def _prepare(self, kernel, args):
         """(cu kernel, packers) of the overload that just ran, or False (use Numba's path)."""

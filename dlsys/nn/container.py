@@ -7,7 +7,21 @@ from collections import OrderedDict
 from .module import Module
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """Children named "0", "1", ... in order: length, iteration, append."""
+
+    def append(self, module: Module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_ModuleSequence):
     """Applies its children in order. Children are named "0", "1", ... (or by the keys of an
     OrderedDict), which gives state_dict keys such as "0.weight"."""
 
@@ -25,12 +39,6 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
@@ -39,12 +47,8 @@ class Sequential(Module):
             raise IndexError(f"index {idx} is out of range for a Sequential of length {n}")
         return list(self._modules.values())[idx % n]
 
-    def append(self, module: Module):
-        self.add_module(str(len(self)), module)
-        return self
 
-
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules registered as children "0", "1", ..."""
 
     def __init__(self, modules=None):
@@ -52,20 +56,10 @@ class ModuleList(Module):
         for m in modules or ():
             self.append(m)
 
-    def append(self, module: Module):
-        self.add_module(str(len(self)), module)
-        return self
-
     def extend(self, modules):
         for m in modules:
             self.append(m)
         return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):

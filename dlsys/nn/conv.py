@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from . import functional as F
-from . import init
-from ._factory import empty_parameter, pair
+from ._factory import empty_parameter, pair, reset_weight_and_bias
 from .module import Module
 
 
@@ -31,11 +28,7 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)

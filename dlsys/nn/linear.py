@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from . import functional as F
-from . import init
-from ._factory import empty_parameter
+from ._factory import empty_parameter, reset_weight_and_bias
 from .module import Module
 
 
@@ -32,10 +29,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)

@@ -85,6 +85,16 @@ class Linear(Op):
         return (gx, gw) if len(node._inputs) == 2 else (gx, gw, None)
 
 
+def check_bias(x: Tensor, w: Tensor, b: Tensor | None, what: str) -> None:
+    """A layer's bias (if any): x's device and dtype, shape (w.shape[0],)."""
+    if b is None:
+        return
+    _check_same(x, b, what)
+    if b.shape != (w.shape[0],):
+        raise ValueError(f"{what}: bias of shape {b.shape} does not match weight of shape "
+                         f"{w.shape}")
+
+
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """x @ w.T + b with w (out_features, in_features), as torch.nn.functional.linear."""
     _check_same(x, w, "linear")
@@ -92,11 +102,7 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{w.shape} (expected input (..., {w.shape[1] if w.ndim == 2 else '?'})"
                          f")")
-    if b is not None:
-        _check_same(x, b, "linear")
-        if b.shape != (w.shape[0],):
-            raise ValueError(f"linear: bias of shape {b.shape} does not match weight of shape "
-                             f"{w.shape}")
+    check_bias(x, w, b, "linear")
     lead = x.shape[:-1]
     if x.ndim != 2:
         x = _sh.reshape(x, -1, x.shape[-1])

@@ -11,7 +11,7 @@ from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
 from . import Op
 from . import reduce as _rd
 from . import shape as _sh
-from .matmul import MatMul
+from .matmul import MatMul, check_bias
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "logsumexp",
            "cross_entropy", "mse_loss", "dropout", "layer_norm", "embedding"]
@@ -56,11 +56,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0) -
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
         raise ValueError(f"conv2d: input of shape {x.shape} (N, C, H, W) does not match weight "
                          f"of shape {w.shape} (out, C, kh, kw)")
-    if b is not None:
-        _check_same(x, b, "conv2d")
-        if b.shape != (w.shape[0],):
-            raise ValueError(f"conv2d: bias of shape {b.shape} does not match weight of shape "
-                             f"{w.shape}")
+    check_bias(x, w, b, "conv2d")
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
     n, c, h, wd = x.shape

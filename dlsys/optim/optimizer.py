@@ -7,7 +7,7 @@ from collections.abc import MutableMapping
 
 import numpy as np
 
-from dlsys.tensor import Tensor
+from dlsys.tensor import Tensor, zero_grads
 
 
 class _Required:
@@ -102,14 +102,7 @@ class Optimizer:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+        zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self, closure=None):
         raise NotImplementedError
