@@ -13,6 +13,7 @@ from .tensor import (
     Tensor,
     arange,
     empty,
+    from_numpy,
     full,
     full_like,
     ones,
@@ -27,7 +28,7 @@ from .tensor import (
 )
 
 __all__ = [
-    "Tensor", "tensor", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
+    "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
     "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
     "float16", "float32", "float64", "int32", "int64", "bool_", "dtypes",
     "cpu", "cuda", "cuda_is_available", "backend",

@@ -13,7 +13,7 @@ from . import dtypes as _dt
 from . import random as _random
 from .tensor import Tensor, _wrap, host_to_device
 
-__all__ = ["tensor", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
+__all__ = ["tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
            "zeros_like", "ones_like", "full_like", "randn_like", "rand_like"]
 
 
@@ -46,6 +46,15 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     if requires_grad:
         t.requires_grad = True
     return t
+
+
+def from_numpy(a: np.ndarray) -> Tensor:
+    """A CPU Tensor SHARING ``a``'s memory and dtype (as ``torch.from_numpy``): writes to
+    either are seen by the other. ``a`` must be a numpy array of a supported dtype."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
+    _dt.as_dtype(a.dtype)  # TypeError for dtypes dlsys has no kernels for
+    return _wrap(a, _backend.cpu())
 
 
 def _shape_arg(shape):

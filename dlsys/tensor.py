@@ -15,8 +15,8 @@ from . import autograd as _ag
 from . import backend as _backend
 from . import dtypes as _dt
 
-__all__ = ["Tensor", "tensor", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
-           "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "apply"]
+__all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand",
+           "arange", "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "apply"]
 
 
 class Tensor:
@@ -144,6 +144,40 @@ class Tensor:
         grad = None if self._grad is None else self._grad.__reduce_ex__(protocol)[1]
         return (_rebuild, (np.array(self.device.to_numpy(self._data)), _device_name(self.device),
                            self._requires_grad, grad))
+
+    # -- storage: the public way for other libraries to reach a tensor's memory ----------------
+    # NOTE: on the CPU that way is ``t.numpy()`` / ``np.asarray(t)``: the storage itself (no
+    # copy, writable), through __array__. No __array_interface__: numpy would prefer it to
+    # __array__ and build a new view per call (7x slower for np.asarray).
+    @property
+    def __cuda_array_interface__(self):
+        """The CUDA array interface of a CUDA tensor's device memory (Numba, CuPy, PyTorch
+        read it without a copy). Absent on the CPU."""
+        iface = getattr(self._data, "__cuda_array_interface__", None)
+        if iface is None:
+            raise AttributeError(f"__cuda_array_interface__: a tensor on {self.device} has no "
+                                 "CUDA memory")
+        return iface
+
+    def data_ptr(self) -> int:
+        """The address of the first element (as ``torch.Tensor.data_ptr``)."""
+        return self.device.data_ptr(self._data)
+
+    def stride(self, dim=None):
+        """The strides in elements (as ``torch.Tensor.stride``), or the stride of ``dim``."""
+        strides = self.device.strides(self._data)
+        return strides if dim is None else strides[dim]
+
+    def is_set_to(self, other) -> bool:
+        """True when both tensors are the same memory: device, dtype, address, shape and
+        strides all equal (as ``torch.Tensor.is_set_to``)."""
+        if not isinstance(other, Tensor):
+            raise TypeError(f"is_set_to: expected a Tensor, got {type(other).__name__}")
+        if self._data is other._data:
+            return True
+        return (self.device == other.device and self.dtype == other.dtype
+                and self.shape == other.shape and self.stride() == other.stride()
+                and self.data_ptr() == other.data_ptr())
 
     # -- conversion ----------------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -672,6 +706,7 @@ def _inplace_scalar(t: Tensor, op, s):
 from .creation import (  # noqa: E402
     arange,
     empty,
+    from_numpy,
     full,
     full_like,
     ones,

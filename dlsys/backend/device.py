@@ -84,6 +84,16 @@ class Device:
     def astype(self, x, dtype):
         raise NotImplementedError
 
+    def data_ptr(self, x) -> int:
+        """The address of x's first element (device memory on CUDA)."""
+        iface = getattr(x, "__cuda_array_interface__", None) or x.__array_interface__
+        return int(iface["data"][0])
+
+    def strides(self, x) -> tuple:
+        """x's strides in elements (PyTorch's ``stride()``), not bytes."""
+        size = np.dtype(x.dtype).itemsize
+        return tuple(int(s) // size for s in x.strides)
+
     def compact(self, x):
         """A C-contiguous array with x's values (x itself when it already is)."""
         raise NotImplementedError
