@@ -69,11 +69,12 @@ def _parse_reports(text: str) -> list:
 
 def run_mpi(code: str | None = None, nprocs: int = 2, *, script: str | Path | None = None,
             args=(), timeout: float = 60, env: dict | None = None, tmp_path: Path | None = None,
-            launcher_args=(), check: bool = False) -> MPIResult:
+            launcher_args=(), check: bool = False, wrap=()) -> MPIResult:
     """Run ``code`` (a dedented snippet with ``report`` injected) or ``script`` on ``nprocs`` ranks.
 
     A job that outlives ``timeout`` seconds fails the calling test with the captured output.
-    ``check=True`` also fails the test on a non-zero exit status.
+    ``check=True`` also fails the test on a non-zero exit status. ``wrap``: a command that runs
+    the launcher command given after it (e.g. ``tools/virtual-cluster.sh ... --``).
     """
     import tempfile
     import time
@@ -90,7 +91,8 @@ def run_mpi(code: str | None = None, nprocs: int = 2, *, script: str | Path | No
                      "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                  full_env.get("PYTHONPATH")]))})
     full_env.update(env or {})
-    cmd = [str(LAUNCHER), "-n", str(nprocs), *launcher_args, sys.executable, str(script), *args]
+    cmd = [*map(str, wrap), str(LAUNCHER), "-n", str(nprocs), *launcher_args, sys.executable,
+           str(script), *args]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=full_env, cwd=ROOT, start_new_session=True)
