@@ -1,4 +1,8 @@
-"""Grad mode (no_grad / enable_grad) and the backward engine.
+"""Grad mode (no_grad / enable_grad), graph recording (``apply``) and the backward engine.
+
+``apply(op, *inputs)`` runs an op's ``compute`` on its inputs' arrays and records the graph
+node (needle's ``make_from_op``); ``wrap(array, device)`` makes a leaf Tensor on a device
+array without a copy. Every op of ``dlsys.ops`` goes through these two.
 
 The engine walks the graph once to count, for every tensor that requires grad, how many of its
 consumers are in this graph; then it runs the ops' ``gradient`` in reverse topological order,
@@ -13,10 +17,8 @@ from __future__ import annotations
 import functools
 import sys
 
-import numpy as np
-
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad",
-           "RemovableHandle", "run_backward"]
+           "RemovableHandle", "run_backward", "apply", "wrap"]
 
 # NOTE: a plain module global, read on every op (a thread-local costs more than the op's own
 # bookkeeping); dlsys is single-threaded per process, data parallelism uses processes.
@@ -125,6 +127,53 @@ class RemovableHandle:
         self.remove()
 
 
+# -- graph recording ---------------------------------------------------------------------------
+_new = object.__new__
+
+
+def wrap(data, device):
+    """A leaf Tensor on the device array ``data`` (no copy, no checks): the hot path of every
+    op."""
+    t = _new(Tensor)
+    t._data = data
+    t.device = device
+    t._requires_grad = False
+    t._grad = None
+    t._op = None
+    t._inputs = ()
+    t._hooks = None
+    t._post_hooks = None
+    return t
+
+
+def apply(op, *inputs):
+    """Run ``op`` on Tensors that share one device and dtype (checked by the caller) and record
+    the graph node when grad mode is on and an input requires grad."""
+    dev = inputs[0].device
+    op.device = dev
+    if len(inputs) == 1:
+        a = inputs[0]
+        out = wrap(op.compute(a._data), dev)
+        rg = a._requires_grad
+    elif len(inputs) == 2:
+        a, b = inputs
+        out = wrap(op.compute(a._data, b._data), dev)
+        rg = a._requires_grad or b._requires_grad
+    else:
+        out = wrap(op.compute(*[t._data for t in inputs]), dev)
+        rg = any(t._requires_grad for t in inputs)
+    if rg and _grad_enabled:
+        out._requires_grad = True
+        out._op = op
+        out._inputs = inputs
+    return out
+
+
+def _ones_like(t):
+    """Ones of t's shape, dtype and device: the implicit gradient of a one-element output."""
+    return wrap(t.device.full(t.shape, 1, t.dtype), t.device)
+
+
 # -- the engine --------------------------------------------------------------------------------
 def _probe_refcount():
     g = object()
@@ -147,8 +196,6 @@ def _freed_error():
 
 
 def _accumulate(leaf, g, create_graph):
-    from .tensor import _add_inplace, _wrap, compact
-
     cur = leaf._grad
     if cur is None:
         if create_graph:
@@ -156,24 +203,22 @@ def _accumulate(leaf, g, create_graph):
             return
         arr = g._data
         dev = g.device
-        if (type(arr) is np.ndarray and arr.base is None and arr.flags.c_contiguous
-                and sys.getrefcount(g) <= _LOCAL_REFS + 1
+        if (dev.owns_storage(arr) and sys.getrefcount(g) <= _LOCAL_REFS + 1
                 and sys.getrefcount(arr) <= _LOCAL_REFS + 1):
             # g and its array are held by the caller's local and ours only: take the array over.
-            leaf._grad = _wrap(arr, dev)
+            leaf._grad = wrap(arr, dev)
         else:
-            c = compact(dev, arr)
-            leaf._grad = _wrap(dev.astype(arr, arr.dtype) if c is arr else c, dev)
+            c = dev.compact(arr)
+            leaf._grad = wrap(dev.astype(arr, arr.dtype) if c is arr else c, dev)
         return
     if create_graph:
         leaf._grad = cur + g
         return
-    _add_inplace(cur, g._data)
+    # NOTE: in place, so a .grad that is a view into a bucket (collective) stays that view
+    cur.device.add_(cur._data, g._data)
 
 
 def _check_replacement(t, g, r):
-    from .tensor import Tensor
-
     if not isinstance(r, Tensor):
         raise TypeError(f"hook returned {type(r).__name__}, expected a Tensor or None")
     if r.shape != g.shape or r.dtype != g.dtype:
@@ -293,8 +338,6 @@ def _freed(op):
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False):
     """d(outputs)/d(inputs) as a tuple, leaving every ``.grad`` untouched (torch.autograd.grad,
     trimmed: inputs that get no gradient give None)."""
-    from .tensor import Tensor, ones_like
-
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
@@ -304,7 +347,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if go is None:
             if o.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            go = ones_like(o)
+            go = _ones_like(o)
         gos.append(go)
     for t in inputs:
         if not t._requires_grad:
@@ -339,3 +382,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             n._grad = g0
             n._post_hooks = ph
     return tuple(results)
+
+
+# NOTE: imported last: tensor.py imports this module (and the ops, which import apply and wrap
+# from here) at its own end; Tensor is only looked up when wrap, apply or grad run.
+from .tensor import Tensor  # noqa: E402

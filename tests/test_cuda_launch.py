@@ -1,4 +1,4 @@
-"""The lean CUDA launcher (dlsys.backend.cuda_launch) packs kernel parameters exactly as Numba
+"""The lean CUDA launcher (dlsys.backend.cuda.launch) packs kernel parameters exactly as Numba
 does. Scalars and tuples are compared with numba-cuda's own ``_Kernel._prepare_args`` here,
 without a GPU, in a subprocess with the simulator off (the simulator replaces numba.cuda's
 dispatcher); arrays and whole launches are exercised by every CUDA test on a real GPU."""
@@ -21,7 +21,7 @@ import ctypes
 import numpy as np
 from numba.cuda import types
 from numba.cuda.dispatcher import _Kernel
-from dlsys.backend import cuda_launch as L
+from dlsys.backend.cuda import launch as L
 
 
 class Numba:  # just what _Kernel._prepare_args reads
