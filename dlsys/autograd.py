@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 import sys
 
-__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad",
-           "RemovableHandle", "run_backward", "apply", "wrap"]
+__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "backward",
+           "RemovableHandle", "run_backward", "apply", "wrap", "zero_grads"]
 
 # NOTE: a plain module global, read on every op (a thread-local costs more than the op's own
 # bookkeeping); dlsys is single-threaded per process, data parallelism uses processes.
@@ -174,6 +174,17 @@ def _ones_like(t):
     return wrap(t.device.full(t.shape, 1, t.dtype), t.device)
 
 
+def zero_grads(params, set_to_none: bool = True) -> None:
+    """Module.zero_grad and Optimizer.zero_grad: each ``.grad`` to None, or zeroed in place."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad.zero_()
+
+
 # -- the engine --------------------------------------------------------------------------------
 def _probe_refcount():
     g = object()
@@ -225,6 +236,31 @@ def _check_replacement(t, g, r):
         raise ValueError(f"hook returned a gradient of shape {r.shape} and dtype {r.dtype}, "
                          f"expected shape {g.shape} and dtype {g.dtype}")
     return r
+
+
+def backward(tensor, gradient=None, retain_graph=False, create_graph=False):
+    """Accumulate d(tensor)/d(leaf) into every leaf's ``.grad``. ``gradient`` (a Tensor or
+    array of tensor's shape, dtype and device) is required unless tensor has one element. The
+    graph is freed unless ``retain_graph`` (or ``create_graph``)."""
+    if not tensor._requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a "
+                           "grad_fn")
+    if gradient is None:
+        if tensor.size != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
+                               f"(got shape {tensor.shape}); pass gradient=")
+        gradient = _ones_like(tensor)
+    else:
+        if not isinstance(gradient, Tensor):
+            gradient = creation.tensor(gradient, dtype=tensor.dtype, device=tensor.device)
+        if gradient.shape != tensor.shape:
+            raise ValueError(f"gradient has shape {gradient.shape}, expected {tensor.shape}")
+        if gradient.dtype != tensor.dtype:
+            raise TypeError(f"gradient has dtype {gradient.dtype}, expected {tensor.dtype}")
+        if gradient.device != tensor.device:
+            raise ValueError(f"gradient is on {gradient.device}, expected {tensor.device}")
+        gradient = gradient.detach() if not create_graph else gradient
+    run_backward([tensor], [gradient], retain_graph or create_graph, create_graph)
 
 
 def run_backward(roots, grads, retain_graph=False, create_graph=False):
@@ -385,5 +421,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 # NOTE: imported last: tensor.py imports this module (and the ops, which import apply and wrap
-# from here) at its own end; Tensor is only looked up when wrap, apply or grad run.
+# from here) at its own end; these names are only looked up when the functions above run.
+from . import creation  # noqa: E402
 from .tensor import Tensor  # noqa: E402

@@ -58,6 +58,17 @@ def from_numpy(a: np.ndarray) -> Tensor:
     return wrap(a, _backend.cpu())
 
 
+def from_state(host, device, requires_grad, grad=None) -> Tensor:
+    """The Tensor ``Tensor.__reduce_ex__`` saved (pickle, copy.deepcopy): host data, a device
+    name, requires_grad and the saved state of its ``.grad``."""
+    dev = _backend.as_device(device)
+    t = wrap(dev.from_numpy(host), dev)
+    t._requires_grad = requires_grad
+    if grad is not None:
+        t._grad = from_state(*grad)
+    return t
+
+
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])

@@ -17,7 +17,7 @@ import numpy as np
 from . import backend as _backend
 from . import dtypes as _dt
 
-__all__ = ["Tensor", "zero_grads"]
+__all__ = ["Tensor"]
 
 
 class Tensor:
@@ -150,8 +150,10 @@ class Tensor:
         # NOTE: pickle / deepcopy by value: host data, device name, requires_grad and .grad (not
         # the graph, and never a copy of the Device object itself)
         grad = None if self._grad is None else self._grad.__reduce_ex__(protocol)[1]
-        return (_rebuild, (np.array(self.device.to_numpy(self._data)), _device_name(self.device),
-                           self._requires_grad, grad))
+        index = getattr(self.device, "index", None)
+        name = self.device.name if index is None else f"{self.device.name}:{index}"
+        return (_cr.from_state, (np.array(self.device.to_numpy(self._data)), name,
+                                 self._requires_grad, grad))
 
     # -- storage: the public way for other libraries to reach a tensor's memory ----------------
     # NOTE: on the CPU that way is ``t.numpy()`` / ``np.asarray(t)``: the storage itself (no
@@ -255,24 +257,22 @@ class Tensor:
                 device = a
             else:
                 dtype = a
-        from .ops import shape as _shape
-
         t = self
         if dtype is not None:
             dtype = _dt.as_dtype(dtype)
             if dtype != t.dtype:
-                t = _shape.cast(t, dtype)
+                t = _sh.cast(t, dtype)
         if device is not None:
             device = _backend.as_device(device)
             if device != t.device:
-                t = _shape.to_device(t, device)
+                t = _sh.to_device(t, device)
         return t
 
     def cpu(self) -> Tensor:
         return self.to(_backend.cpu())
 
     def cuda(self, index=0) -> Tensor:
-        return self.to(_backend.cuda(index))
+        return self.to(_backend.registry.cuda(index))
 
     def float(self) -> Tensor:
         return self.to(_dt.float32)
@@ -287,33 +287,12 @@ class Tensor:
         return self.to(_dt.int64)
 
     def contiguous(self) -> Tensor:
-        from .ops import shape as _shape
-
-        return _shape.contiguous(self)
+        return _sh.contiguous(self)
 
     # -- autograd ------------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False, create_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``. ``gradient`` is required
-        unless self has one element. The graph is freed unless ``retain_graph``."""
-        if not self._requires_grad:
-            raise RuntimeError("element 0 of tensors does not require grad and does not have a "
-                               "grad_fn")
-        if gradient is None:
-            if self.size != 1:
-                raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
-                                   f"(got shape {self.shape}); pass gradient=")
-            gradient = _cr.ones_like(self)
-        else:
-            if not isinstance(gradient, Tensor):
-                gradient = _cr.tensor(gradient, dtype=self.dtype, device=self.device)
-            if gradient.shape != self.shape:
-                raise ValueError(f"gradient has shape {gradient.shape}, expected {self.shape}")
-            if gradient.dtype != self.dtype:
-                raise TypeError(f"gradient has dtype {gradient.dtype}, expected {self.dtype}")
-            if gradient.device != self.device:
-                raise ValueError(f"gradient is on {gradient.device}, expected {self.device}")
-            gradient = gradient.detach() if not create_graph else gradient
-        _ag.run_backward([self], [gradient], retain_graph or create_graph, create_graph)
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (``autograd.backward``)."""
+        _ag.backward(self, gradient, retain_graph, create_graph)
 
     def register_hook(self, fn) -> _ag.RemovableHandle:
         """``fn(grad)`` runs when this tensor's gradient is computed; it may return a
@@ -361,10 +340,9 @@ class Tensor:
 
     def _inplace_operand(self, other, what):
         """The one check of every in-place binary op (add_, sub_, mul_, div_): self may be
-        written, and ``other`` is a Tensor (a numpy array is wrapped) of self's device, dtype
-        and shape, or a Python scalar that self's dtype holds (a float scalar with an integer
-        tensor would truncate). Returns the device array, or the scalar. Nothing is broadcast
-        or cast in place (guarantee 6)."""
+        written; ``other`` is a Tensor (or numpy array) of self's device, dtype and shape, or a
+        scalar self's dtype holds. Returns its array or the scalar (guarantee 6: nothing is
+        broadcast or cast in place)."""
         self._check_inplace(what)
         o = _ew._operand(self, other, what)
         if isinstance(o, Tensor):
@@ -416,7 +394,13 @@ class Tensor:
         return self.fill_(0)
 
     def add_(self, other, alpha=1) -> Tensor:
-        o = self._inplace_operand(other, "add_")
+        return self._add_scaled(other, alpha, "add_")
+
+    def sub_(self, other, alpha=1) -> Tensor:
+        return self._add_scaled(other, -alpha, "sub_")
+
+    def _add_scaled(self, other, alpha, what):
+        o = self._inplace_operand(other, what)
         if isinstance(o, numbers.Number):
             self.device.scalar_("add", self._data, o if alpha == 1 else o * alpha)
             return self
@@ -424,9 +408,6 @@ class Tensor:
             o = self.device.scalar("mul", o, alpha)
         self.device.add_(self._data, o)
         return self
-
-    def sub_(self, other, alpha=1) -> Tensor:
-        return self.add_(other, alpha=-alpha)
 
     def mul_(self, other) -> Tensor:
         o = self._inplace_operand(other, "mul_")
@@ -451,8 +432,7 @@ class Tensor:
     def __add__(self, o):
         return _ew.add(self, o)
 
-    def __radd__(self, o):
-        return _ew.add(self, o)
+    __radd__ = __add__
 
     def __sub__(self, o):
         return _ew.sub(self, o)
@@ -463,8 +443,7 @@ class Tensor:
     def __mul__(self, o):
         return _ew.mul(self, o)
 
-    def __rmul__(self, o):
-        return _ew.mul(self, o)
+    __rmul__ = __mul__
 
     def __truediv__(self, o):
         return _ew.div(self, o)
@@ -598,32 +577,6 @@ class Tensor:
 
     def unsqueeze(self, axis):
         return _sh.unsqueeze(self, axis)
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def zero_grads(params, set_to_none: bool = True) -> None:
-    """Module.zero_grad and Optimizer.zero_grad: each ``.grad`` to None, or zeroed in place."""
-    for p in params:
-        if p.grad is None:
-            continue
-        if set_to_none:
-            p.grad = None
-        else:
-            p.grad.zero_()
-
-
-def _device_name(dev) -> str:
-    index = getattr(dev, "index", None)
-    return dev.name if index is None else f"{dev.name}:{index}"
-
-
-def _rebuild(host, device, requires_grad, grad=None):
-    dev = _backend.as_device(device)
-    t = _ag.wrap(dev.from_numpy(host), dev)
-    t._requires_grad = requires_grad
-    if grad is not None:
-        t._grad = _rebuild(*grad)
-    return t
 
 
 # NOTE: imported last: autograd and the op modules import Tensor from here, and the methods
