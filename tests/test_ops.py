@@ -1,5 +1,6 @@
 """Every op against float64 central differences (gradcheck), over several shapes including
-broadcasting, size-1 dims and non-contiguous inputs; second order for a few ops."""
+broadcasting, size-1 dims and non-contiguous inputs, on every device (the CPU, and CUDA on a
+GPU or under Numba's CUDA simulator); second order for a few ops."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import dlsys as ds
 import dlsys.nn.functional as F
 
 TOL = 1e-6
+DEVICES = ["cpu"] + (["cuda"] if ds.cuda_is_available() else [])
+
+
+def on(x, data, **kw):
+    """A tensor of ``data`` on x's device (index and target tensors inside a checked fn)."""
+    return ds.tensor(data, device=x.device, **kw)
 
 
 def R(*shape, seed=0, low=None):
@@ -100,8 +107,8 @@ case("getitem_int_none_ellipsis", lambda a: a[1, None, ..., -1], R(3, 4, 2))
 case("getitem_negstep", lambda a: a[::-1, 1:3], R(4, 4))
 case("getitem_gather_repeats", lambda a: a[np.array([0, 2, 0, 1, 0])], R(3, 4))
 case("getitem_gather_axis1", lambda a: a[:, np.array([1, 1, 3])], R(2, 4))
-case("getitem_tensor_index", lambda a: a[ds.tensor([2, 2, 0])], R(3, 2))
-case("getitem_mask", lambda a: a[ds.tensor(np.array([True, False, True]))], R(3, 2))
+case("getitem_tensor_index", lambda a: a[on(a, [2, 2, 0])], R(3, 2))
+case("getitem_mask", lambda a: a[on(a, np.array([True, False, True]))], R(3, 2))
 case("stack0", lambda a, b: ds.stack([a, b, a]), R(2, 3), R(2, 3, seed=1))
 case("stack_last", lambda a, b: ds.stack([a, b], axis=-1), R(2, 3), R(2, 3, seed=1))
 case("concat0", lambda a, b: ds.concatenate([a, b]), R(2, 3), R(1, 3, seed=1))
@@ -135,13 +142,13 @@ for shp, axis in [((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1), ((4,), 0)]:
     case(f"log_softmax{tag}", lambda x, axis=axis: F.log_softmax(x, axis), R(*shp))
     case(f"logsumexp{tag}", lambda x, axis=axis: F.logsumexp(x, axis), R(*shp))
 
-case("cross_entropy", lambda x: F.cross_entropy(x, ds.tensor([1, 0, 3, 1])), R(4, 5))
-case("cross_entropy_n1", lambda x: F.cross_entropy(x, ds.tensor([2])), R(1, 3))
+case("cross_entropy", lambda x: F.cross_entropy(x, on(x, [1, 0, 3, 1])), R(4, 5))
+case("cross_entropy_n1", lambda x: F.cross_entropy(x, on(x, [2])), R(1, 3))
 case("mse_loss", lambda a, b: F.mse_loss(a, b), R(3, 4), R(3, 4, seed=1))
 case("layer_norm", lambda x, w, b: F.layer_norm(x, 4, w, b, 1e-5), R(3, 4), R(4, seed=1),
      R(4, seed=2))
 case("layer_norm_2d", lambda x: F.layer_norm(x, (2, 3), None, None, 1e-5), R(2, 2, 3))
-case("embedding", lambda w: F.embedding(ds.tensor([[0, 2], [2, 2]]), w), R(3, 4))
+case("embedding", lambda w: F.embedding(on(w, [[0, 2], [2, 2]]), w), R(3, 4))
 
 
 def _dropout(x):
@@ -152,18 +159,20 @@ def _dropout(x):
 case("dropout", _dropout, R(4, 5))
 case("dropout_eval", lambda x: F.dropout(x, 0.4, False), R(4, 5))
 case("chain_mlp", lambda x, w1, w2: F.cross_entropy(F.linear(F.linear(x, w1).relu(), w2),
-                                                    ds.tensor([0, 2, 1])),
+                                                    on(x, [0, 2, 1])),
      R(3, 4), R(5, 4, seed=1), R(3, 5, seed=2))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn,arrays,kw", CASES)
-def test_gradcheck(fn, arrays, kw):
-    assert gradcheck(fn, *arrays, **kw) < TOL
+def test_gradcheck(fn, arrays, kw, device):
+    assert gradcheck(fn, *arrays, device=device, **kw) < TOL
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn,arrays,kw", CASES)
-def test_gradcheck_noncontiguous(fn, arrays, kw):
-    assert gradcheck(fn, *arrays, noncontig=True, **kw) < TOL
+def test_gradcheck_noncontiguous(fn, arrays, kw, device):
+    assert gradcheck(fn, *arrays, noncontig=True, device=device, **kw) < TOL
 
 
 SECOND = [
@@ -179,7 +188,7 @@ SECOND = [
     pytest.param(lambda x: F.log_softmax(x, -1), (R(3, 4),), id="log_softmax"),
     pytest.param(lambda x: F.softmax(x, 0), (R(3, 4),), id="softmax"),
     pytest.param(lambda x: F.logsumexp(x, 1), (R(3, 4),), id="logsumexp"),
-    pytest.param(lambda x: F.cross_entropy(x, ds.tensor([1, 0, 2])), (R(3, 4),),
+    pytest.param(lambda x: F.cross_entropy(x, on(x, [1, 0, 2])), (R(3, 4),),
                  id="cross_entropy"),
     pytest.param(lambda x: F.avg_pool2d(x, 2).tanh(), (R(1, 2, 4, 4),), id="avg_pool"),
     pytest.param(lambda x: F.max_pool2d(x.tanh(), 2), (U(1, 1, 4, 4) / 5,), id="max_pool"),
@@ -190,9 +199,10 @@ SECOND = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn,arrays", SECOND)
-def test_second_order(fn, arrays):
-    assert gradgradcheck(fn, *arrays) < 1e-5
+def test_second_order(fn, arrays, device):
+    assert gradgradcheck(fn, *arrays, device=device) < 1e-5
 
 
 def test_float32_matches_float64():
