@@ -412,27 +412,52 @@ def test_binary_and_scalar(dev):
 
 
 # -- interface semantics -------------------------------------------------------------------------
-def test_memory_and_views(dev):
-    a = np.arange(12, dtype=np.float32).reshape(3, 4)
-    assert dev.from_numpy(a) is a and dev.to_numpy(a) is a and dev.compact(a) is a
-    assert dev.compact(a.T).flags.c_contiguous
-    ro = np.frombuffer(bytes(8), np.float32)
-    assert dev.from_numpy(ro).flags.writeable
-    out = np.empty((3, 4), np.float64)
-    assert dev.to_numpy(a, out=out) is out and out[2, 3] == 11
+def _a():
+    return np.arange(12, dtype=np.float32).reshape(3, 4)
+
+
+def _copy_casts(d):
     dst = np.zeros((3, 4), np.float16)
-    dev.copy_(dst, a)
-    assert dst.dtype == np.float16 and dst[1, 1] == 5
+    d.copy_(dst, _a())
+    return dst.dtype == np.float16 and dst[1, 1] == 5
+
+
+def _broadcast_strides(d):
+    bc = d.broadcast_to(np.arange(3.0).reshape(3, 1), (2, 3, 4))
+    return bc.shape == (2, 3, 4) and bc.strides[0] == 0 and bc.strides[2] == 0
+
+
+MEMORY_CHECKS = {
+    "no_copies_of_compact_arrays": lambda d: all(
+        f(a) is a for a in [_a()] for f in (d.from_numpy, d.to_numpy, d.compact)),
+    "compact_of_a_transpose": lambda d: d.compact(_a().T).flags.c_contiguous,
+    "from_numpy_of_read_only": lambda d: d.from_numpy(
+        np.frombuffer(bytes(8), np.float32)).flags.writeable,
+    "from_numpy_keeps_0d": lambda d: d.from_numpy(np.array(3.0)).shape == (),
+    "to_numpy_out": lambda d: [d.to_numpy(_a(), out=o) is o and o[2, 3] == 11
+                               for o in [np.empty((3, 4), np.float64)]][0],
+    "copy_casts": _copy_casts,
+    "full_dtype": lambda d: d.full((2,), 7, np.int64).dtype == np.int64,
+    "empty_shape": lambda d: d.empty((2, 1), np.float32).shape == (2, 1),
+    "astype_copies": lambda d: [b.dtype == np.float64 and not np.shares_memory(a, b)
+                                for a in [_a()] for b in [d.astype(a, np.float64)]][0],
+    "broadcast_is_a_view": _broadcast_strides,
+    "permute_is_a_view": lambda d: [p.shape == (4, 3) and np.shares_memory(p, a)
+                                    for a in [_a()] for p in [d.permute(a, (1, 0))]][0],
+    "reshape": lambda d: d.reshape(_a(), (4, 3)).shape == (4, 3),
+    "stack": lambda d: d.stack([_a(), _a()], 1).shape == (3, 2, 4),
+    "concatenate": lambda d: d.concatenate([_a(), _a()], 0).shape == (6, 4),
+}
+
+
+@pytest.mark.parametrize("name", list(MEMORY_CHECKS))
+def test_memory_and_views(dev, name):
+    assert MEMORY_CHECKS[name](dev)
+
+
+def test_copy_shape_mismatch(dev):
     with pytest.raises(ValueError, match="shapes differ"):
-        dev.copy_(dst, a[:2])
-    assert dev.full((2,), 7, np.int64).dtype == np.int64 and dev.empty((2, 1), np.float32).shape
-    b = dev.astype(a, np.float64)
-    assert b.dtype == np.float64 and not np.shares_memory(a, b)
-    bc = dev.broadcast_to(np.arange(3.0).reshape(3, 1), (2, 3, 4))
-    assert bc.shape == (2, 3, 4) and bc.strides[0] == 0 and bc.strides[2] == 0
-    assert dev.permute(a, (1, 0)).shape == (4, 3) and np.shares_memory(dev.permute(a, (1, 0)), a)
-    assert dev.reshape(a, (4, 3)).shape == (4, 3)
-    assert dev.stack([a, a], 1).shape == (3, 2, 4) and dev.concatenate([a, a], 0).shape == (6, 4)
+        dev.copy_(np.zeros((3, 4), np.float16), _a()[:2])
 
 
 def test_getitem_basic_and_gather(dev):

@@ -236,31 +236,46 @@ def test_float16_forward_backward():
     np.testing.assert_allclose(np.asarray(x.grad), 2.0 * (np.asarray(x) > 0))
 
 
-def test_forward_values_match_numpy():
-    a, b = R(3, 4), R(4, 5, seed=1)
-    x, y = ds.tensor(a, dtype=ds.float64), ds.tensor(b, dtype=ds.float64)
-    np.testing.assert_allclose(np.asarray(x @ y), a @ b)
-    np.testing.assert_allclose(np.asarray(F.softmax(x, 1)),
-                               np.exp(a) / np.exp(a).sum(1, keepdims=True))
-    np.testing.assert_allclose(np.asarray(F.logsumexp(x * 100, 1)),
-                               np.log(np.exp(a * 100 - (a * 100).max(1, keepdims=True)).sum(1))
-                               + (a * 100).max(1))
-    np.testing.assert_allclose(np.asarray(x.max(0)), a.max(0))
-    assert x.argmax(1).dtype == ds.int64
-    np.testing.assert_array_equal(np.asarray(x.argmax(1)), a.argmax(1))
-    np.testing.assert_array_equal(np.asarray(x.argmax()), a.argmax())
-    ce = F.cross_entropy(x, ds.tensor([0, 3, 1]))
-    lp = a - np.log(np.exp(a).sum(1, keepdims=True))
-    np.testing.assert_allclose(ce.item(), -lp[[0, 1, 2], [0, 3, 1]].mean())
-    xi = R(2, 3, 6, 5)
-    wi = R(4, 3, 3, 3, seed=2)
-    out = F.conv2d(ds.tensor(xi, dtype=ds.float64), ds.tensor(wi, dtype=ds.float64),
-                   stride=1, padding=1)
+def _conv_ref(xi, wi):
     pad = np.pad(xi, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.zeros((2, 4, 6, 5))
     for i in range(6):
         for j in range(5):
             ref[:, :, i, j] = np.einsum("nchw,ochw->no", pad[:, :, i:i + 3, j:j + 3], wi)
+    return ref
+
+
+def _log_probs(a):
+    return a - np.log(np.exp(a).sum(1, keepdims=True))
+
+
+_A, _B = R(3, 4), R(4, 5, seed=1)
+_XI, _WI = R(2, 3, 6, 5), R(4, 3, 3, 3, seed=2)
+FORWARD = {  # name: (dlsys fn of (x, y) float64 tensors of _A, _B; numpy reference)
+    "matmul": (lambda x, y: x @ y, _A @ _B),
+    "softmax": (lambda x, y: F.softmax(x, 1), np.exp(_A) / np.exp(_A).sum(1, keepdims=True)),
+    "logsumexp_large": (lambda x, y: F.logsumexp(x * 100, 1),
+                        np.log(np.exp(_A * 100 - (_A * 100).max(1, keepdims=True)).sum(1))
+                        + (_A * 100).max(1)),
+    "max": (lambda x, y: x.max(0), _A.max(0)),
+    "argmax": (lambda x, y: x.argmax(1), _A.argmax(1)),
+    "argmax_flat": (lambda x, y: x.argmax(), _A.argmax()),
+    "cross_entropy": (lambda x, y: F.cross_entropy(x, on(x, [0, 3, 1])),
+                      -_log_probs(_A)[[0, 1, 2], [0, 3, 1]].mean()),
+    "conv2d_padded": (lambda x, y: F.conv2d(on(x, _XI, dtype=ds.float64),
+                                            on(x, _WI, dtype=ds.float64), stride=1, padding=1),
+                      _conv_ref(_XI, _WI)),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(FORWARD))
+def test_forward_values_match_numpy(name, device):
+    fn, ref = FORWARD[name]
+    x = ds.tensor(_A, dtype=ds.float64, device=device)
+    y = ds.tensor(_B, dtype=ds.float64, device=device)
+    out = fn(x, y)
+    assert out.dtype == (ds.int64 if name.startswith("argmax") else ds.float64)
     np.testing.assert_allclose(np.asarray(out), ref, atol=1e-12)
 
 
