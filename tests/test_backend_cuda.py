@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from dlsys import config
 from dlsys.backend import cpu, cuda_is_available
 
 if not cuda_is_available():
@@ -146,7 +147,11 @@ def test_device_identity_and_local_rank(monkeypatch):
     assert repr(D) == "device(type='cuda', index=0)" and D.is_available()
     assert select_device_for_local_rank(0) == 0
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0")
-    assert select_device_for_local_rank() == 0
+    config.reload()  # NOTE: dlsys.config reads each variable once
+    try:
+        assert select_device_for_local_rank() == 0
+    finally:
+        config.reload()
 
 
 def test_cuda_factory_and_cuda_package_do_not_shadow_each_other():
