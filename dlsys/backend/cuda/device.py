@@ -29,6 +29,7 @@ from numba import cuda
 from ... import config
 from ..device import (
     BINARY_OPS,
+    FLOAT16,
     UNARY_OPS,
     Device,
     binary_result_dtype,
@@ -40,8 +41,6 @@ from .launch import SIMULATOR, launch_1d, launch_rows
 from .matmul import launch_matmul
 from .nn import CUDANNKernels
 from .views import CUDAViews, elem_strides, is_device_array, prod, root_of
-
-_F16 = np.dtype(np.float16)
 
 
 def select_device_for_local_rank(local_rank: int | None = None) -> int:
@@ -107,7 +106,7 @@ def _in_context(gpu, method):
 
 
 class CUDADevice(CUDAViews, CUDANNKernels, Device):
-    """One GPU. Made by ``dlsys.backend.cuda(index)``, one object per index."""
+    """One GPU. Made by ``ds.cuda(index)`` (``dlsys.backend.registry``), one per index."""
 
     name = "cuda"
 
@@ -240,7 +239,7 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
                             else self.astype(src, dst.dtype))
 
     def binary_(self, op, dst, src):
-        if not dst.is_c_contiguous() or dst.dtype == _F16:
+        if not dst.is_c_contiguous() or dst.dtype == FLOAT16:
             # NOTE: one kernel per op computes float16 in float32 (see ``binary``)
             return self.copy_(dst, self.binary(op, self.compact(dst), src))
         d = dst.reshape(-1)
