@@ -51,14 +51,20 @@ def _has_numba_cuda() -> bool:
     return spec is not None and "numba_cuda" in (spec.origin or "")
 
 
+def _import_numba_cuda():
+    """numba.cuda (numba-cuda's), imported on demand; ImportError when it is missing."""
+    if not _has_numba_cuda():
+        raise ImportError("No module named 'numba_cuda' (Numba's built-in CUDA target is "
+                          "deprecated and not supported)")
+    from numba import cuda as nb_cuda
+
+    return nb_cuda
+
+
 def cuda_is_available() -> bool:
     """True when numba-cuda is installed and sees a GPU (or its simulator). Never raises."""
     try:
-        if not _has_numba_cuda():
-            return False
-        from numba import cuda as nb_cuda
-
-        return bool(nb_cuda.is_available())
+        return bool(_import_numba_cuda().is_available())
     except Exception:
         return False
 
@@ -69,15 +75,9 @@ def cuda(index: int = 0) -> Device:
     dev = _CUDA.get(index)
     if dev is not None:
         return dev
-    if not _has_numba_cuda():
-        raise RuntimeError(
-            "CUDA device requested but the package `numba-cuda` is not installed or does not "
-            "import (ImportError: No module named 'numba_cuda'; Numba's built-in CUDA target "
-            "is deprecated and not supported); install it with `pip install numba-cuda[cu12]` "
-            "(extra: dlsys-collective[cuda])")
     try:
-        backend = importlib.import_module(__package__ + ".cuda")
-    except ImportError as e:
+        _import_numba_cuda()
+    except Exception as e:
         raise RuntimeError(
             "CUDA device requested but the package `numba-cuda` is not installed or does not "
             f"import ({type(e).__name__}: {e}); install it with `pip install numba-cuda[cu12]` "
@@ -85,6 +85,10 @@ def cuda(index: int = 0) -> Device:
     if not cuda_is_available():
         raise RuntimeError("CUDA device requested but no GPU is present (numba-cuda is "
                            "installed, numba.cuda.is_available() is False); use ds.cpu()")
+    try:
+        backend = importlib.import_module(__package__ + ".cuda")
+    except ImportError as e:
+        raise RuntimeError(f"the CUDA backend (dlsys.backend.cuda) failed to import: {e}") from e
     backend.install_caching_allocator()  # NOTE: before the first CUDA context
     dev = _CUDA[index] = backend.CUDADevice(index)
     return dev
