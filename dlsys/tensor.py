@@ -10,7 +10,6 @@ recording in ``dlsys.autograd``. dtype rules: see ``dlsys.dtypes``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -344,7 +343,10 @@ class Tensor:
         scalar self's dtype holds. Returns its array or the scalar (guarantee 6: nothing is
         broadcast or cast in place)."""
         self._check_inplace(what)
-        o = _ew._operand(self, other, what)
+        t = type(other)
+        # NOTE: the common operands first; _operand's abstract-number checks cost ~1 us
+        o = other if t is Tensor or t is int or (t is float and self.dtype.kind == "f") \
+            else _ew._operand(self, other, what)
         if isinstance(o, Tensor):
             _ops.check_same(self, o, what)
             if o.shape != self.shape:
@@ -401,7 +403,7 @@ class Tensor:
 
     def _add_scaled(self, other, alpha, what):
         o = self._inplace_operand(other, what)
-        if isinstance(o, numbers.Number):
+        if type(o) is float or type(o) is int:  # a scalar (_operand returns int or float)
             self.device.scalar_("add", self._data, o if alpha == 1 else o * alpha)
             return self
         if alpha != 1:
@@ -411,7 +413,7 @@ class Tensor:
 
     def mul_(self, other) -> Tensor:
         o = self._inplace_operand(other, "mul_")
-        if isinstance(o, numbers.Number):
+        if type(o) is float or type(o) is int:  # a scalar (_operand returns int or float)
             self.device.scalar_("mul", self._data, o)
         else:
             self.device.binary_("mul", self._data, o)
@@ -422,7 +424,7 @@ class Tensor:
             raise TypeError(f"div_: true division needs a floating tensor, got dtype "
                             f"{self.dtype} (the result would not fit in place)")
         o = self._inplace_operand(other, "div_")
-        if isinstance(o, numbers.Number):
+        if type(o) is float or type(o) is int:  # a scalar (_operand returns int or float)
             self.device.scalar_("mul", self._data, 1.0 / o)
         else:
             self.device.binary_("div", self._data, o)
