@@ -150,7 +150,7 @@ def bench_elementwise(dev, cuda, cupy, sizes, repeat):
 
 def bench_matmul_configs(cuda, cupy, sizes, repeat):
     """GFLOP/s of every candidate tile configuration (what matmul_config chooses from)."""
-    from dlsys.backend import cuda_kernels_nn as KN
+    from dlsys.backend.cuda.matmul import launch_matmul
 
     configs = [(64, 64, 32, 4, 4), (64, 64, 16, 4, 4), (64, 64, 8, 4, 4), (32, 32, 16, 2, 2),
                (32, 64, 16, 2, 4), (128, 64, 16, 8, 4), (128, 128, 8, 8, 8),
@@ -162,7 +162,7 @@ def bench_matmul_configs(cuda, cupy, sizes, repeat):
         dc = cuda.device_array(n * n, np.float32)
         row = dict(n=n)
         for cfg in configs:
-            run = functools.partial(KN.launch_matmul, da, db, dc, 1, n, n, n, np.float32(0),
+            run = functools.partial(launch_matmul, da, db, dc, 1, n, n, n, np.float32(0),
                                     config=cfg)
             t = _time(run, cuda.synchronize, repeat)
             row["x".join(map(str, cfg))] = 2.0 * n ** 3 / t / 1e9

@@ -1,16 +1,12 @@
 """dlsys: a compact eager autograd with a PyTorch-like API (see DESIGN.md)."""
 
-# NOTE: _memory tunes the allocator on import; nn/optim/data import dlsys.tensor themselves, so
-# the order of this line does not matter.
-from . import _memory, autograd, backend, data, dtypes, nn, optim, random  # noqa: F401
+# NOTE: importing dlsys changes nothing in the process: the first use of a device prepares it
+# (dlsys.backend.registry). nn/optim/data import dlsys.tensor themselves, so the order of this
+# line does not matter.
+from . import autograd, backend, config, data, dtypes, nn, optim, random  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .backend import cpu, cuda, cuda_is_available
-from .dtypes import bool_, float16, float32, float64, int32, int64
-from .ops.elementwise import maximum, minimum, where
-from .ops.shape import concatenate, stack
-from .random import get_rng_state, manual_seed, set_rng_state
-from .tensor import (
-    Tensor,
+from .backend.registry import cpu, cuda, cuda_is_available
+from .creation import (
     arange,
     empty,
     from_numpy,
@@ -26,6 +22,11 @@ from .tensor import (
     zeros,
     zeros_like,
 )
+from .dtypes import bool_, float16, float32, float64, int32, int64
+from .ops.elementwise import maximum, minimum, where
+from .ops.shape import concatenate, stack
+from .random import get_rng_state, manual_seed, set_rng_state
+from .tensor import Tensor
 
 __all__ = [
     "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
@@ -35,5 +36,5 @@ __all__ = [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "autograd",
     "stack", "concatenate", "maximum", "minimum", "where",
     "manual_seed", "get_rng_state", "set_rng_state", "random",
-    "nn", "optim", "data",
+    "nn", "optim", "data", "config",
 ]

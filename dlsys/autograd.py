@@ -1,4 +1,8 @@
-"""Grad mode (no_grad / enable_grad) and the backward engine.
+"""Grad mode (no_grad / enable_grad), graph recording (``apply``) and the backward engine.
+
+``apply(op, *inputs)`` runs an op's ``compute`` on its inputs' arrays and records the graph
+node (needle's ``make_from_op``); ``wrap(array, device)`` makes a leaf Tensor on a device
+array without a copy. Every op of ``dlsys.ops`` goes through these two.
 
 The engine walks the graph once to count, for every tensor that requires grad, how many of its
 consumers are in this graph; then it runs the ops' ``gradient`` in reverse topological order,
@@ -13,10 +17,8 @@ from __future__ import annotations
 import functools
 import sys
 
-import numpy as np
-
-__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad",
-           "RemovableHandle", "run_backward"]
+__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "backward",
+           "RemovableHandle", "run_backward", "apply", "wrap", "zero_grads"]
 
 # NOTE: a plain module global, read on every op (a thread-local costs more than the op's own
 # bookkeeping); dlsys is single-threaded per process, data parallelism uses processes.
@@ -125,6 +127,64 @@ class RemovableHandle:
         self.remove()
 
 
+# -- graph recording ---------------------------------------------------------------------------
+_new = object.__new__
+
+
+def wrap(data, device):
+    """A leaf Tensor on the device array ``data`` (no copy, no checks): the hot path of every
+    op."""
+    t = _new(Tensor)
+    t._data = data
+    t.device = device
+    t._requires_grad = False
+    t._grad = None
+    t._op = None
+    t._inputs = ()
+    t._hooks = None
+    t._post_hooks = None
+    return t
+
+
+def apply(op, *inputs):
+    """Run ``op`` on Tensors that share one device and dtype (checked by the caller) and record
+    the graph node when grad mode is on and an input requires grad."""
+    dev = inputs[0].device
+    op.device = dev
+    if len(inputs) == 1:
+        a = inputs[0]
+        out = wrap(op.compute(a._data), dev)
+        rg = a._requires_grad
+    elif len(inputs) == 2:
+        a, b = inputs
+        out = wrap(op.compute(a._data, b._data), dev)
+        rg = a._requires_grad or b._requires_grad
+    else:
+        out = wrap(op.compute(*[t._data for t in inputs]), dev)
+        rg = any(t._requires_grad for t in inputs)
+    if rg and _grad_enabled:
+        out._requires_grad = True
+        out._op = op
+        out._inputs = inputs
+    return out
+
+
+def _ones_like(t):
+    """Ones of t's shape, dtype and device: the implicit gradient of a one-element output."""
+    return wrap(t.device.full(t.shape, 1, t.dtype), t.device)
+
+
+def zero_grads(params, set_to_none: bool = True) -> None:
+    """Module.zero_grad and Optimizer.zero_grad: each ``.grad`` to None, or zeroed in place."""
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad.zero_()
+
+
 # -- the engine --------------------------------------------------------------------------------
 def _probe_refcount():
     g = object()
@@ -147,8 +207,6 @@ def _freed_error():
 
 
 def _accumulate(leaf, g, create_graph):
-    from .tensor import _add_inplace, _wrap, compact
-
     cur = leaf._grad
     if cur is None:
         if create_graph:
@@ -156,30 +214,53 @@ def _accumulate(leaf, g, create_graph):
             return
         arr = g._data
         dev = g.device
-        if (type(arr) is np.ndarray and arr.base is None and arr.flags.c_contiguous
-                and sys.getrefcount(g) <= _LOCAL_REFS + 1
+        if (dev.owns_storage(arr) and sys.getrefcount(g) <= _LOCAL_REFS + 1
                 and sys.getrefcount(arr) <= _LOCAL_REFS + 1):
             # g and its array are held by the caller's local and ours only: take the array over.
-            leaf._grad = _wrap(arr, dev)
+            leaf._grad = wrap(arr, dev)
         else:
-            c = compact(dev, arr)
-            leaf._grad = _wrap(dev.astype(arr, arr.dtype) if c is arr else c, dev)
+            c = dev.compact(arr)
+            leaf._grad = wrap(dev.astype(arr, arr.dtype) if c is arr else c, dev)
         return
     if create_graph:
         leaf._grad = cur + g
         return
-    _add_inplace(cur, g._data)
+    # NOTE: in place, so a .grad that is a view into a bucket (collective) stays that view
+    cur.device.add_(cur._data, g._data)
 
 
 def _check_replacement(t, g, r):
-    from .tensor import Tensor
-
     if not isinstance(r, Tensor):
         raise TypeError(f"hook returned {type(r).__name__}, expected a Tensor or None")
     if r.shape != g.shape or r.dtype != g.dtype:
         raise ValueError(f"hook returned a gradient of shape {r.shape} and dtype {r.dtype}, "
                          f"expected shape {g.shape} and dtype {g.dtype}")
     return r
+
+
+def backward(tensor, gradient=None, retain_graph=False, create_graph=False):
+    """Accumulate d(tensor)/d(leaf) into every leaf's ``.grad``. ``gradient`` (a Tensor or
+    array of tensor's shape, dtype and device) is required unless tensor has one element. The
+    graph is freed unless ``retain_graph`` (or ``create_graph``)."""
+    if not tensor._requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a "
+                           "grad_fn")
+    if gradient is None:
+        if tensor.size != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
+                               f"(got shape {tensor.shape}); pass gradient=")
+        gradient = _ones_like(tensor)
+    else:
+        if not isinstance(gradient, Tensor):
+            gradient = creation.tensor(gradient, dtype=tensor.dtype, device=tensor.device)
+        if gradient.shape != tensor.shape:
+            raise ValueError(f"gradient has shape {gradient.shape}, expected {tensor.shape}")
+        if gradient.dtype != tensor.dtype:
+            raise TypeError(f"gradient has dtype {gradient.dtype}, expected {tensor.dtype}")
+        if gradient.device != tensor.device:
+            raise ValueError(f"gradient is on {gradient.device}, expected {tensor.device}")
+        gradient = gradient.detach() if not create_graph else gradient
+    run_backward([tensor], [gradient], retain_graph or create_graph, create_graph)
 
 
 def run_backward(roots, grads, retain_graph=False, create_graph=False):
@@ -293,8 +374,6 @@ def _freed(op):
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False):
     """d(outputs)/d(inputs) as a tuple, leaving every ``.grad`` untouched (torch.autograd.grad,
     trimmed: inputs that get no gradient give None)."""
-    from .tensor import Tensor, ones_like
-
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
@@ -304,7 +383,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if go is None:
             if o.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            go = ones_like(o)
+            go = _ones_like(o)
         gos.append(go)
     for t in inputs:
         if not t._requires_grad:
@@ -339,3 +418,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             n._grad = g0
             n._post_hooks = ph
     return tuple(results)
+
+
+# NOTE: imported last: tensor.py imports this module (and the ops, which import apply and wrap
+# from here) at its own end; these names are only looked up when the functions above run.
+from . import creation  # noqa: E402
+from .tensor import Tensor  # noqa: E402

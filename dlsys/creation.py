@@ -11,7 +11,8 @@ import numpy as np
 from . import backend as _backend
 from . import dtypes as _dt
 from . import random as _random
-from .tensor import Tensor, _wrap, host_to_device
+from .autograd import wrap
+from .tensor import Tensor
 
 __all__ = ["tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
            "zeros_like", "ones_like", "full_like", "randn_like", "rand_like"]
@@ -42,7 +43,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
             data = [np.asarray(x) for x in data]
         src = np.asarray(data)
         arr = np.array(src, dtype=_infer_dtype(src, dtype), copy=True, order="C")
-    t = _wrap(host_to_device(dev, arr), dev)
+    t = wrap(dev.from_numpy(arr), dev)
     if requires_grad:
         t.requires_grad = True
     return t
@@ -54,7 +55,18 @@ def from_numpy(a: np.ndarray) -> Tensor:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
     _dt.as_dtype(a.dtype)  # TypeError for dtypes dlsys has no kernels for
-    return _wrap(a, _backend.cpu())
+    return wrap(a, _backend.cpu())
+
+
+def from_state(host, device, requires_grad, grad=None) -> Tensor:
+    """The Tensor ``Tensor.__reduce_ex__`` saved (pickle, copy.deepcopy): host data, a device
+    name, requires_grad and the saved state of its ``.grad``."""
+    dev = _backend.as_device(device)
+    t = wrap(dev.from_numpy(host), dev)
+    t._requires_grad = requires_grad
+    if grad is not None:
+        t._grad = from_state(*grad)
+    return t
 
 
 def _shape_arg(shape):
@@ -69,7 +81,7 @@ def _shape_arg(shape):
 def _factory(shape, fill, dtype, device, requires_grad):
     dev = _backend.as_device(device)
     dt = _dt.default_float if dtype is None else _dt.as_dtype(dtype)
-    t = _wrap(fill(dev, shape, dt), dev)
+    t = wrap(fill(dev, shape, dt), dev)
     if requires_grad:
         t.requires_grad = True
     return t

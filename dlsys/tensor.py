@@ -2,7 +2,9 @@
 
 Internals others rely on: ``t._data`` (the backend array), ``t.device``, ``t.dtype``, ``t.shape``,
 ``Tensor.from_array`` (wraps without a copy). Ops live in ``dlsys.ops``; the methods here are thin
-forwards to them. dtype rules: see ``dlsys.dtypes``.
+forwards to them, and every array operation is a device method (no device-specific code here).
+Creation functions (``ds.tensor``, ``ds.zeros``, ...) live in ``dlsys.creation``, graph
+recording in ``dlsys.autograd``. dtype rules: see ``dlsys.dtypes``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,10 @@ import math
 
 import numpy as np
 
-from . import autograd as _ag
 from . import backend as _backend
 from . import dtypes as _dt
 
-__all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand",
-           "arange", "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "apply"]
+__all__ = ["Tensor"]
 
 
 class Tensor:
@@ -30,15 +30,22 @@ class Tensor:
     __array_priority__ = 1000  # numpy array <op> Tensor defers to Tensor's reflected operator
 
     def __init__(self, data=None, dtype=None, device=None, requires_grad=False):
-        t = tensor([] if data is None else data, dtype=dtype, device=device,
-                   requires_grad=requires_grad)
-        _init_from(self, t._data, t.device, t._requires_grad)
+        t = _cr.tensor([] if data is None else data, dtype=dtype, device=device,
+                       requires_grad=requires_grad)
+        self._data = t._data
+        self.device = t.device
+        self._requires_grad = t._requires_grad
+        self._grad = None
+        self._op = None
+        self._inputs = ()
+        self._hooks = None
+        self._post_hooks = None
 
     @staticmethod
     def from_array(array, device=None, requires_grad=False) -> Tensor:
         """Wrap a backend array of ``device`` (default: cpu), without a copy."""
         dev = _backend.as_device(device)
-        t = _wrap(array, dev)
+        t = _ag.wrap(array, dev)
         if requires_grad:
             t.requires_grad = True
         return t
@@ -114,7 +121,7 @@ class Tensor:
     @property
     def data(self) -> Tensor:
         """A detached Tensor sharing storage (assigning ``t.data = x`` swaps the storage)."""
-        return _wrap(self._data, self.device)
+        return _ag.wrap(self._data, self.device)
 
     @data.setter
     def data(self, other):
@@ -132,7 +139,7 @@ class Tensor:
         return self.swapaxes(-2, -1)
 
     def detach(self) -> Tensor:
-        return _wrap(self._data, self.device)
+        return _ag.wrap(self._data, self.device)
 
     def detach_(self) -> Tensor:
         self._op, self._inputs, self._requires_grad = None, (), False
@@ -142,8 +149,10 @@ class Tensor:
         # NOTE: pickle / deepcopy by value: host data, device name, requires_grad and .grad (not
         # the graph, and never a copy of the Device object itself)
         grad = None if self._grad is None else self._grad.__reduce_ex__(protocol)[1]
-        return (_rebuild, (np.array(self.device.to_numpy(self._data)), _device_name(self.device),
-                           self._requires_grad, grad))
+        index = getattr(self.device, "index", None)
+        name = self.device.name if index is None else f"{self.device.name}:{index}"
+        return (_cr.from_state, (np.array(self.device.to_numpy(self._data)), name,
+                                 self._requires_grad, grad))
 
     # -- storage: the public way for other libraries to reach a tensor's memory ----------------
     # NOTE: on the CPU that way is ``t.numpy()`` / ``np.asarray(t)``: the storage itself (no
@@ -247,24 +256,22 @@ class Tensor:
                 device = a
             else:
                 dtype = a
-        from .ops import shape as _shape
-
         t = self
         if dtype is not None:
             dtype = _dt.as_dtype(dtype)
             if dtype != t.dtype:
-                t = _shape.cast(t, dtype)
+                t = _sh.cast(t, dtype)
         if device is not None:
             device = _backend.as_device(device)
             if device != t.device:
-                t = _shape.to_device(t, device)
+                t = _sh.to_device(t, device)
         return t
 
     def cpu(self) -> Tensor:
         return self.to(_backend.cpu())
 
     def cuda(self, index=0) -> Tensor:
-        return self.to(_backend.cuda(index))
+        return self.to(_backend.registry.cuda(index))
 
     def float(self) -> Tensor:
         return self.to(_dt.float32)
@@ -279,33 +286,12 @@ class Tensor:
         return self.to(_dt.int64)
 
     def contiguous(self) -> Tensor:
-        from .ops import shape as _shape
-
-        return _shape.contiguous(self)
+        return _sh.contiguous(self)
 
     # -- autograd ------------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False, create_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``. ``gradient`` is required
-        unless self has one element. The graph is freed unless ``retain_graph``."""
-        if not self._requires_grad:
-            raise RuntimeError("element 0 of tensors does not require grad and does not have a "
-                               "grad_fn")
-        if gradient is None:
-            if self.size != 1:
-                raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
-                                   f"(got shape {self.shape}); pass gradient=")
-            gradient = ones_like(self)
-        else:
-            if not isinstance(gradient, Tensor):
-                gradient = tensor(gradient, dtype=self.dtype, device=self.device)
-            if gradient.shape != self.shape:
-                raise ValueError(f"gradient has shape {gradient.shape}, expected {self.shape}")
-            if gradient.dtype != self.dtype:
-                raise TypeError(f"gradient has dtype {gradient.dtype}, expected {self.dtype}")
-            if gradient.device != self.device:
-                raise ValueError(f"gradient is on {gradient.device}, expected {self.device}")
-            gradient = gradient.detach() if not create_graph else gradient
-        _ag.run_backward([self], [gradient], retain_graph or create_graph, create_graph)
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (``autograd.backward``)."""
+        _ag.backward(self, gradient, retain_graph, create_graph)
 
     def register_hook(self, fn) -> _ag.RemovableHandle:
         """``fn(grad)`` runs when this tensor's gradient is computed; it may return a
@@ -345,22 +331,48 @@ class Tensor:
 
     # -- in place (no autograd: only on tensors that don't require grad, or under no_grad) -----
     def _check_inplace(self, what):
-        if self._requires_grad and _ag._grad_enabled:
+        if self._requires_grad and _ag.is_grad_enabled():
             kind = "a leaf Variable that requires grad" if self._op is None else \
                 "a tensor that is part of the autograd graph"
             raise RuntimeError(f"{what}: {kind} is being used in an in-place operation; wrap it "
                                f"in `with ds.no_grad():` or use .data")
 
+    def _inplace_operand(self, other, what):
+        """The one check of every in-place binary op (add_, sub_, mul_, div_): self may be
+        written; ``other`` is a Tensor (or numpy array) of self's device, dtype and shape, or a
+        scalar self's dtype holds. Returns its array or the scalar (guarantee 6: nothing is
+        broadcast or cast in place)."""
+        self._check_inplace(what)
+        t = type(other)
+        # NOTE: the common operands first; _operand's abstract-number checks cost ~1 us
+        o = other if t is Tensor or t is int or (t is float and self.dtype.kind == "f") \
+            else _ew._operand(self, other, what)
+        if isinstance(o, Tensor):
+            _ops.check_same(self, o, what)
+            if o.shape != self.shape:
+                raise ValueError(f"{what}: shapes {self.shape} and {o.shape} differ (in-place "
+                                 "ops do not broadcast)")
+            return o._data
+        return o
+
     def copy_(self, src) -> Tensor:
         """Copy ``src`` (Tensor on any device, numpy array or scalar; same shape) into self,
-        casting to self's dtype. self's storage (and any view of it) is kept."""
+        casting to self's dtype. self's storage (and any view of it) is kept. From another
+        device the data moves once, straight into self where the layouts allow (a CUDA tensor
+        into a compact CPU tensor: one device-to-host copy)."""
         self._check_inplace("copy_")
         if isinstance(src, Tensor):
-            arr = src._data if src.device == self.device else src.device.to_numpy(src._data)
-        else:
-            arr = np.asarray(src)
-            if arr.shape != self.shape and arr.size == 1:
-                arr = np.broadcast_to(arr.reshape(()), self.shape)
+            if src.shape != self.shape:
+                raise ValueError(f"copy_: source shape {src.shape} does not match "
+                                 f"destination shape {self.shape}")
+            if src.device == self.device:
+                self.device.copy_(self._data, src._data)
+            else:
+                self.device.copy_from(self._data, src._data, src.device)
+            return self
+        arr = np.asarray(src)
+        if arr.shape != self.shape and arr.size == 1:
+            arr = np.broadcast_to(arr.reshape(()), self.shape)
         if tuple(arr.shape) != self.shape:
             raise ValueError(f"copy_: source shape {tuple(arr.shape)} does not match "
                              f"destination shape {self.shape}")
@@ -373,71 +385,56 @@ class Tensor:
         if isinstance(value, Tensor):
             value = value.device.to_numpy(value._data) if value.device != self.device \
                 else value._data
-        if type(self._data) is np.ndarray:
-            idx = index._data if isinstance(index, Tensor) else index
-            self._data[idx] = value
-            return
-        view = self.device.getitem(self._data, index)  # basic indexing: a view
-        if not hasattr(value, "shape") or tuple(value.shape) != tuple(view.shape):
-            value = np.broadcast_to(np.asarray(value, dtype=self.dtype), view.shape)
-        self.device.copy_(view, value)
+        self.device.setitem(self._data, _sh.normalize_index(self, index), value)
 
     def fill_(self, value) -> Tensor:
         self._check_inplace("fill_")
-        if type(self._data) is np.ndarray:
-            self._data.fill(value)
-        else:
-            self.device.copy_(self._data, self.device.full(self.shape, value, self.dtype))
+        self.device.fill_(self._data, value)
         return self
 
     def zero_(self) -> Tensor:
         return self.fill_(0)
 
-    def add_(self, other, alpha=1.0) -> Tensor:
-        self._check_inplace("add_")
-        if isinstance(other, Tensor):
-            _check_same(self, other, "add_")
-            if other.shape != self.shape:
-                raise ValueError(f"add_: shapes {self.shape} and {other.shape} differ")
-            o = other._data
-            if alpha != 1:
-                o = self.device.scalar("mul", o, alpha)
-            _add_inplace(self, o)
-        else:
-            _inplace_scalar(self, "add", other * alpha)
+    def add_(self, other, alpha=1) -> Tensor:
+        return self._add_scaled(other, alpha, "add_")
+
+    def sub_(self, other, alpha=1) -> Tensor:
+        return self._add_scaled(other, -alpha, "sub_")
+
+    def _add_scaled(self, other, alpha, what):
+        o = self._inplace_operand(other, what)
+        if type(o) is float or type(o) is int:  # a scalar (_operand returns int or float)
+            self.device.scalar_("add", self._data, o if alpha == 1 else o * alpha)
+            return self
+        if alpha != 1:
+            o = self.device.scalar("mul", o, alpha)
+        self.device.add_(self._data, o)
         return self
 
-    def sub_(self, other, alpha=1.0) -> Tensor:
-        return self.add_(other, alpha=-alpha)
-
     def mul_(self, other) -> Tensor:
-        self._check_inplace("mul_")
-        if isinstance(other, Tensor):
-            _check_same(self, other, "mul_")
-            if other.shape != self.shape:
-                raise ValueError(f"mul_: shapes {self.shape} and {other.shape} differ")
-            arr = self._data
-            if type(arr) is np.ndarray:
-                np.multiply(arr, other._data, out=arr)
-            else:
-                self.device.copy_(arr, self.device.binary("mul", arr, other._data))
+        o = self._inplace_operand(other, "mul_")
+        if type(o) is float or type(o) is int:  # a scalar (_operand returns int or float)
+            self.device.scalar_("mul", self._data, o)
         else:
-            _inplace_scalar(self, "mul", other)
+            self.device.binary_("mul", self._data, o)
         return self
 
     def div_(self, other) -> Tensor:
-        if isinstance(other, Tensor):
-            self._check_inplace("div_")
-            self.device.copy_(self._data, self.device.binary("div", self._data, other._data))
-            return self
-        return self.mul_(1.0 / other)
+        if self.dtype.kind != "f":
+            raise TypeError(f"div_: true division needs a floating tensor, got dtype "
+                            f"{self.dtype} (the result would not fit in place)")
+        o = self._inplace_operand(other, "div_")
+        if type(o) is float or type(o) is int:  # a scalar (_operand returns int or float)
+            self.device.scalar_("mul", self._data, 1.0 / o)
+        else:
+            self.device.binary_("div", self._data, o)
+        return self
 
     # -- operators (ops.elementwise resolves broadcasting, scalars, dtypes) ---------------------
     def __add__(self, o):
         return _ew.add(self, o)
 
-    def __radd__(self, o):
-        return _ew.add(self, o)
+    __radd__ = __add__
 
     def __sub__(self, o):
         return _ew.sub(self, o)
@@ -448,8 +445,7 @@ class Tensor:
     def __mul__(self, o):
         return _ew.mul(self, o)
 
-    def __rmul__(self, o):
-        return _ew.mul(self, o)
+    __rmul__ = __mul__
 
     def __truediv__(self, o):
         return _ew.div(self, o)
@@ -585,140 +581,11 @@ class Tensor:
         return _sh.unsqueeze(self, axis)
 
 
-# -- construction helpers ----------------------------------------------------------------------
-_new = object.__new__
-
-
-def zero_grads(params, set_to_none: bool = True) -> None:
-    """Module.zero_grad and Optimizer.zero_grad: each ``.grad`` to None, or zeroed in place."""
-    for p in params:
-        if p.grad is None:
-            continue
-        if set_to_none:
-            p.grad = None
-        else:
-            p.grad.zero_()
-
-
-def _init_from(t, data, device, requires_grad=False):
-    t._data = data
-    t.device = device
-    t._requires_grad = requires_grad
-    t._grad = None
-    t._op = None
-    t._inputs = ()
-    t._hooks = None
-    t._post_hooks = None
-
-
-def _device_name(dev) -> str:
-    index = getattr(dev, "index", None)
-    return dev.name if index is None else f"{dev.name}:{index}"
-
-
-def _rebuild(host, device, requires_grad, grad=None):
-    dev = _backend.as_device(device)
-    t = _wrap(host_to_device(dev, host), dev)
-    t._requires_grad = requires_grad
-    if grad is not None:
-        t._grad = _rebuild(*grad)
-    return t
-
-
-def _wrap(data, device) -> Tensor:
-    """A leaf Tensor on ``data`` (no copy, no checks): the hot path of every op."""
-    t = _new(Tensor)
-    t._data = data
-    t.device = device
-    t._requires_grad = False
-    t._grad = None
-    t._op = None
-    t._inputs = ()
-    t._hooks = None
-    t._post_hooks = None
-    return t
-
-
-def apply(op, *inputs) -> Tensor:
-    """Run ``op`` on Tensors that share one device and dtype (checked by the caller) and record
-    the graph node when grad mode is on and an input requires grad."""
-    dev = inputs[0].device
-    op.device = dev
-    if len(inputs) == 1:
-        a = inputs[0]
-        out = _wrap(op.compute(a._data), dev)
-        rg = a._requires_grad
-    elif len(inputs) == 2:
-        a, b = inputs
-        out = _wrap(op.compute(a._data, b._data), dev)
-        rg = a._requires_grad or b._requires_grad
-    else:
-        out = _wrap(op.compute(*[t._data for t in inputs]), dev)
-        rg = any(t._requires_grad for t in inputs)
-    if rg and _ag._grad_enabled:
-        out._requires_grad = True
-        out._op = op
-        out._inputs = inputs
-    return out
-
-
-def _check_same(a: Tensor, b: Tensor, what: str):
-    """Same device and dtype, else ValueError / TypeError naming both."""
-    if a.device is not b.device and a.device != b.device:
-        raise ValueError(f"{what}: expected all tensors on the same device, got {a.device} and "
-                         f"{b.device}")
-    if a._data.dtype != b._data.dtype:
-        raise TypeError(f"{what}: dtypes differ, {a._data.dtype} and {b._data.dtype} (dlsys "
-                        f"never casts silently; use .to(dtype))")
-
-
-def host_to_device(dev, a: np.ndarray):
-    """dev.from_numpy(a) keeping 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
-    r = dev.from_numpy(a)
-    return r if r.shape == a.shape else dev.reshape(r, a.shape)
-
-
-def compact(dev, a):
-    """dev.compact(a) keeping 0-d arrays 0-d."""
-    r = dev.compact(a)
-    return r if r.shape == a.shape else dev.reshape(r, a.shape)
-
-
-def _add_inplace(t: Tensor, arr):
-    """t._data += arr, keeping t._data the same object (views into buckets stay views)."""
-    d = t._data
-    if type(d) is np.ndarray:
-        np.add(d, arr, out=d)  # NOTE: skips a device call on the CPU's hot path
-    else:
-        t.device.add_(d, arr)
-
-
-def _inplace_scalar(t: Tensor, op, s):
-    d = t._data
-    if type(d) is np.ndarray:
-        getattr(np, {"add": "add", "mul": "multiply"}[op])(d, s, out=d, casting="unsafe")
-    else:
-        t.device.copy_(d, t.device.scalar(op, d, s))
-
-
-# NOTE: imported last: the op modules import Tensor from here, and the methods above only look
-# these names up when called.
-from .creation import (  # noqa: E402
-    arange,
-    empty,
-    from_numpy,
-    full,
-    full_like,
-    ones,
-    ones_like,
-    rand,
-    rand_like,
-    randn,
-    randn_like,
-    tensor,
-    zeros,
-    zeros_like,
-)
+# NOTE: imported last: autograd and the op modules import Tensor from here, and the methods
+# above only look these names up when called.
+from . import autograd as _ag  # noqa: E402
+from . import creation as _cr  # noqa: E402
+from . import ops as _ops  # noqa: E402
 from .ops import elementwise as _ew  # noqa: E402
 from .ops import matmul as _mm  # noqa: E402
 from .ops import reduce as _rd  # noqa: E402

@@ -1,4 +1,4 @@
-"""Compile every CUDA kernel of dlsys.backend.cuda_kernels to PTX, for the argument types the
+"""Compile every CUDA kernel of dlsys.backend.cuda to PTX, for the argument types the
 device passes at run time, WITHOUT a GPU (needs only NVVM/NVRTC, e.g. the numba-cuda[cu12]
 extra). The simulator runs kernels as Python, so it cannot catch GPU typing errors (e.g. a
 branch indexing an array with a float); this does. Run by tests/test_cuda_ptx.py in a
@@ -32,7 +32,7 @@ B = types.boolean
 FLOATS = ("float32", "float64")
 
 
-def cases(K, KN):
+def cases(K, KN, MM, OPT):
     """(name, python function, argument types) for every kernel and dtype the device uses."""
     out = []
     add = out.append
@@ -72,8 +72,11 @@ def cases(K, KN):
                  (arr(dt), arr(dt), tup, tup, I, I)))
         add((f"scatter_add {nd}d", K.scatter_add_strided_kernel,
              (arr("float32"), arr("float32"), tup, tup, I, I)))
+        add((f"scatter {nd}d", K.scatter_strided_kernel,
+             (arr("float32"), arr("float32"), tup, tup, I, I)))
     for dt in FLOATS + ("int64",):
         add((f"take {dt}", K.take_kernel, (arr(dt), arr("int64"), arr(dt), I)))
+        add((f"put {dt}", K.put_kernel, (arr(dt), arr("int64"), arr(dt), I)))
         add((f"take_rows {dt}", K.take_rows_kernel, (arr(dt), arr("int64"), arr(dt), I, I, I)))
         add((f"index_add_flat {dt}", K.index_add_flat_kernel,
              (arr(dt), arr("int64"), arr(dt), I)))
@@ -84,6 +87,8 @@ def cases(K, KN):
              (arr(dt), arr(dt), I, I, sc(dt))))
         add((f"row_argmax {dt}", K.row_argmax_kernel(np.dtype(dt).str),
              (arr(dt), arr(dt), arr("int64"), I, I)))
+    for dt in ("bool", "float16"):  # __setitem__ writes any dtype
+        add((f"put {dt}", K.put_kernel, (arr(dt), arr("int64"), arr(dt), I)))
     for dt in FLOATS:
         add((f"softmax_rows {dt}", KN.softmax_rows_kernel(np.dtype(dt).str),
              (arr(dt), arr(dt), arr(dt), arr("int64"), I, I, I, sc(dt))))
@@ -99,12 +104,12 @@ def cases(K, KN):
         add((f"avg_pool_backward {dt}", KN.avg_pool_backward_kernel,
              (arr(dt), arr(dt)) + (I,) * 8 + (sc(dt), I)))
         s = sc(dt)
-        add((f"sgd {dt}", KN.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
-        add((f"adam {dt}", KN.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))
+        add((f"sgd {dt}", OPT.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
+        add((f"adam {dt}", OPT.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))
     for dt in FLOATS + ("int64",):
         for cfg in [(64, 64, 32, 4, 4, False), (64, 64, 32, 4, 4, True),
                     (32, 32, 16, 2, 2, False), (16, 16, 8, 4, 4, False)]:
-            add((f"matmul {dt} {cfg}", KN.matmul_kernel(np.dtype(dt).str, *cfg),
+            add((f"matmul {dt} {cfg}", MM.matmul_kernel(np.dtype(dt).str, *cfg),
                  (arr(dt), arr(dt), arr(dt), I, I, I, sc(dt))))
     return out
 
@@ -112,15 +117,18 @@ def cases(K, KN):
 def main():
     from numba.cuda import compile_ptx, dispatcher
 
-    from dlsys.backend import cuda_kernels as K
-    from dlsys.backend import cuda_kernels_nn as KN
+    from dlsys.backend.cuda import kernels as K
+    from dlsys.backend.cuda import kernels_nn as KN
+    from dlsys.backend.cuda import launch
+    from dlsys.backend.cuda import matmul as MM
+    from dlsys.backend.cuda import optim as OPT
 
     class _FakeDevice:  # NOTE: device functions compile for "the current device": pretend sm_80
         compute_capability = (8, 0)
 
     dispatcher.get_current_device = lambda: _FakeDevice()
 
-    assert not K.SIMULATOR, "run with NUMBA_ENABLE_CUDASIM=0"
+    assert not launch.SIMULATOR, "run with NUMBA_ENABLE_CUDASIM=0"
     def _probe(x):
         x[0] = 1.0
 
@@ -130,7 +138,7 @@ def main():
         print(f"NO_NVVM {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return
     failed = []
-    all_cases = cases(K, KN)
+    all_cases = cases(K, KN, MM, OPT)
     for name, kern, sig in all_cases:
         try:
             compile_ptx(kern.py_func, sig, cc=(8, 0))

@@ -206,7 +206,7 @@ def test_post_accumulate_hook_fires_once_per_leaf_and_early():
         (w1 * 2).register_post_accumulate_grad_hook(lambda p: None)
 
 
-def test_no_grad_context_decorator_and_nesting():
+def test_no_grad_context_and_nesting():
     a = leaf(2)
     assert ds.is_grad_enabled()
     with ds.no_grad():
@@ -217,6 +217,10 @@ def test_no_grad_context_decorator_and_nesting():
         assert not ds.is_grad_enabled()
     assert ds.is_grad_enabled()
 
+
+def test_no_grad_as_decorator_with_and_without_call():
+    a = leaf(2)
+
     @ds.no_grad()
     def f(t):
         return t * 2
@@ -225,24 +229,37 @@ def test_no_grad_context_decorator_and_nesting():
     def g(t):
         return t * 2
 
-    assert not f(a).requires_grad and not g(a).requires_grad
+    assert not f(a).requires_grad
+    assert not g(a).requires_grad
     assert f.__name__ == "f"
+
+
+def test_no_grad_restores_the_mode_after_an_exception():
     with pytest.raises(ZeroDivisionError):
         with ds.no_grad():
             raise ZeroDivisionError
     assert ds.is_grad_enabled()
 
 
-def test_inplace_rules():
+def test_inplace_on_a_graph_tensor_is_an_error():
     a = leaf(3)
     with pytest.raises(RuntimeError, match="in-place"):
         a.add_(ds.ones(3, dtype=ds.float64))
     with pytest.raises(RuntimeError, match="in-place"):
         (a * 2).mul_(2)
+
+
+def test_inplace_under_no_grad_keeps_the_storage():
+    a = leaf(3)
     arr = a._data
     with ds.no_grad():
         a.add_(ds.ones(3, dtype=ds.float64), alpha=2.0).mul_(0.5)
     assert a._data is arr
+    a.data.mul_(0)  # .data shares storage and is detached
+    assert np.all(a.numpy() == 0)
+
+
+def test_copy_casts_into_the_same_storage():
     t = ds.zeros(2, 3)
     view = t._data
     t.copy_(np.arange(6, dtype=np.float64).reshape(2, 3))  # cast float64 -> float32
@@ -250,14 +267,18 @@ def test_inplace_rules():
     np.testing.assert_array_equal(t.numpy(), np.arange(6).reshape(2, 3))
     t.copy_(ds.ones(2, 3, dtype=ds.float64))
     np.testing.assert_array_equal(t.numpy(), 1.0)
-    t.fill_(3)
-    t.sub_(ds.ones(2, 3))
-    t.zero_()
-    assert t._data is view and t.numpy().sum() == 0
     with pytest.raises(ValueError, match=r"\(3, 2\)"):
         t.copy_(ds.ones(3, 2))
-    a.data.mul_(0)  # .data shares storage and is detached
-    assert np.all(a.numpy() == 0)
+
+
+def test_fill_sub_zero_keep_the_storage():
+    t = ds.zeros(2, 3)
+    view = t._data
+    t.fill_(3)
+    t.sub_(ds.ones(2, 3))
+    np.testing.assert_array_equal(t.numpy(), 2.0)
+    t.zero_()
+    assert t._data is view and t.numpy().sum() == 0
 
 
 def test_detach_and_data_share_storage():

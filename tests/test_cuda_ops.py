@@ -50,7 +50,7 @@ P = (np.abs(RNG.standard_normal((2, 3))) + 0.5).astype(np.float32)
 
 
 # -- devices and transfers ---------------------------------------------------------------------
-def test_to_numpy_and_transfers():
+def test_to_numpy_is_a_host_copy():
     x = ds.tensor(A).to("cuda")
     assert x.device == ds.cuda() and x.device != ds.cpu()
     h = x.numpy()
@@ -58,11 +58,20 @@ def test_to_numpy_and_transfers():
     h[0, 0] = 100.0  # a host copy: the device tensor is unchanged
     assert x.numpy()[0, 0] == A[0, 0]
     np.testing.assert_array_equal(np.asarray(x), A)
-    back = x.to("cpu")
+
+
+def test_to_cpu_and_back():
+    back = ds.tensor(A).to("cuda").to("cpu")
     assert back.device == ds.cpu()
     np.testing.assert_array_equal(back.numpy(), A)
+
+
+def test_integer_tensor_on_cuda():
     y = ds.tensor([1, 2, 3], device="cuda")
     assert y.dtype == ds.int64 and y.device == ds.cuda() and y.sum().item() == 6
+
+
+def test_copy_from_numpy_and_from_another_device():
     z = ds.zeros(2, 2, device=ds.cuda())
     z.copy_(A[:, :2])  # numpy source
     z.add_(ds.ones(2, 2, device="cuda"))

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from dlsys import config
 from dlsys.data import (
     DataLoader,
     Dataset,
@@ -110,16 +111,28 @@ def test_read_idx_roundtrip(tmp_path):
     np.testing.assert_array_equal(dsets.read_idx(raw), arr)
 
 
-def test_missing_dataset_error_names_the_fetch_command(tmp_path, monkeypatch):
+@pytest.fixture
+def data_home(tmp_path, monkeypatch):
+    """DLSYS_DATA pointing at a fresh directory (dlsys.config reads it once: reload around)."""
     monkeypatch.setenv("DLSYS_DATA", str(tmp_path))
+    config.reload()
+    yield tmp_path
+    config.reload()  # NOTE: runs before monkeypatch restores the variable: nothing kept
+
+
+def test_data_dir_follows_dlsys_data(data_home):
+    assert dsets.data_dir() == data_home
+    assert dsets.cache_path("mnist") == data_home / "mnist.npz"
+
+
+def test_missing_dataset_error_names_the_fetch_command(data_home):
     with pytest.raises(FileNotFoundError, match="-m dlsys.data fetch fashion-mnist"):
         dsets.fashion_mnist("train")
     with pytest.raises(ValueError, match="split"):
         dsets.mnist("validation")
 
 
-def test_cache_roundtrip_layout(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLSYS_DATA", str(tmp_path))
+def test_cache_roundtrip_layout(data_home):
     arrays = {}
     sizes = (("train", 60), ("test", 10))
     for split, n in sizes:

@@ -1,5 +1,5 @@
 """The CUDA caching allocator's block pool (dlsys.backend.memory_pool): pure bookkeeping over
-two driver calls, tested with a fake driver. The allocator itself (dlsys.backend.cuda_memory,
+two driver calls, tested with a fake driver. The allocator itself (dlsys.backend.cuda.memory,
 a Numba EMM plugin) is exercised on a GPU by tests/test_backend_cuda.py."""
 
 from __future__ import annotations

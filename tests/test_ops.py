@@ -1,5 +1,6 @@
 """Every op against float64 central differences (gradcheck), over several shapes including
-broadcasting, size-1 dims and non-contiguous inputs; second order for a few ops."""
+broadcasting, size-1 dims and non-contiguous inputs, on every device (the CPU, and CUDA on a
+GPU or under Numba's CUDA simulator); second order for a few ops."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import dlsys as ds
 import dlsys.nn.functional as F
 
 TOL = 1e-6
+DEVICES = ["cpu"] + (["cuda"] if ds.cuda_is_available() else [])
+
+
+def on(x, data, **kw):
+    """A tensor of ``data`` on x's device (index and target tensors inside a checked fn)."""
+    return ds.tensor(data, device=x.device, **kw)
 
 
 def R(*shape, seed=0, low=None):
@@ -100,8 +107,8 @@ case("getitem_int_none_ellipsis", lambda a: a[1, None, ..., -1], R(3, 4, 2))
 case("getitem_negstep", lambda a: a[::-1, 1:3], R(4, 4))
 case("getitem_gather_repeats", lambda a: a[np.array([0, 2, 0, 1, 0])], R(3, 4))
 case("getitem_gather_axis1", lambda a: a[:, np.array([1, 1, 3])], R(2, 4))
-case("getitem_tensor_index", lambda a: a[ds.tensor([2, 2, 0])], R(3, 2))
-case("getitem_mask", lambda a: a[ds.tensor(np.array([True, False, True]))], R(3, 2))
+case("getitem_tensor_index", lambda a: a[on(a, [2, 2, 0])], R(3, 2))
+case("getitem_mask", lambda a: a[on(a, np.array([True, False, True]))], R(3, 2))
 case("stack0", lambda a, b: ds.stack([a, b, a]), R(2, 3), R(2, 3, seed=1))
 case("stack_last", lambda a, b: ds.stack([a, b], axis=-1), R(2, 3), R(2, 3, seed=1))
 case("concat0", lambda a, b: ds.concatenate([a, b]), R(2, 3), R(1, 3, seed=1))
@@ -135,13 +142,13 @@ for shp, axis in [((3, 5), -1), ((3, 5), 0), ((2, 3, 4), 1), ((4,), 0)]:
     case(f"log_softmax{tag}", lambda x, axis=axis: F.log_softmax(x, axis), R(*shp))
     case(f"logsumexp{tag}", lambda x, axis=axis: F.logsumexp(x, axis), R(*shp))
 
-case("cross_entropy", lambda x: F.cross_entropy(x, ds.tensor([1, 0, 3, 1])), R(4, 5))
-case("cross_entropy_n1", lambda x: F.cross_entropy(x, ds.tensor([2])), R(1, 3))
+case("cross_entropy", lambda x: F.cross_entropy(x, on(x, [1, 0, 3, 1])), R(4, 5))
+case("cross_entropy_n1", lambda x: F.cross_entropy(x, on(x, [2])), R(1, 3))
 case("mse_loss", lambda a, b: F.mse_loss(a, b), R(3, 4), R(3, 4, seed=1))
 case("layer_norm", lambda x, w, b: F.layer_norm(x, 4, w, b, 1e-5), R(3, 4), R(4, seed=1),
      R(4, seed=2))
 case("layer_norm_2d", lambda x: F.layer_norm(x, (2, 3), None, None, 1e-5), R(2, 2, 3))
-case("embedding", lambda w: F.embedding(ds.tensor([[0, 2], [2, 2]]), w), R(3, 4))
+case("embedding", lambda w: F.embedding(on(w, [[0, 2], [2, 2]]), w), R(3, 4))
 
 
 def _dropout(x):
@@ -152,18 +159,20 @@ def _dropout(x):
 case("dropout", _dropout, R(4, 5))
 case("dropout_eval", lambda x: F.dropout(x, 0.4, False), R(4, 5))
 case("chain_mlp", lambda x, w1, w2: F.cross_entropy(F.linear(F.linear(x, w1).relu(), w2),
-                                                    ds.tensor([0, 2, 1])),
+                                                    on(x, [0, 2, 1])),
      R(3, 4), R(5, 4, seed=1), R(3, 5, seed=2))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn,arrays,kw", CASES)
-def test_gradcheck(fn, arrays, kw):
-    assert gradcheck(fn, *arrays, **kw) < TOL
+def test_gradcheck(fn, arrays, kw, device):
+    assert gradcheck(fn, *arrays, device=device, **kw) < TOL
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn,arrays,kw", CASES)
-def test_gradcheck_noncontiguous(fn, arrays, kw):
-    assert gradcheck(fn, *arrays, noncontig=True, **kw) < TOL
+def test_gradcheck_noncontiguous(fn, arrays, kw, device):
+    assert gradcheck(fn, *arrays, noncontig=True, device=device, **kw) < TOL
 
 
 SECOND = [
@@ -179,7 +188,7 @@ SECOND = [
     pytest.param(lambda x: F.log_softmax(x, -1), (R(3, 4),), id="log_softmax"),
     pytest.param(lambda x: F.softmax(x, 0), (R(3, 4),), id="softmax"),
     pytest.param(lambda x: F.logsumexp(x, 1), (R(3, 4),), id="logsumexp"),
-    pytest.param(lambda x: F.cross_entropy(x, ds.tensor([1, 0, 2])), (R(3, 4),),
+    pytest.param(lambda x: F.cross_entropy(x, on(x, [1, 0, 2])), (R(3, 4),),
                  id="cross_entropy"),
     pytest.param(lambda x: F.avg_pool2d(x, 2).tanh(), (R(1, 2, 4, 4),), id="avg_pool"),
     pytest.param(lambda x: F.max_pool2d(x.tanh(), 2), (U(1, 1, 4, 4) / 5,), id="max_pool"),
@@ -190,9 +199,10 @@ SECOND = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn,arrays", SECOND)
-def test_second_order(fn, arrays):
-    assert gradgradcheck(fn, *arrays) < 1e-5
+def test_second_order(fn, arrays, device):
+    assert gradgradcheck(fn, *arrays, device=device) < 1e-5
 
 
 def test_float32_matches_float64():
@@ -226,31 +236,46 @@ def test_float16_forward_backward():
     np.testing.assert_allclose(np.asarray(x.grad), 2.0 * (np.asarray(x) > 0))
 
 
-def test_forward_values_match_numpy():
-    a, b = R(3, 4), R(4, 5, seed=1)
-    x, y = ds.tensor(a, dtype=ds.float64), ds.tensor(b, dtype=ds.float64)
-    np.testing.assert_allclose(np.asarray(x @ y), a @ b)
-    np.testing.assert_allclose(np.asarray(F.softmax(x, 1)),
-                               np.exp(a) / np.exp(a).sum(1, keepdims=True))
-    np.testing.assert_allclose(np.asarray(F.logsumexp(x * 100, 1)),
-                               np.log(np.exp(a * 100 - (a * 100).max(1, keepdims=True)).sum(1))
-                               + (a * 100).max(1))
-    np.testing.assert_allclose(np.asarray(x.max(0)), a.max(0))
-    assert x.argmax(1).dtype == ds.int64
-    np.testing.assert_array_equal(np.asarray(x.argmax(1)), a.argmax(1))
-    np.testing.assert_array_equal(np.asarray(x.argmax()), a.argmax())
-    ce = F.cross_entropy(x, ds.tensor([0, 3, 1]))
-    lp = a - np.log(np.exp(a).sum(1, keepdims=True))
-    np.testing.assert_allclose(ce.item(), -lp[[0, 1, 2], [0, 3, 1]].mean())
-    xi = R(2, 3, 6, 5)
-    wi = R(4, 3, 3, 3, seed=2)
-    out = F.conv2d(ds.tensor(xi, dtype=ds.float64), ds.tensor(wi, dtype=ds.float64),
-                   stride=1, padding=1)
+def _conv_ref(xi, wi):
     pad = np.pad(xi, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.zeros((2, 4, 6, 5))
     for i in range(6):
         for j in range(5):
             ref[:, :, i, j] = np.einsum("nchw,ochw->no", pad[:, :, i:i + 3, j:j + 3], wi)
+    return ref
+
+
+def _log_probs(a):
+    return a - np.log(np.exp(a).sum(1, keepdims=True))
+
+
+_A, _B = R(3, 4), R(4, 5, seed=1)
+_XI, _WI = R(2, 3, 6, 5), R(4, 3, 3, 3, seed=2)
+FORWARD = {  # name: (dlsys fn of (x, y) float64 tensors of _A, _B; numpy reference)
+    "matmul": (lambda x, y: x @ y, _A @ _B),
+    "softmax": (lambda x, y: F.softmax(x, 1), np.exp(_A) / np.exp(_A).sum(1, keepdims=True)),
+    "logsumexp_large": (lambda x, y: F.logsumexp(x * 100, 1),
+                        np.log(np.exp(_A * 100 - (_A * 100).max(1, keepdims=True)).sum(1))
+                        + (_A * 100).max(1)),
+    "max": (lambda x, y: x.max(0), _A.max(0)),
+    "argmax": (lambda x, y: x.argmax(1), _A.argmax(1)),
+    "argmax_flat": (lambda x, y: x.argmax(), _A.argmax()),
+    "cross_entropy": (lambda x, y: F.cross_entropy(x, on(x, [0, 3, 1])),
+                      -_log_probs(_A)[[0, 1, 2], [0, 3, 1]].mean()),
+    "conv2d_padded": (lambda x, y: F.conv2d(on(x, _XI, dtype=ds.float64),
+                                            on(x, _WI, dtype=ds.float64), stride=1, padding=1),
+                      _conv_ref(_XI, _WI)),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(FORWARD))
+def test_forward_values_match_numpy(name, device):
+    fn, ref = FORWARD[name]
+    x = ds.tensor(_A, dtype=ds.float64, device=device)
+    y = ds.tensor(_B, dtype=ds.float64, device=device)
+    out = fn(x, y)
+    assert out.dtype == (ds.int64 if name.startswith("argmax") else ds.float64)
     np.testing.assert_allclose(np.asarray(out), ref, atol=1e-12)
 
 

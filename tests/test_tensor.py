@@ -40,24 +40,36 @@ def test_tensor_copies_and_from_array_does_not():
     assert c.dtype == np.float64
 
 
-def test_factories_and_attributes():
-    z = ds.zeros(2, 3)
-    assert z.shape == (2, 3) and z.ndim == 2 and z.size == 6 and z.dtype == ds.float32
-    assert ds.ones((2, 3), dtype=ds.float64).dtype == ds.float64
-    assert ds.full((2,), 7.0).numpy().tolist() == [7.0, 7.0]
-    assert ds.zeros_like(z).shape == (2, 3) and ds.ones_like(z, dtype=ds.int64).dtype == ds.int64
-    assert ds.randn(3, 4, requires_grad=True).requires_grad
-    assert ds.rand(5).numpy().min() >= 0
-    assert ds.arange(5).numpy().tolist() == [0, 1, 2, 3, 4]
-    assert ds.randn_like(z).shape == (2, 3) and ds.rand_like(z).shape == (2, 3)
-    assert ds.full_like(z, 2).numpy().sum() == 12
-    assert len(z) == 2 and [r.shape for r in z] == [(3,), (3,)]
-    assert "requires_grad=True" in repr(ds.ones(2, requires_grad=True))
-    assert "grad_fn" in repr(ds.ones(2, requires_grad=True) * 2)
-    assert float(ds.tensor([2.5])) == 2.5 and int(ds.tensor(3)) == 3
+FACTORY_CHECKS = {
+    "zeros": lambda: (ds.zeros(2, 3).shape, ds.zeros(2, 3).ndim, ds.zeros(2, 3).size,
+                      ds.zeros(2, 3).dtype) == ((2, 3), 2, 6, ds.float32),
+    "ones_dtype": lambda: ds.ones((2, 3), dtype=ds.float64).dtype == ds.float64,
+    "full": lambda: ds.full((2,), 7.0).numpy().tolist() == [7.0, 7.0],
+    "zeros_like": lambda: ds.zeros_like(ds.zeros(2, 3)).shape == (2, 3),
+    "ones_like_dtype": lambda: ds.ones_like(ds.zeros(2, 3), dtype=ds.int64).dtype == ds.int64,
+    "randn_requires_grad": lambda: ds.randn(3, 4, requires_grad=True).requires_grad,
+    "rand_range": lambda: ds.rand(5).numpy().min() >= 0,
+    "arange": lambda: ds.arange(5).numpy().tolist() == [0, 1, 2, 3, 4],
+    "randn_like": lambda: ds.randn_like(ds.zeros(2, 3)).shape == (2, 3),
+    "rand_like": lambda: ds.rand_like(ds.zeros(2, 3)).shape == (2, 3),
+    "full_like": lambda: ds.full_like(ds.zeros(2, 3), 2).numpy().sum() == 12,
+    "len_iter": lambda: (len(ds.zeros(2, 3)), [r.shape for r in ds.zeros(2, 3)])
+    == (2, [(3,), (3,)]),
+    "repr_requires_grad": lambda: "requires_grad=True" in repr(ds.ones(2, requires_grad=True)),
+    "repr_grad_fn": lambda: "grad_fn" in repr(ds.ones(2, requires_grad=True) * 2),
+    "float_int": lambda: float(ds.tensor([2.5])) == 2.5 and int(ds.tensor(3)) == 3,
+    "hash_by_identity": lambda: bool({ds.ones(1): 1}),  # despite __eq__ returning a Tensor
+}
+
+
+@pytest.mark.parametrize("name", list(FACTORY_CHECKS))
+def test_factories_and_attributes(name):
+    assert FACTORY_CHECKS[name]()
+
+
+def test_item_needs_one_element():
     with pytest.raises(ValueError, match="one element"):
         ds.ones(2).item()
-    assert {ds.ones(1): 1}  # hashable by identity despite __eq__ returning a Tensor
 
 
 def test_rng_seed_and_state():
@@ -112,32 +124,31 @@ def test_comparisons_return_bool_without_grad():
     assert (ds.tensor([1, 2]) > 1.5).numpy().tolist() == [False, True]
 
 
-def test_shape_errors_name_both_shapes():
-    a, b = ds.ones(2, 3), ds.ones(4, 3)
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 3\)"):
-        a + b
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 3\)"):
-        a @ a
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 3\)"):
-        F.mse_loss(a, b)
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
-        F.cross_entropy(a, ds.tensor([0, 1, 2, 0]))
-    with pytest.raises(ValueError, match=r"\(1, 2, 5, 5\).*\(3, 1, 3, 3\)"):
-        F.conv2d(ds.ones(1, 2, 5, 5), ds.ones(3, 1, 3, 3))
-    with pytest.raises(ValueError, match=r"\(1, 1, 2, 2\).*\(3, 1, 3, 3\)"):
-        F.conv2d(ds.ones(1, 1, 2, 2), ds.ones(3, 1, 3, 3))
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(5, 4\)"):
-        F.linear(a, ds.ones(5, 4))
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 3\)"):
-        a.broadcast_to(3, 3)
-    with pytest.raises(ValueError, match=r"\(2, 3\)"):
-        a.reshape(4, 2)
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4, 3\)"):
-        ds.stack([a, b])
-    with pytest.raises(TypeError, match="float32"):
-        F.cross_entropy(a, ds.tensor([0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"\(5, 3\)"):
-        F.layer_norm(ds.ones(5, 3), 4)
+SHAPE_ERRORS = {  # name: (call, exception, pattern)
+    "add": (lambda a, b: a + b, ValueError, r"\(2, 3\).*\(4, 3\)"),
+    "matmul": (lambda a, b: a @ a, ValueError, r"\(2, 3\).*\(2, 3\)"),
+    "mse_loss": (lambda a, b: F.mse_loss(a, b), ValueError, r"\(2, 3\).*\(4, 3\)"),
+    "cross_entropy": (lambda a, b: F.cross_entropy(a, ds.tensor([0, 1, 2, 0])), ValueError,
+                      r"\(2, 3\).*\(4,\)"),
+    "conv2d_channels": (lambda a, b: F.conv2d(ds.ones(1, 2, 5, 5), ds.ones(3, 1, 3, 3)),
+                        ValueError, r"\(1, 2, 5, 5\).*\(3, 1, 3, 3\)"),
+    "conv2d_too_small": (lambda a, b: F.conv2d(ds.ones(1, 1, 2, 2), ds.ones(3, 1, 3, 3)),
+                         ValueError, r"\(1, 1, 2, 2\).*\(3, 1, 3, 3\)"),
+    "linear": (lambda a, b: F.linear(a, ds.ones(5, 4)), ValueError, r"\(2, 3\).*\(5, 4\)"),
+    "broadcast_to": (lambda a, b: a.broadcast_to(3, 3), ValueError, r"\(2, 3\).*\(3, 3\)"),
+    "reshape": (lambda a, b: a.reshape(4, 2), ValueError, r"\(2, 3\)"),
+    "stack": (lambda a, b: ds.stack([a, b]), ValueError, r"\(2, 3\).*\(4, 3\)"),
+    "cross_entropy_float_target": (lambda a, b: F.cross_entropy(a, ds.tensor([0.0, 1.0])),
+                                   TypeError, "float32"),
+    "layer_norm": (lambda a, b: F.layer_norm(ds.ones(5, 3), 4), ValueError, r"\(5, 3\)"),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPE_ERRORS))
+def test_shape_errors_name_both_shapes(name):
+    call, exc, pattern = SHAPE_ERRORS[name]
+    with pytest.raises(exc, match=pattern):
+        call(ds.ones(2, 3), ds.ones(4, 3))
 
 
 def test_device_mismatch_is_value_error_naming_both():

@@ -4,8 +4,9 @@ Every method returns numpy.ndarray (never a numpy scalar: 0-d results are 0-d ar
 Numba kernels (cpu_kernels*.py) run on compact float32/float64 arrays; other inputs take the
 numpy reference beside each kernel. float16: Numba has no float16 arithmetic, so float16 takes
 the numpy references, except erf/gelu/gelu_grad (no numpy ufunc), matmul (no float16 BLAS) and
-the softmax family with cross-entropy (exp sums), which compute in float32 and round once;
-float16 sums accumulate in float32.
+the softmax family with cross-entropy (exp sums), which compute in float32 and round once
+(``float16_via_float32``); float16 sums accumulate in float32. Inputs are validated by the
+front end, not here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 
 from . import cpu_kernels as K
 from . import cpu_kernels_nn as KN
-from . import cpu_kernels_optim as KO
-from .device import BINARY_OPS, UNARY_OPS, Device
+from . import cpu_kernels_optim  # noqa: F401 - registers the CPU's optimizer updates
+from .device import BINARY_OPS, COMPARE_OPS, NUMPY_BINARY, UNARY_OPS, Device, float16_via_float32
 from .device import pair as _pair
 
 # NOTE: routing follows benchmarks/kernels.py (one thread, float32; see the table there): a
@@ -27,16 +28,6 @@ _NUMBA_UNARY = ("gelu", "erf", "gelu_grad")  # sigmoid/tanh: numpy's SIMD tanh i
 
 def _arr(r):
     return r if isinstance(r, np.ndarray) else np.asarray(r)
-
-
-def _check_window(what, x_shape, kh, kw, sh, sw, ph=0, pw=0):
-    """NCHW input and a window that fits: a clear ValueError instead of a negative shape."""
-    if len(x_shape) != 4:
-        raise ValueError(f"{what}: expected an (N, C, H, W) input, got shape {tuple(x_shape)}")
-    h, w = x_shape[2] + 2 * ph, x_shape[3] + 2 * pw
-    if kh < 1 or kw < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0 or kh > h or kw > w:
-        raise ValueError(f"{what}: window {kh}x{kw} (stride {sh}x{sw}, padding {ph}x{pw}) does "
-                         f"not fit input of shape {tuple(x_shape)}")
 
 
 _UNARY = {
@@ -82,23 +73,8 @@ def _via_numba(kernel, op, *arrays):
     return out.transpose(np.argsort(order))
 
 
-def _half(fn, x):
-    """fn on a float32 copy of float16 x, rounded back once (the softmax family: exp and its
-    sums in float16 lose too much, as PyTorch knows, which also computes them in float32)."""
-    return fn(x.astype(np.float32)).astype(np.float16)
-
-
 def _short_rows(x):
     return x.ndim >= 1 and x.shape[-1] <= _SOFTMAX_NUMBA_MAX_C
-
-
-_BINARY = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
-    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
-    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
-    "gt": np.greater, "ge": np.greater_equal,
-}
-_COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 
 
 class CPUDevice(Device):
@@ -112,7 +88,9 @@ class CPUDevice(Device):
         return np.full(shape, value, dtype=dtype)
 
     def from_numpy(self, a):
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        if not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
         return a if a.flags.writeable else a.copy()  # NOTE: tensors may be written in place
 
     def to_numpy(self, x, out=None):
@@ -128,11 +106,37 @@ class CPUDevice(Device):
         np.copyto(dst, src, casting="unsafe")
         return dst
 
+    def copy_from(self, dst, src, src_device):
+        src_device.to_numpy(src, out=dst)  # NOTE: straight into dst, no host array between
+        return dst
+
+    def add_(self, dst, src):
+        np.add(dst, src, out=dst)
+        return dst
+
+    def binary_(self, op, dst, src):
+        NUMPY_BINARY[op](dst, src, out=dst)
+        return dst
+
+    def scalar_(self, op, dst, s):
+        NUMPY_BINARY[op](dst, s, out=dst, casting="unsafe")
+        return dst
+
+    def fill_(self, dst, value):
+        dst.fill(value)
+        return dst
+
+    def setitem(self, dst, index, value):
+        dst[index] = value
+
+    def owns_storage(self, x):
+        return x.base is None and x.flags.c_contiguous
+
     def astype(self, x, dtype):
         return x.astype(dtype)
 
     def compact(self, x):
-        return np.ascontiguousarray(x)
+        return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
     # -- views ---------------------------------------------------------------------------------
     def reshape(self, x, shape):
@@ -179,7 +183,7 @@ class CPUDevice(Device):
         return _arr(K.unary_backward_ref(op, x, y, grad))
 
     def binary(self, op, a, b):
-        f = _BINARY.get(op)
+        f = NUMPY_BINARY.get(op)
         if f is None:
             raise ValueError(f"unknown binary op {op!r}; known: {BINARY_OPS}")
         if a.shape != b.shape:
@@ -187,11 +191,11 @@ class CPUDevice(Device):
         return _arr(f(a, b))
 
     def scalar(self, op, a, s, reverse=False):
-        f = _BINARY.get(op)
+        f = NUMPY_BINARY.get(op)
         if f is None:
             raise ValueError(f"unknown scalar op {op!r}; known: {BINARY_OPS}")
         r = _arr(f(s, a) if reverse else f(a, s))
-        if op not in _COMPARE and r.dtype != a.dtype and a.dtype.kind == "f":
+        if op not in COMPARE_OPS and r.dtype != a.dtype and a.dtype.kind == "f":
             r = r.astype(a.dtype)
         return r
 
@@ -228,30 +232,24 @@ class CPUDevice(Device):
         return _arr(val), _arr(idx)
 
     # -- linear algebra ------------------------------------------------------------------------
+    @float16_via_float32(0, 1)  # NOTE: numpy has no float16 BLAS (a slow loop)
     def matmul(self, a, b):
-        if a.dtype == np.float16:
-            # NOTE: numpy has no float16 BLAS (a slow loop); float32 is faster and more exact.
-            return _arr(np.matmul(a.astype(np.float32), b.astype(np.float32))
-                        .astype(np.float16))
         return _arr(np.matmul(a, b))
 
     # -- convolution and pooling ---------------------------------------------------------------
     def im2col(self, x, kh, kw, stride, padding):
         sh, sw = _pair(stride, "stride")
         ph, pw = _pair(padding, "padding")
-        _check_window("im2col", x.shape, kh, kw, sh, sw, ph, pw)
         return KN.im2col_fast(x, kh, kw, sh, sw, ph, pw)
 
     def col2im(self, cols, x_shape, kh, kw, stride, padding):
         sh, sw = _pair(stride, "stride")
         ph, pw = _pair(padding, "padding")
-        _check_window("col2im", x_shape, kh, kw, sh, sw, ph, pw)
         return KN.col2im_fast(cols, tuple(x_shape), kh, kw, sh, sw, ph, pw)
 
     def max_pool2d(self, x, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        _check_window("max_pool2d", x.shape, kh, kw, sh, sw)
         return KN.max_pool2d_fast(x, kh, kw, sh, sw)
 
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
@@ -260,7 +258,6 @@ class CPUDevice(Device):
     def avg_pool2d(self, x, kernel, stride):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        _check_window("avg_pool2d", x.shape, kh, kw, sh, sw)
         return KN.avg_pool2d_fast(x, kh, kw, sh, sw)
 
     def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):
@@ -270,56 +267,25 @@ class CPUDevice(Device):
         return KN.avg_pool2d_backward_ref(grad_out, tuple(x_shape), kh, kw, sh, sw)
 
     # -- softmax family ------------------------------------------------------------------------
+    @float16_via_float32(0)
     def softmax(self, x):
-        if x.dtype == np.float16:
-            return _half(self.softmax, x)
         return KN.softmax_fast(x) if _short_rows(x) else KN.softmax_ref(x)
 
+    @float16_via_float32(0)
     def log_softmax(self, x):
-        if x.dtype == np.float16:
-            return _half(self.log_softmax, x)
         return KN.log_softmax_fast(x) if _short_rows(x) else KN.log_softmax_ref(x)
 
+    @float16_via_float32(0)
     def logsumexp(self, x):
         """log(sum(exp(x))) over the last axis (stable); the result drops that axis."""
-        if x.dtype == np.float16:
-            return _half(self.logsumexp, x)
         return _arr(KN.logsumexp_ref(x))
 
+    @float16_via_float32(0)
     def cross_entropy(self, logits, target):
-        _check_ce(logits, target)
-        if logits.dtype == np.float16:
-            loss, probs = self.cross_entropy(logits.astype(np.float32), target)
-            return loss.astype(np.float16), probs.astype(np.float16)
         if _short_rows(logits):
             return KN.cross_entropy_fast(logits, target)
         return KN.cross_entropy_ref(logits, target)
 
+    @float16_via_float32(0)
     def cross_entropy_backward(self, probs, target, grad_loss):
-        if probs.dtype == np.float16:
-            return _half(lambda p: self.cross_entropy_backward(p, target, grad_loss), probs)
         return KN.cross_entropy_backward_fast(probs, target, grad_loss)
-
-    # -- optimizer updates ---------------------------------------------------------------------
-    def sgd_step(self, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
-                 dampening, first_step):
-        if momentum != 0 and momentum_buf is None:
-            raise ValueError("sgd_step: momentum != 0 needs a momentum_buf")
-        KO.sgd_fast(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
-                   dampening, first_step)
-
-    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  step, decoupled):
-        KO.adam_fast(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                     step, decoupled)
-
-
-def _check_ce(logits, target):
-    if logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0]:
-        raise ValueError(f"cross_entropy: logits must be (N, C) and target (N,), got "
-                         f"{logits.shape} and {target.shape}")
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: target must be an integer array, got {target.dtype}")
-    if target.size and (target.min() < 0 or target.max() >= logits.shape[1]):
-        raise ValueError(f"cross_entropy: target values must lie in [0, {logits.shape[1]}), "
-                         f"got min {target.min()} max {target.max()}")

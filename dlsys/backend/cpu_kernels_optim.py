@@ -2,7 +2,8 @@
 
 Each ``*_ref`` is the numpy reference; the Numba kernel beside it computes the same; the
 ``*_fast`` wrappers use the kernel for compact float32/float64 arrays, else the reference.
-Both kernels measured faster than their references (benchmarks/kernels.py).
+Both kernels measured faster than their references (benchmarks/kernels.py). The ``*_fast``
+wrappers are the CPU's "sgd" and "adam" updates (``dlsys.backend.updates``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 from .cpu_kernels import jit, numba_ok
+from .updates import register
 
 
 def sgd_ref(param, grad, buf, lr, momentum, weight_decay, nesterov, dampening, first_step):
@@ -101,3 +103,17 @@ def adam_fast(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, deco
     adam_nb(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), t(decay), t(wd),
             t(1 - beta1), t(beta2), t(1 - beta2), t(eps), t(lr / (1 - beta1 ** step)),
             t(math.sqrt(1 - beta2 ** step)))
+
+
+@register("cpu", "sgd")
+def sgd_update(device, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
+               dampening, first_step):
+    sgd_fast(param, grad, momentum_buf, lr, momentum, weight_decay, nesterov, dampening,
+             first_step)
+
+
+@register("cpu", "adam")
+def adam_update(device, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+                step, decoupled):
+    adam_fast(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
+              decoupled)

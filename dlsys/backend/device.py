@@ -6,22 +6,104 @@ these methods, so a new device is a new subclass and nothing else.
 
 Conventions (needle style):
 - Arrays given to a kernel may be non-contiguous views unless a method says "compact";
-  kernels return new arrays. A trailing ``out=`` argument, where present, is written in place.
-- Binary elementwise kernels receive operands of the SAME shape and dtype: broadcasting and
-  dtype checks are resolved once in the front end (``broadcast_to`` views), never here.
+  kernels return new arrays. Methods ending in ``_`` and a trailing ``out=`` argument write in
+  place.
+- Inputs are validated once, in the front end (``dlsys.ops``, ``dlsys.tensor``): shapes,
+  dtypes, window sizes, class indices. Binary elementwise kernels receive operands of the SAME
+  shape and dtype (broadcasting is resolved there, with ``broadcast_to`` views).
 - ``axes`` are tuples of non-negative ints, already normalised by the front end.
-- dtypes are numpy dtypes (float16/32/64, int32/64, bool).
+- dtypes are numpy dtypes (float16/32/64, int32/64, bool); float16 follows one policy,
+  ``float16_via_float32``.
+- Optimizer updates are not methods: they are registered per device in
+  ``dlsys.backend.updates``, so a new optimizer does not touch this class.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from . import updates
 
 UNARY_OPS = ("neg", "exp", "log", "sqrt", "abs", "sign", "relu", "tanh", "sigmoid", "gelu",
              "erf", "gelu_grad")  # gelu is exact (erf); gelu_grad(x) = Phi(x) + x * phi(x)
-BINARY_OPS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum",
-              "eq", "ne", "lt", "le", "gt", "ge")  # comparisons return bool arrays
-# scalar ops: any binary op with a Python scalar on the right; reverse=True puts it on the left
+# The binary ops of every device, as numpy's ufuncs: the CPU computes with them, and every
+# device takes its result dtypes from them (comparisons return bool arrays).
+# Scalar ops: any binary op with a Python scalar on the right; reverse=True puts it on the left.
+NUMPY_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal,
+}
+BINARY_OPS = tuple(NUMPY_BINARY)
+COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
+FLOAT16 = np.dtype(np.float16)
+FLOAT32 = np.dtype(np.float32)
+
+
+@functools.lru_cache(maxsize=1024)
+def binary_result_dtype(op, da, db):
+    """numpy's result dtype of op on arrays of dtypes da, db (int / int -> float64,
+    comparisons -> bool); cached, because kernel launches are what should cost."""
+    with np.errstate(all="ignore"):
+        return NUMPY_BINARY[op](np.ones(1, da), np.ones(1, db)).dtype
+
+
+@functools.lru_cache(maxsize=1024)
+def scalar_result_dtype(op, da, stype, reverse):
+    """numpy's result dtype of op(array, Python scalar); float arrays keep their dtype."""
+    if op not in COMPARE_OPS and da.kind == "f":
+        return da
+    with np.errstate(all="ignore"):
+        z, s = np.ones(1, da), stype(1)
+        return (NUMPY_BINARY[op](s, z) if reverse else NUMPY_BINARY[op](z, s)).dtype
+
+
+def float16_via_float32(*arrays, inplace=()):
+    """The float16 policy of every device, as a method decorator.
+
+    When the argument at ``arrays[0]`` is float16, the method runs on float32 copies of the
+    float16 arguments at positions ``arrays`` (after self) and its float32 results are rounded
+    back to float16 once; bool and integer results (comparisons, argmax indices) are returned
+    as they are. For an in-place method, the arguments at ``inplace`` are written back from
+    their float32 copies and the first of them is returned (None if the method returns None).
+    Other dtypes call the method directly.
+
+    NOTE: float16 arithmetic is partial in Numba (CPU: none; CUDA: recent GPUs, no portable
+    atomics), and exp sums, matmuls and optimizer updates lose too much in float16: computed
+    in float32 and rounded once, as PyTorch does.
+    """
+    first = arrays[0]
+
+    def decorate(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            if args[first].dtype != FLOAT16:
+                return method(self, *args, **kwargs)
+            up = list(args)
+            for i in arrays:
+                a = up[i] if i < len(up) else None
+                if a is not None and a.dtype == FLOAT16:
+                    up[i] = self.astype(a, FLOAT32)
+            result = method(self, *up, **kwargs)
+            if inplace:
+                for i in inplace:
+                    if args[i] is not None:
+                        self.copy_(args[i], up[i])
+                return None if result is None else args[inplace[0]]
+            return _round_back(self, result)
+        return run
+    return decorate
+
+
+def _round_back(dev, result):
+    if isinstance(result, tuple):
+        return tuple(_round_back(dev, r) for r in result)
+    if result is None or result.dtype != FLOAT32:
+        return result
+    return dev.astype(result, FLOAT16)
 
 
 def pair(v, name="value"):
@@ -50,6 +132,11 @@ class Device:
     def is_available(self) -> bool:
         return True
 
+    def update(self, name: str, *args):
+        """Run the optimizer update ``name`` registered for this device (``updates``) on raw
+        arrays: ``device.update("sgd", param, grad, momentum_buf, lr, ...)``."""
+        return updates.get(self, name)(self, *args)
+
     def synchronize(self):
         """Wait until every queued kernel has finished (CUDA launches are asynchronous; for
         timing). Added by cuda; a no-op on synchronous devices."""
@@ -62,11 +149,14 @@ class Device:
         raise NotImplementedError
 
     def from_numpy(self, a: np.ndarray):
-        """A device array holding a copy of ``a`` (no copy on the CPU when already compact)."""
+        """A device array holding a copy of ``a``, same shape (0-d stays 0-d; no copy on the
+        CPU when ``a`` is already compact and writeable)."""
         raise NotImplementedError
 
     def to_numpy(self, x, out: np.ndarray | None = None) -> np.ndarray:
-        """A host array with x's values (on the CPU: x itself, no copy, unless ``out`` is given)."""
+        """A host array with x's values (on the CPU: x itself, no copy, unless ``out`` is
+        given); with ``out``, x's values are written into it (cast to its dtype) and it is
+        returned: one device-to-host copy straight into ``out`` where the layouts allow."""
         raise NotImplementedError
 
     def copy_(self, dst, src):
@@ -74,12 +164,40 @@ class Device:
         array of this device or a host numpy array (that is how collective stages CUDA data)."""
         raise NotImplementedError
 
+    def copy_from(self, dst, src, src_device: Device):
+        """dst[...] = src for ``src`` an array of another device (casts to dst's dtype). This
+        default stages it through host memory; the CPU copies straight into ``dst``."""
+        return self.copy_(dst, src_device.to_numpy(src))
+
     def add_(self, dst, src):
         """dst += src in place (same shape; src cast to dst's dtype), keeping dst the same
-        object (gradient accumulation into bucket views). Added by cuda; this default composes
-        other kernels, a device may fuse it."""
-        self.copy_(dst, self.binary("add", dst, self.astype(src, dst.dtype)))
-        return dst
+        object (gradient accumulation into bucket views). This default composes other kernels;
+        a device may fuse it."""
+        return self.copy_(dst, self.binary("add", dst, self.astype(src, dst.dtype)))
+
+    def binary_(self, op: str, dst, src):
+        """dst = op(dst, src) in place, for operands of the same shape and dtype (``src`` may be
+        a broadcast view); returns dst."""
+        return self.copy_(dst, self.binary(op, dst, src))
+
+    def scalar_(self, op: str, dst, s):
+        """dst = op(dst, s) in place for a Python scalar s, the result cast to dst's dtype."""
+        return self.copy_(dst, self.scalar(op, dst, s))
+
+    def fill_(self, dst, value):
+        """Every element of dst (a view writes through) set to ``value``; returns dst."""
+        return self.copy_(dst, self.full(tuple(dst.shape), value, dst.dtype))
+
+    def setitem(self, dst, index, value):
+        """dst[index] = value in place (numpy rules: basic or advanced indexing, value
+        broadcast); ``value`` is a scalar, a host numpy array or an array of this device."""
+        raise NotImplementedError
+
+    def owns_storage(self, x) -> bool:
+        """True when x is compact and no other array object shares its memory except through
+        a reference to x itself: then whoever holds the only reference to x may keep it as
+        its own (autograd takes a fresh gradient over instead of copying it)."""
+        return False
 
     def astype(self, x, dtype):
         raise NotImplementedError
@@ -217,15 +335,4 @@ class Device:
 
     def cross_entropy_backward(self, probs, target, grad_loss):
         """d(mean loss)/d(logits) = (probs - onehot(target)) * grad_loss / N."""
-        raise NotImplementedError
-
-    # -- optimizer updates (in place on param and state; never modify grad) ----------------------
-    def sgd_step(self, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
-                 dampening, first_step):
-        """PyTorch's SGD update; momentum_buf is None when momentum == 0."""
-        raise NotImplementedError
-
-    def adam_step(self, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
-                  step, decoupled):
-        """PyTorch's Adam (decoupled=False) / AdamW (decoupled=True) update with bias correction."""
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""The block pool behind the CUDA caching allocator (``cuda_memory``): free device blocks by
+"""The block pool behind the CUDA caching allocator (``cuda/memory.py``): free device blocks by
 size class, handed out again instead of being freed. Pure bookkeeping over two driver calls
 (``raw_alloc``, ``raw_free``), so it imports no CUDA and is tested on any machine.
 """

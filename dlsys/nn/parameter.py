@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlsys.tensor import Tensor, tensor
+from dlsys.creation import tensor
+from dlsys.tensor import Tensor
 
 
 class Parameter(Tensor):

@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from dlsys.autograd import no_grad
-from dlsys.tensor import Tensor, tensor
+from dlsys.creation import tensor
+from dlsys.tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "parameters_to_vector"]
 

@@ -10,8 +10,9 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
-from . import Op
+from ..autograd import apply, wrap
+from ..tensor import Tensor
+from . import Op, check_same
 from . import shape as _sh
 
 __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg", "exp", "log",
@@ -22,7 +23,7 @@ __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg",
 # -- checks ------------------------------------------------------------------------------------
 def prepare(a: Tensor, b: Tensor, what: str):
     """Same device and dtype (else ValueError / TypeError naming both), then broadcast views."""
-    _check_same(a, b, what)
+    check_same(a, b, what)
     sa, sb = a._data.shape, b._data.shape
     if sa != sb:
         try:
@@ -55,7 +56,7 @@ def _operand(a: Tensor, o, what):
         if o.dtype != a._data.dtype:
             raise TypeError(f"{what}: numpy array of dtype {o.dtype} with a tensor of dtype "
                             f"{a._data.dtype}")
-        return _wrap(host_to_device(a.device, np.ascontiguousarray(o)), a.device)
+        return wrap(a.device.from_numpy(np.ascontiguousarray(o)), a.device)
     raise TypeError(f"{what}: unsupported operand type {type(o).__name__}")
 
 
@@ -134,7 +135,7 @@ class MaxMin(Op):
         win = d.binary("gt" if self.name == "maximum" else "lt", a._data, b._data)
         tie = d.binary("eq", a._data, b._data)
         wa = d.binary("add", d.astype(win, g.dtype), d.scalar("mul", d.astype(tie, g.dtype), 0.5))
-        wa = _wrap(wa, g.device)
+        wa = wrap(wa, g.device)
         return (g * wa if a._requires_grad else None,
                 g * (1 - wa) if b._requires_grad else None)
 
@@ -228,7 +229,7 @@ def rpower(a, o):
 def maximum(a, b):
     b = _operand(a, b, "maximum")
     if not isinstance(b, Tensor):
-        b = _wrap(a.device.full((), b, a.dtype), a.device)
+        b = wrap(a.device.full((), b, a.dtype), a.device)
     a, b = prepare(a, b, "maximum")
     return apply(MaxMin("maximum"), a, b)
 
@@ -236,7 +237,7 @@ def maximum(a, b):
 def minimum(a, b):
     b = _operand(a, b, "minimum")
     if not isinstance(b, Tensor):
-        b = _wrap(a.device.full((), b, a.dtype), a.device)
+        b = wrap(a.device.full((), b, a.dtype), a.device)
     a, b = prepare(a, b, "minimum")
     return apply(MaxMin("minimum"), a, b)
 
@@ -268,7 +269,7 @@ class Unary(Op):
         if name == "sqrt":
             return ((g * 0.5) / node,)
         if name == "abs":
-            return (g * _wrap(self.device.unary("sign", x._data), x.device),)
+            return (g * wrap(self.device.unary("sign", x._data), x.device),)
         raise RuntimeError(f"no gradient for unary op {name}")
 
 
@@ -352,7 +353,7 @@ class Where(Op):
 
     def gradient(self, g, node):
         a, b = node._inputs
-        z = _wrap(self.device.full(g.shape, 0, g.dtype), g.device)
+        z = wrap(self.device.full(g.shape, 0, g.dtype), g.device)
         return (apply(Where(self.cond), g, z) if a._requires_grad else None,
                 apply(Where(self.cond), z, g) if b._requires_grad else None)
 
@@ -365,9 +366,9 @@ def where(cond, a, b):
     if not isinstance(a, Tensor):
         if not isinstance(b, Tensor):
             raise TypeError("where: a or b must be a Tensor")
-        a = _wrap(b.device.full((), _operand(b, a, "where"), b.dtype), b.device)
+        a = wrap(b.device.full((), _operand(b, a, "where"), b.dtype), b.device)
     if not isinstance(b, Tensor):
-        b = _wrap(a.device.full((), _operand(a, b, "where"), a.dtype), a.device)
+        b = wrap(a.device.full((), _operand(a, b, "where"), a.dtype), a.device)
     a, b = prepare(a, b, "where")
     if cond.device != a.device:
         raise ValueError(f"where: cond is on {cond.device}, values on {a.device}")
@@ -389,10 +390,10 @@ def compare(name, a, o):
     the result is a bool, nothing is truncated."""
     d = a.device
     if isinstance(o, numbers.Real) and not isinstance(o, (bool, np.bool_)):
-        return _wrap(d.scalar(name, a._data, o), d)
+        return wrap(d.scalar(name, a._data, o), d)
     o = _operand(a, o, name)
     if isinstance(o, Tensor):
-        _check_same(a, o, name)
+        check_same(a, o, name)
         x, y = a._data, o._data
         if x.shape != y.shape:
             try:
@@ -401,5 +402,5 @@ def compare(name, a, o):
                 raise ValueError(f"{name}: shapes {x.shape} and {y.shape} cannot be broadcast "
                                  f"together") from None
             x, y = d.broadcast_to(x, shape), d.broadcast_to(y, shape)
-        return _wrap(d.binary(name, x, y), d)
-    return _wrap(d.scalar(name, a._data, o), d)
+        return wrap(d.binary(name, x, y), d)
+    return wrap(d.scalar(name, a._data, o), d)

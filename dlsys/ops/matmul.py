@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import Tensor, _check_same, apply
-from . import Op
+from ..autograd import apply
+from ..tensor import Tensor
+from . import Op, check_same
 from . import shape as _sh
 
 __all__ = ["matmul", "linear"]
@@ -32,7 +33,7 @@ class MatMul(Op):
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     if not isinstance(b, Tensor):
         raise TypeError(f"matmul: expected a Tensor operand, got {type(b).__name__}")
-    _check_same(a, b, "matmul")
+    check_same(a, b, "matmul")
     sa, sb = a.shape, b.shape
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {sa} "
@@ -67,11 +68,8 @@ class Linear(Op):
     def compute(self, x, w, b=None):
         d = self.device
         out = d.matmul(x, d.permute(w, (1, 0)))
-        if b is not None:
-            if type(out) is np.ndarray:
-                out += b  # NOTE: fresh GEMM output: add in place, no second array
-            else:
-                out = d.binary("add", out, d.broadcast_to(b, out.shape))
+        if b is not None:  # NOTE: into the fresh GEMM output, no second array
+            out = d.binary_("add", out, d.broadcast_to(b, out.shape))
         return out
 
     def gradient(self, g, node):
@@ -89,7 +87,7 @@ def check_bias(x: Tensor, w: Tensor, b: Tensor | None, what: str) -> None:
     """A layer's bias (if any): x's device and dtype, shape (w.shape[0],)."""
     if b is None:
         return
-    _check_same(x, b, what)
+    check_same(x, b, what)
     if b.shape != (w.shape[0],):
         raise ValueError(f"{what}: bias of shape {b.shape} does not match weight of shape "
                          f"{w.shape}")
@@ -97,7 +95,7 @@ def check_bias(x: Tensor, w: Tensor, b: Tensor | None, what: str) -> None:
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """x @ w.T + b with w (out_features, in_features), as torch.nn.functional.linear."""
-    _check_same(x, w, "linear")
+    check_same(x, w, "linear")
     if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
                          f"{w.shape} (expected input (..., {w.shape[1] if w.ndim == 2 else '?'})"

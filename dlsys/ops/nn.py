@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend as _backend
 from .. import random as _random
+from ..autograd import apply, wrap
 from ..backend.device import pair as _pair
-from ..tensor import Tensor, _check_same, _wrap, apply, host_to_device
-from . import Op
+from ..tensor import Tensor
+from . import Op, check_same
 from . import reduce as _rd
 from . import shape as _sh
 from .matmul import MatMul, check_bias
@@ -52,7 +54,7 @@ class Col2im(Im2col):
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0) -> Tensor:
     """NCHW convolution (cross-correlation, as PyTorch) with weights (out, in, kh, kw)."""
-    _check_same(x, w, "conv2d")
+    check_same(x, w, "conv2d")
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
         raise ValueError(f"conv2d: input of shape {x.shape} (N, C, H, W) does not match weight "
                          f"of shape {w.shape} (out, C, kh, kw)")
@@ -87,12 +89,8 @@ class ConvGemm(Op):
         ck = cols.shape[1]
         c3 = d.permute(d.reshape(cols, (self.n, -1, ck)), (0, 2, 1))  # (N, Ck, L) view
         out = d.matmul(d.broadcast_to(w, (self.n,) + w.shape), c3)
-        if b is not None:
-            b3 = d.broadcast_to(d.reshape(b, (1, -1, 1)), out.shape)
-            if type(out) is np.ndarray:
-                out += b3  # fresh GEMM output: in place
-            else:
-                out = d.binary("add", out, b3)
+        if b is not None:  # NOTE: into the fresh GEMM output, no second array
+            out = d.binary_("add", out, d.broadcast_to(d.reshape(b, (1, -1, 1)), out.shape))
         return out
 
     def gradient(self, g, node):
@@ -153,7 +151,7 @@ class MaxPool2dBackward(Op):
         flat = d.reshape(self.argmax, (n * c, oh * ow))
         base = d.from_numpy((np.arange(n * c, dtype=np.int64) * (h * w))[:, None])
         idx = d.binary("add", flat, d.broadcast_to(base, flat.shape))
-        got = _sh.getitem(_sh.reshape(gg, -1), _wrap(idx, gg.device))
+        got = _sh.getitem(_sh.reshape(gg, -1), wrap(idx, gg.device))
         return (_sh.reshape(got, n, c, oh, ow),)
 
 
@@ -297,13 +295,13 @@ class CrossEntropyBackward(Op):
     def gradient(self, gg, node):
         logits, g = node._inputs
         n = max(logits.shape[0], 1)
-        p = _wrap(self.probs, gg.device)
+        p = wrap(self.probs, gg.device)
         dlogits = dg = None
         if logits._requires_grad:  # softmax Jacobian applied to gg, scaled by g / N
             dlogits = p * (gg - _rd.sum(gg * p, 1, keepdims=True)) * (g * (1.0 / n))
         if g._requires_grad:
             ones = apply(CrossEntropyBackward(self.probs, self.target), logits.detach(),
-                         _wrap(self.device.full((), 1, gg.dtype), gg.device))
+                         wrap(self.device.full((), 1, gg.dtype), gg.device))
             dg = _rd.sum(gg * ones)
         return (dlogits, dg)
 
@@ -312,7 +310,12 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Mean cross-entropy of (N, C) logits and int64 (N,) class indices."""
     _float(logits, "cross_entropy")
     if not isinstance(target, Tensor):
-        target = _wrap(host_to_device(logits.device, np.asarray(target)), logits.device)
+        host = np.asarray(target)
+        if host.dtype.kind in "iu":
+            _check_classes(host, logits)
+        target = wrap(logits.device.from_numpy(host), logits.device)
+    elif target.device == _backend.cpu() and target.dtype.kind in "iu":
+        _check_classes(target.numpy(), logits)
     if target.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype "
                         f"{target.dtype}")
@@ -324,9 +327,19 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return apply(CrossEntropy(target._data), logits)
 
 
+def _check_classes(t: np.ndarray, logits: Tensor):
+    """Class indices in [0, C), checked where they are in host memory (a kernel would read out
+    of bounds). NOTE: a CUDA target is not checked: that would cost a device-to-host copy and
+    a synchronisation per step."""
+    c = logits.shape[-1] if logits.ndim else 0
+    if t.size and (t.min() < 0 or t.max() >= c):
+        raise ValueError(f"cross_entropy: target values must lie in [0, {c}), got min "
+                         f"{t.min()} max {t.max()}")
+
+
 def mse_loss(a: Tensor, b: Tensor) -> Tensor:
     """mean((a - b)**2); the shapes must be equal (no silent broadcasting)."""
-    _check_same(a, b, "mse_loss")
+    check_same(a, b, "mse_loss")
     if a.shape != b.shape:
         raise ValueError(f"mse_loss: input shape {a.shape} and target shape {b.shape} differ")
     d = a - b
@@ -346,7 +359,7 @@ def dropout(x: Tensor, p=0.5, training=True) -> Tensor:
         return x * 0.0
     keep = _random.generator().random(x.shape) >= p
     mask = (keep * (1.0 / (1.0 - p))).astype(x.dtype)
-    return x * _wrap(host_to_device(d, mask), d)
+    return x * wrap(d.from_numpy(mask), d)
 
 
 def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
@@ -378,7 +391,7 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) ->
 def embedding(idx: Tensor, weight: Tensor) -> Tensor:
     """Rows of ``weight`` (num, dim) at integer ``idx``; repeated indices add their gradients."""
     if not isinstance(idx, Tensor):
-        idx = _wrap(host_to_device(weight.device, np.asarray(idx, dtype=np.int64)),
+        idx = wrap(weight.device.from_numpy(np.asarray(idx, dtype=np.int64)),
                     weight.device)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")

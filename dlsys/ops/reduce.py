@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, _wrap, apply
+from ..autograd import apply, wrap
+from ..tensor import Tensor
 from . import Op
 from . import shape as _sh
 
@@ -87,7 +88,7 @@ class Max(Op):
         # NOTE: amax semantics: every maximal element gets an equal share of the gradient.
         mask = d.astype(d.binary("eq", x._data, top), g.dtype)
         count = d.broadcast_to(d.sum(mask, self.axes, keepdims=True), x.shape)
-        w = _wrap(d.binary("div", mask, count), g.device)
+        w = wrap(d.binary("div", mask, count), g.device)
         return (_sh.broadcast_to(_sh.reshape(g, kd), x.shape) * w,)
 
 
@@ -106,6 +107,6 @@ def argmax(x: Tensor, axis=None, keepdims=False) -> Tensor:
         _, idx = d.max(d.reshape(x._data, (-1,)), 0, keepdims=False)
         if keepdims:
             idx = d.reshape(idx, (1,) * x.ndim)
-        return _wrap(idx, d)
+        return wrap(idx, d)
     (a,) = normalize_axes(axis, x.ndim)
-    return _wrap(d.max(x._data, a, keepdims=keepdims)[1], d)
+    return wrap(d.max(x._data, a, keepdims=keepdims)[1], d)

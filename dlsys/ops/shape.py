@@ -8,11 +8,13 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, _wrap, apply, compact, host_to_device
+from ..autograd import apply, wrap
+from ..tensor import Tensor
 from . import Op
 
 __all__ = ["reshape", "permute", "transpose", "swapaxes", "broadcast_to", "flatten", "squeeze",
-           "unsqueeze", "getitem", "stack", "concatenate", "cast", "to_device", "contiguous"]
+           "unsqueeze", "getitem", "normalize_index", "stack", "concatenate", "cast", "to_device",
+           "contiguous"]
 
 
 def _shape_args(shape):
@@ -166,7 +168,7 @@ class Contiguous(Op):
     __slots__ = ()
 
     def compute(self, x):
-        return compact(self.device, x)
+        return self.device.compact(x)
 
     def gradient(self, g, node):
         return (g,)
@@ -231,17 +233,22 @@ def _norm_index_item(i, x):
             raise TypeError(f"index arrays must be integer or bool, got dtype {a.dtype}")
         if a.dtype.kind in "iu":
             a = a.astype(np.int64, copy=False)
-        return host_to_device(x.device, a)
+        return x.device.from_numpy(a)
     if isinstance(i, (bool, np.bool_)):
         raise TypeError("indexing with a Python bool is not supported")
     return i
 
 
-def getitem(x: Tensor, index) -> Tensor:
+def normalize_index(x: Tensor, index) -> tuple:
+    """``index`` as a tuple of ints, slices, None, Ellipsis and index arrays of x's device
+    (Tensors of x's device, lists and numpy arrays of integers or bools)."""
     if not isinstance(index, tuple):
         index = (index,)
-    index = tuple(_norm_index_item(i, x) for i in index)
-    return apply(GetItem(index), x)
+    return tuple(_norm_index_item(i, x) for i in index)
+
+
+def getitem(x: Tensor, index) -> Tensor:
+    return apply(GetItem(normalize_index(x, index)), x)
 
 
 class Stack(Op):
@@ -334,7 +341,7 @@ def cast(x: Tensor, dtype) -> Tensor:
     if dtype == x.dtype:
         return x
     if np.dtype(dtype).kind != "f":  # integer results never require grad
-        return _wrap(x.device.astype(x._data, dtype), x.device)
+        return wrap(x.device.astype(x._data, dtype), x.device)
     return apply(Cast(dtype), x)
 
 
@@ -346,7 +353,8 @@ class ToDevice(Op):
 
     def compute(self, x):
         self.src = self.device
-        return host_to_device(self.dst, np.ascontiguousarray(self.device.to_numpy(x)))
+        out = self.dst.empty(tuple(x.shape), x.dtype)
+        return self.dst.copy_from(out, x, self.src)
 
     def gradient(self, g, node):
         return (to_device(g, self.src),)

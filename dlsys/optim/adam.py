@@ -7,7 +7,8 @@ from .optimizer import Optimizer
 
 class Adam(Optimizer):
     """Adam; ``weight_decay`` adds an L2 term to the gradient (coupled), as in PyTorch.
-    Each parameter is updated by one fused device kernel (``device.adam_step``)."""
+    Each parameter is updated by one fused device kernel (the device's "adam" update,
+    ``dlsys.backend.updates``)."""
 
     _decoupled = False
 
@@ -37,10 +38,10 @@ class Adam(Optimizer):
                     state["exp_avg"] = self._zeros_like(p)
                     state["exp_avg_sq"] = self._zeros_like(p)
                 state["step"] += 1
-                p.device.adam_step(p._data, g._data, state["exp_avg"]._data,
-                                   state["exp_avg_sq"]._data, group["lr"], beta1, beta2,
-                                   group["eps"], group["weight_decay"], state["step"],
-                                   self._decoupled)
+                p.device.update("adam", p._data, g._data, state["exp_avg"]._data,
+                                state["exp_avg_sq"]._data, group["lr"], beta1, beta2,
+                                group["eps"], group["weight_decay"], state["step"],
+                                self._decoupled)
         return loss
 
 

@@ -7,7 +7,8 @@ from collections.abc import MutableMapping
 
 import numpy as np
 
-from dlsys.tensor import Tensor, zero_grads
+from dlsys.autograd import zero_grads
+from dlsys.tensor import Tensor
 
 
 class _Required:

@@ -7,8 +7,9 @@ from .optimizer import Optimizer, required
 
 class SGD(Optimizer):
     """SGD with optional momentum, dampening, Nesterov momentum and L2 weight decay, exactly
-    PyTorch's update. Each parameter is updated by one fused device kernel
-    (``device.sgd_step``) on the raw arrays: no graph is built and ``.grad`` is not modified.
+    PyTorch's update. Each parameter is updated by one fused device kernel (the device's "sgd"
+    update, ``dlsys.backend.updates``) on the raw arrays: no graph is built and ``.grad`` is not
+    modified.
     """
 
     def __init__(self, params, lr=required, momentum: float = 0.0, dampening: float = 0.0,
@@ -36,7 +37,7 @@ class SGD(Optimizer):
                 first_step = buf is None
                 if momentum != 0 and buf is None:
                     buf = state["momentum_buffer"] = self._zeros_like(p)
-                p.device.sgd_step(p._data, g._data, None if momentum == 0 else buf._data,
-                                  group["lr"], momentum, group["weight_decay"],
-                                  group["nesterov"], group["dampening"], first_step)
+                p.device.update("sgd", p._data, g._data, None if momentum == 0 else buf._data,
+                                group["lr"], momentum, group["weight_decay"], group["nesterov"],
+                                group["dampening"], first_step)
         return loss

@@ -3,7 +3,7 @@ broadcast_to, basic indexing as views that write through, advanced indexing as g
 index_add as atomic scatter-adds, stack and concatenate.
 
 A strided view remembers its root allocation (a flat C-contiguous array) and the element offset
-of its first element in it (``_root``): ``compact`` gathers it and ``CUDADevice.copy_``
+of its first element in it (``root_of``): ``compact`` gathers it and ``CUDADevice.copy_``
 scatters into it with our own kernels (numba's strided setitem mis-handles negative steps).
 """
 
@@ -12,11 +12,21 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from . import cuda_kernels as K
-from .cuda_nn import _prod, is_device_array
+from ..device import float16_via_float32
+from . import kernels as K
+from .launch import SIMULATOR, launch_1d
 
-_F16 = np.dtype(np.float16)
-_F32 = np.dtype(np.float32)
+
+def is_device_array(x) -> bool:
+    """True for numba device arrays (and the simulator's fake ones); numpy is not."""
+    return hasattr(x, "copy_to_host") and not isinstance(x, np.ndarray)
+
+
+def prod(shape):
+    p = 1
+    for d in shape:
+        p *= int(d)
+    return p
 
 
 def _c_strides(shape):
@@ -34,11 +44,11 @@ def _norm_shape(shape, size):
     if shape.count(-1) > 1:
         raise ValueError(f"reshape: at most one -1 allowed, got {tuple(shape)}")
     if -1 in shape:
-        known = _prod(d for d in shape if d != -1)
+        known = prod(d for d in shape if d != -1)
         if known == 0 or size % known:
             raise ValueError(f"reshape: cannot reshape array of size {size} into {tuple(shape)}")
         shape[shape.index(-1)] = size // known
-    if _prod(shape) != size:
+    if prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape array of size {size} into {tuple(shape)}")
     return tuple(shape)
 
@@ -65,12 +75,12 @@ def _basic_view(shape, index, strides=None):
     return v.shape, v.strides, offset
 
 
-def _elem_strides(x):
+def elem_strides(x):
     it = x.dtype.itemsize
     return tuple(int(s) // it for s in x.strides)
 
 
-def _root(x):
+def root_of(x):
     """(the flat C-contiguous array that owns x's memory, the element offset of x's first
     element in it). Strided arrays are views made by ``CUDADevice._view``, which records it."""
     root = getattr(x, "_dlsys_root", None)
@@ -88,8 +98,8 @@ class CUDAViews:
     def compact(self, x):
         if x.is_c_contiguous():
             return x
-        root, off = _root(x)
-        return self._gather(root, tuple(x.shape), _elem_strides(x), off, x.dtype)
+        root, off = root_of(x)
+        return self._gather(root, tuple(x.shape), elem_strides(x), off, x.dtype)
 
     def _gather(self, src_flat, shape, strides, offset, dtype):
         out = self.empty(tuple(shape), dtype)
@@ -97,9 +107,9 @@ class CUDAViews:
         if n:
             if len(shape) == 0:  # NOTE: kernels take non-empty tuples; a 0-d view is (1,)
                 shape, strides = (1,), (0,)
-            K.launch_1d(K.gather_strided_kernel, n, src_flat, out.reshape(-1),
-                        tuple(int(s) for s in shape), tuple(int(s) for s in strides),
-                        int(offset), n)
+            launch_1d(K.gather_strided_kernel, n, src_flat, out.reshape(-1),
+                      tuple(int(s) for s in shape), tuple(int(s) for s in strides),
+                      int(offset), n)
         return out
 
     # -- views ---------------------------------------------------------------------------------
@@ -164,12 +174,12 @@ class CUDAViews:
     def _view(self, x, index):
         """x[index] (basic indexing) as a device array sharing x's memory."""
         it = x.dtype.itemsize
-        shape, st, off = _basic_view(tuple(x.shape), index, _elem_strides(x))
-        if _prod(shape) == 0:
+        shape, st, off = _basic_view(tuple(x.shape), index, elem_strides(x))
+        if prod(shape) == 0:
             return self.empty(shape, x.dtype)
-        root, root_off = _root(x)
+        root, root_off = root_of(x)
         off += root_off
-        if K.SIMULATOR:
+        if SIMULATOR:
             ix = index if any(i is Ellipsis for i in index) else index + (Ellipsis,)
             view = x[ix]  # NOTE: a numpy view inside the fake array
         else:
@@ -197,29 +207,54 @@ class CUDAViews:
         rows_idx = self._int_rows_index(x, index)
         if rows_idx is not None:
             rows = x.shape[0]
-            inner = _prod(x.shape[1:])
+            inner = prod(x.shape[1:])
             idx = self._device_int64(rows_idx, rows)
             out = self.empty(tuple(rows_idx.shape) + tuple(x.shape[1:]), x.dtype)
-            K.launch_1d(K.take_rows_kernel, out.size, x.reshape(-1), idx.reshape(-1),
-                        out.reshape(-1), rows, inner, out.size)
+            launch_1d(K.take_rows_kernel, out.size, x.reshape(-1), idx.reshape(-1),
+                      out.reshape(-1), rows, inner, out.size)
             return out
         # NOTE: general advanced indexing (several int arrays, masks, mixes with slices):
         # numpy computes the flat source positions on the host, a take kernel gathers them.
         flat = np.arange(x.size, dtype=np.int64).reshape(x.shape)[self._host_index(index)]
         flat = np.ascontiguousarray(flat)
         out = self.empty(flat.shape, x.dtype)
-        K.launch_1d(K.take_kernel, out.size, x.reshape(-1), cuda.to_device(flat.reshape(-1)),
-                    out.reshape(-1), out.size)
+        launch_1d(K.take_kernel, out.size, x.reshape(-1), cuda.to_device(flat.reshape(-1)),
+                  out.reshape(-1), out.size)
         return out
 
+    def setitem(self, dst, index, value):
+        """dst[index] = value: basic indexing writes through a view; advanced indexing scatters
+        to positions numpy computes on the host (with repeated positions, one of the values
+        lands, unspecified which, as on PyTorch's GPUs)."""
+        index = index if isinstance(index, tuple) else (index,)
+        if _is_basic(index):
+            view = self._view(dst, index)
+            self.copy_(view, self._value_as(value, tuple(view.shape), dst.dtype))
+            return
+        flat = np.arange(dst.size, dtype=np.int64).reshape(dst.shape)[self._host_index(index)]
+        if flat.size == 0:
+            return
+        vals = self._value_as(value, flat.shape, dst.dtype)
+        if not is_device_array(vals):
+            vals = cuda.to_device(np.ascontiguousarray(vals))
+        target = dst if dst.is_c_contiguous() else self.compact(dst)
+        launch_1d(K.put_kernel, flat.size, target.reshape(-1),
+                  cuda.to_device(np.ascontiguousarray(flat).reshape(-1)), self.flat(vals),
+                  flat.size)
+        if target is not dst:
+            self.copy_(dst, target)
+
+    def _value_as(self, value, shape, dtype):
+        """value (scalar, host array or device array) with ``shape`` and ``dtype``."""
+        if is_device_array(value):
+            if value.dtype != dtype:
+                value = self.astype(value, dtype)
+            return self.broadcast_to(value, shape)
+        return np.broadcast_to(np.asarray(value, dtype=dtype), shape)
+
+    @float16_via_float32(0, 2, inplace=(0,))  # NOTE: no portable half atomics
     def index_add(self, out, index, values):
         index = index if isinstance(index, tuple) else (index,)
-        if out.dtype == _F16:
-            # NOTE: no portable half atomics: accumulate in a float32 copy, write it back
-            tmp = self.astype(out, _F32)
-            self.index_add(tmp, index, self.astype(values, _F32))
-            self.copy_(out, tmp)
-            return out
         if not out.is_c_contiguous():
             tmp = self.compact(out)
             self.index_add(tmp, index, values)
@@ -230,29 +265,29 @@ class CUDAViews:
             values = self.astype(values, out.dtype)
         if _is_basic(index):
             shape, strides, offset = _basic_view(tuple(out.shape), index)
-            vals = self._flat(self.broadcast_to(values, shape))
-            n = _prod(shape)
+            vals = self.flat(self.broadcast_to(values, shape))
+            n = prod(shape)
             if n:
                 if not shape:
                     shape, strides = (1,), (0,)
-                K.launch_1d(K.scatter_add_strided_kernel, n, o, vals, tuple(shape),
-                            tuple(int(s) for s in strides), int(offset), n)
+                launch_1d(K.scatter_add_strided_kernel, n, o, vals, tuple(shape),
+                          tuple(int(s) for s in strides), int(offset), n)
             return out
         rows_idx = self._int_rows_index(out, index)
         if rows_idx is not None:
             rows = out.shape[0]
-            inner = _prod(out.shape[1:])
+            inner = prod(out.shape[1:])
             idx = self._device_int64(rows_idx, rows)
-            vals = self._flat(self.broadcast_to(values, tuple(rows_idx.shape)
+            vals = self.flat(self.broadcast_to(values, tuple(rows_idx.shape)
                                                 + tuple(out.shape[1:])))
-            K.launch_1d(K.index_add_rows_kernel, vals.size, o, idx.reshape(-1), vals, rows,
-                        inner, vals.size)
+            launch_1d(K.index_add_rows_kernel, vals.size, o, idx.reshape(-1), vals, rows,
+                      inner, vals.size)
             return out
         flat = np.arange(out.size, dtype=np.int64).reshape(out.shape)[self._host_index(index)]
         flat = np.ascontiguousarray(flat)
-        vals = self._flat(self.broadcast_to(values, flat.shape))
-        K.launch_1d(K.index_add_flat_kernel, flat.size, o, cuda.to_device(flat.reshape(-1)),
-                    vals, flat.size)
+        vals = self.flat(self.broadcast_to(values, flat.shape))
+        launch_1d(K.index_add_flat_kernel, flat.size, o, cuda.to_device(flat.reshape(-1)),
+                  vals, flat.size)
         return out
 
     def stack(self, arrays, axis):
@@ -284,13 +319,13 @@ class CUDAViews:
         total = sum(a.shape[axis] for a in arrays)
         out_shape = ref[:axis] + (total,) + ref[axis + 1:]
         out = self.empty(out_shape, dtype)
-        inner = _prod(ref[axis + 1:])
+        inner = prod(ref[axis + 1:])
         dst_cols = total * inner
         off = 0
         o = out.reshape(-1)
         for a in arrays:
             cols = a.shape[axis] * inner
-            K.launch_1d(K.copy_block_kernel, a.size, a.reshape(-1), o, cols, dst_cols, off,
-                        a.size)
+            launch_1d(K.copy_block_kernel, a.size, a.reshape(-1), o, cols, dst_cols, off,
+                      a.size)
             off += cols
         return out

@@ -1,14 +1,10 @@
-"""Numba CUDA kernels of the CUDA device (dlsys.backend.cuda): launch helpers, elementwise,
-gathers/scatters, reductions (nn and optimizer kernels: ``cuda_kernels_nn``). Only the
-backend imports this.
+"""Numba CUDA kernels of the CUDA device: elementwise, gathers/scatters, reductions (nn kernels:
+``kernels_nn``; matmul: ``matmul``; optimizer updates: ``optim``; launches: ``launch``).
 
 Every kernel works on FLAT, C-contiguous 1-D device arrays (the device reshapes compact arrays
 with ``reshape(-1)``), with shapes passed as integers, so one compiled kernel serves every rank.
 The numpy reference of each kernel is the CPU device (dlsys.backend.cpu*); the tests compare.
 
-NOTE: launch geometry lives in ``launch_1d`` / ``launch_rows``. Under the simulator
-(NUMBA_ENABLE_CUDASIM=1) every simulated thread is a Python thread (~0.14 ms each), so we launch
-few threads and let grid-stride loops cover the data; on a GPU we launch full blocks.
 NOTE: nothing here uses warp shuffles or ``__cuda_array_interface__`` (the simulator has
 neither): cross-thread reductions go through shared memory with ``syncthreads``.
 """
@@ -17,76 +13,15 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import numba
 import numpy as np
 from numba import cuda
 
-SIMULATOR = bool(getattr(getattr(cuda, "config", None), "ENABLE_CUDASIM", 0)
-                 or getattr(numba.config, "ENABLE_CUDASIM", 0))
-if SIMULATOR:
-    from . import cuda_simulator
+from .launch import TPB
 
-    cuda_simulator.apply()
-else:
-    from .cuda_launch import LAUNCH as _LAUNCH
-
-# NOTE: shared-memory arrays need a compile-time size: 256 slots, and blocks of row kernels are
-# powers of two <= 256 so the tree reduction halves cleanly.
-TPB = 256
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _cdiv(a, b):
-    return -(-a // b)
-
-
-def _pow2(n, cap):
-    p = 1
-    while p < n and p < cap:
-        p *= 2
-    return p
-
-
-def _run(kernel, grid, block, args):
-    if not SIMULATOR:
-        _LAUNCH(kernel, grid, block, args)
-        return
-    # NOTE: the simulator's scheduler busy-polls its block threads while holding the GIL, so
-    # every syncthreads costs up to one GIL switch interval (5 ms by default); a shorter
-    # interval during simulated launches makes kernels with barriers ~2-3x faster. Restored
-    # afterwards, so the rest of the process keeps its own setting.
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(min(old, 1e-4))
-    try:
-        kernel[grid, block](*args)
-    finally:
-        sys.setswitchinterval(old)
-
-
-def launch_1d(kernel, n, *args):
-    """kernel[grid, block](*args) covering n items with a grid-stride loop (no launch for 0)."""
-    if n <= 0:
-        return
-    if SIMULATOR:
-        blocks, threads = 1, min(n, 8)
-    else:
-        threads = 256
-        blocks = min(_cdiv(n, threads), 65535)
-    _run(kernel, blocks, threads, args)
-
-
-def launch_rows(kernel, nrows, ncols, *args):
-    """One block per row (grid-stride over rows), a power-of-two block striding the columns."""
-    if nrows <= 0:
-        return
-    if SIMULATOR:
-        blocks, threads = min(nrows, 2), _pow2(ncols, 4)
-    else:
-        blocks, threads = min(nrows, 65535), max(32, _pow2(ncols, TPB))
-    _run(kernel, blocks, threads, args)
 
 
 # ============================================================================================
@@ -377,6 +312,12 @@ def scatter_add_strided_kernel(out, values, shape, strides, offset, n):
 def take_kernel(src, index, out, n):
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         out[i] = src[index[i]]
+
+
+@cuda.jit
+def put_kernel(out, index, values, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        out[index[i]] = values[i]
 
 
 @cuda.jit

@@ -1,5 +1,5 @@
-"""Fixes for numba-cuda's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), applied once on import by
-the CUDA kernels module when the simulator is on. Nothing here runs on a real GPU.
+"""Fixes for numba-cuda's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), applied by the CUDA package's
+import when the simulator is on (the simulator is a test tool; a real GPU never loads this).
 
 The simulator runs every CUDA thread of a block as a Python thread; these patches make it agree
 with a GPU where the CUDA tests rely on it.

@@ -5,7 +5,9 @@ per dead one. PyTorch's CUDA caching allocator does the same, with block splitti
 
 NOTE: reuse is safe because every dlsys kernel and copy runs on the (legacy) default stream:
 work that still reads a freed block is ordered before any later work that writes it.
-Turn it off with DLSYS_CUDA_CACHING_ALLOCATOR=0 (Numba's own allocator is used then).
+Installed by ``install_caching_allocator()`` (``dlsys.backend.cuda``), which the first
+``ds.cuda()`` calls; importing this module changes nothing. DLSYS_CUDA_CACHING_ALLOCATOR=0
+keeps Numba's own allocator.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import weakref
 from numba import cuda
 from numba.cuda.cudadrv import driver as _drv
 
-from .memory_pool import BlockPool
+from ..memory_pool import BlockPool
 
 
 def _cu_alloc(nbytes):
@@ -65,10 +67,16 @@ class CachingMemoryManager(cuda.GetIpcHandleMixin, cuda.HostOnlyCUDAMemoryManage
         return 1
 
 
+_installed = False
+
+
 def install() -> bool:
     """Make Numba use the caching allocator for contexts created from now on (call it before
-    the first CUDA context exists). False when another plugin was configured already."""
-    if _drv.config.CUDA_MEMORY_MANAGER != "default":
-        return False
-    cuda.set_memory_manager(CachingMemoryManager)
+    the first CUDA context exists); idempotent. False when another plugin was configured."""
+    global _installed
+    if not _installed:
+        if _drv.config.CUDA_MEMORY_MANAGER != "default":
+            return False
+        cuda.set_memory_manager(CachingMemoryManager)
+        _installed = True
     return True
