@@ -1,0 +1,213 @@
+"""Communication engines: how DistributedOptimizer's bucket reductions run beside backward.
+
+One interface: ``start(bucket) -> Work`` hands over a complete bucket (the Reducer does so in
+bucket index order, the same on every rank), ``progress()`` is called from every gradient hook,
+``wait_all()`` finishes every started bucket and writes the results back into the gradients.
+
+- ``NonBlockingEngine`` (the default for CPU parameters): every bucket is a ``Ring`` of our
+  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm``, one MPI tag per
+  bucket; ``progress()`` advances every ring from the hooks (Test, reduce the chunks that
+  arrived, post the next step) and ``wait_all()`` drives them to the end.
+- ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs
+  ``collective.allreduce_(algorithm="auto")`` per bucket, in submission order.
+- ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
+  baseline the others are measured against).
+
+Arithmetic, the same for every bucket of an engine: the sum of the ranks' values, divided by P
+with ``np.true_divide`` for Average, computed once per element and copied to every rank
+(non-blocking: the ring's order, see ``algorithms/ring.py``; the others: that of the algorithm
+``auto`` chose for the bucket's size, fixed at start-up). With compression, each rank divides
+its gradient by P (``np.true_divide``) BEFORE the cast to the wire dtype, then the wire values
+are summed: the sum of P float16 values may overflow where their average would not. MPI never
+does arithmetic on gradients. ``docs/overlap.md`` has the measurements behind the defaults.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from .algorithms import Ring, layout
+from .allreduce import allreduce_
+from .context import TAG_BUCKETS
+from .reduce_ops import Sum
+
+
+class Work:
+    """One bucket's reduction, started by an engine."""
+
+    __slots__ = ("bucket", "ring", "done")
+
+    def __init__(self, bucket, ring=None, done=False):
+        self.bucket, self.ring, self.done = bucket, ring, done
+
+
+class Engine:
+    """The interface (and the part every engine shares: the reduction rule)."""
+
+    def __init__(self, ctx, op):
+        self.ctx = ctx
+        self.op = op
+        self.size = ctx.size
+        self.busy_s = 0.0  # seconds spent reducing
+
+    def rule(self, bucket):
+        """(prescale, op on the wire) of ``bucket``: see the module docstring."""
+        if bucket.wire is bucket.host:
+            return 0, self.op
+        return (self.size if self.op.average and self.size > 1 else 0), Sum
+
+    def start(self, bucket) -> Work:
+        raise NotImplementedError
+
+    def progress(self):
+        """Advance what is in flight without waiting (called from every gradient hook)."""
+
+    def wait_all(self):
+        """Finish every started bucket; its gradients hold the result afterwards."""
+
+    def close(self):
+        """Release the engine's resources (when its optimizer is garbage collected)."""
+
+
+class InlineEngine(Engine):
+    def start(self, bucket) -> Work:
+        t0 = time.perf_counter()
+        prescale, op = self.rule(bucket)
+        wire = bucket.pack(prescale)
+        allreduce_(wire, op=op, algorithm="auto")
+        bucket.unpack()
+        self.busy_s += time.perf_counter() - t0
+        return Work(bucket, done=True)
+
+
+class ThreadEngine(Engine):
+    """Jobs run one after another, in submission order (the bucket order, identical on every
+    rank), on one daemon thread. Only packing and communication run there; writing the result
+    back (device copies, decompression) runs on the caller's thread in wait_all()."""
+
+    def __init__(self, ctx, op):
+        super().__init__(ctx, op)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._outstanding = 0
+        self._error = None
+        self._thread = None
+        self._started: list[Work] = []
+
+    def start(self, bucket) -> Work:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="collective-reducer",
+                                            daemon=True)
+            self._thread.start()
+        prescale, op = self.rule(bucket)
+        work = Work(bucket)
+        self._started.append(work)
+        with self._cond:
+            self._outstanding += 1
+        self._queue.put((work, prescale, op))
+        return work
+
+    def _run(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            work, prescale, op = job
+            try:
+                if self._error is None:  # after a failure, drain without communicating
+                    t0 = time.perf_counter()
+                    allreduce_(work.bucket.pack(prescale), op=op, algorithm="auto")
+                    self.busy_s += time.perf_counter() - t0
+            except BaseException as exc:  # re-raised on the main thread by wait_all()
+                exc.thread_traceback = traceback.format_exc()
+                self._error = exc
+            finally:
+                with self._cond:
+                    work.done = True
+                    self._outstanding -= 1
+                    self._cond.notify_all()
+
+    def wait_all(self):
+        with self._cond:
+            while self._outstanding:
+                self._cond.wait()
+        started, self._started = self._started, []
+        if self._error is not None:
+            exc = self._error
+            raise RuntimeError("gradient reduction failed on the communication thread:\n"
+                               + getattr(exc, "thread_traceback", repr(exc))) from exc
+        for work in started:
+            work.bucket.unpack()
+
+    def close(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+
+class NonBlockingEngine(Engine):
+    """Every bucket a ``Ring`` in flight, progressed from the hooks (see the module docstring).
+
+    NOTE: MPI moves a non-blocking message only inside MPI calls of this process (MPICH has no
+    progress thread by default), so the rings advance in ``progress()``, i.e. between the
+    gradients backward produces; each step's reduction is a numpy call that releases the GIL.
+    """
+
+    def __init__(self, ctx, op):
+        super().__init__(ctx, op)
+        self._block = ctx.config.wait == "block"
+        self._inflight: list[Work] = []
+        self._scratch: dict[int, np.ndarray] = {}  # bucket index -> room for one segment
+
+    def start(self, bucket) -> Work:
+        t0 = time.perf_counter()
+        ctx = self.ctx
+        prescale, op = self.rule(bucket)
+        wire = bucket.pack(prescale)
+        lay = layout(ctx, wire.size)
+        nbytes = max(lay[0]) * wire.itemsize
+        scratch = self._scratch.get(bucket.index)
+        if scratch is None or scratch.nbytes < nbytes:
+            scratch = self._scratch[bucket.index] = np.empty(nbytes, np.uint8)
+        divide = ctx.size if op.average and ctx.size > 1 else 0
+        ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
+                    scratch[:nbytes].view(wire.dtype),
+                    TAG_BUCKETS + bucket.index % 30000)
+        work = Work(bucket, ring, ring.test())
+        self._inflight.append(work)
+        self.busy_s += time.perf_counter() - t0
+        return work
+
+    def progress(self):
+        if self._inflight:
+            t0 = time.perf_counter()
+            for work in self._inflight:
+                if not work.done:
+                    work.done = work.ring.test()
+            self.busy_s += time.perf_counter() - t0
+
+    def wait_all(self):
+        if not self._inflight:
+            return
+        t0 = time.perf_counter()
+        inflight, self._inflight = self._inflight, []
+        for work in inflight:
+            if not work.done:
+                work.ring.wait(self._block)
+                work.done = True
+            work.bucket.unpack()
+        self.busy_s += time.perf_counter() - t0
+
+
+ENGINES = {"nonblocking": NonBlockingEngine, "thread": ThreadEngine, "inline": InlineEngine}
+
+
+def default_engine(on_cpu: bool) -> str:
+    """``overlap="auto"``: non-blocking rings for CPU buckets; a communication thread for CUDA
+    ones (their reduction is staged through host memory, and a GPU leaves the cores free)."""
+    return "nonblocking" if on_cpu else "thread"
