@@ -77,7 +77,7 @@ class ShmPlan:
     def run(self, ctx, x, inplace):
         """One round (see algorithms.shared_memory.shm_allreduce), for one slot's worth."""
         shm = ctx.shm
-        xs = self.views[shm.next_slot]
+        xs = self.views[(shm.seq + 1) & 1]  # NOTE: shm.next_slot, inlined (~5% of a 4 KiB call)
         xs[shm.rank][...] = x
         if not shm.round(self.fp, self.nbytes):
             disagreement(ctx.comm, self.desc, None)

@@ -66,74 +66,70 @@ class Ring:
     run the same rings in the same order on ``comm`` with the same ``tag``.
     """
 
-    __slots__ = ("comm", "rank", "size", "buf", "ufunc", "divide_by", "counts", "offsets",
-                 "scratch", "tag", "chunk", "left", "right", "reduce_steps", "nsteps", "step",
-                 "recvs", "sends", "done", "bounds", "target")
+    __slots__ = ("comm", "rank", "size", "buf", "raw", "scratch", "sraw", "isz", "ufunc",
+                 "divide_by", "counts", "offsets", "tag", "chunk", "left", "right",
+                 "reduce_steps", "nsteps", "step", "recvs", "sends", "done", "bounds", "target")
 
     def __init__(self, comm, rank, size, buf, ufunc, divide_by, lay, scratch, tag,
                  chunk=CHUNK, gather=True):
-        self.comm, self.rank, self.size = comm, rank, size
-        self.buf, self.ufunc, self.divide_by = buf, ufunc, divide_by
+        self.comm, self.rank, self.size, self.tag = comm, rank, size, tag
+        self.buf, self.scratch, self.ufunc, self.divide_by = buf, scratch, ufunc, divide_by
+        # every dtype travels as bytes: views made once, sliced per message
+        self.raw, self.sraw, self.isz = buf.view(np.uint8), scratch.view(np.uint8), buf.itemsize
         self.counts, self.offsets = lay
-        self.scratch, self.tag = scratch, tag
         self.chunk = max(1, chunk // buf.itemsize)  # elements
         self.left, self.right = (rank - 1) % size, (rank + 1) % size
         self.reduce_steps = size - 1
         self.nsteps = (size - 1) * (2 if gather else 1)
-        self.step = 0
+        self.step = self.done = 0
         self.recvs = self.sends = ()
-        self.done = 0
         if size == 1 and divide_by:
             np.true_divide(buf, divide_by, out=buf)
         if self.nsteps:
             self._post()
 
-    def _bytes(self, a, lo, hi):
-        return a[lo:hi].view(np.uint8)
-
     def _post(self):
-        s, P, r = self.step, self.size, self.rank
+        s, P, r, isz = self.step, self.size, self.rank, self.isz
         irecv, isend, tag = self.comm.Irecv, self.comm.Isend, self.tag
-        counts, offsets, buf = self.counts, self.offsets, self.buf
+        counts, offsets, raw = self.counts, self.offsets, self.raw
         if s < self.reduce_steps:
             si, ri = (r - s - 1) % P, (r - s - 2) % P
-            so, sc, rc = offsets[si], counts[si], counts[ri]
-            step = self.chunk
-            self.bounds = [(a, min(a + step, rc)) for a in range(0, rc, step)]
+            so, sc, rc, step = offsets[si], counts[si], counts[ri], self.chunk
             self.target = offsets[ri]
-            self.recvs = [irecv(self._bytes(self.scratch, a, b), self.left, tag)
+            self.bounds = [(a, min(a + step, rc)) for a in range(0, rc, step)]
+            self.recvs = [irecv(self.sraw[a * isz:b * isz], self.left, tag)
                           for a, b in self.bounds]
-            self.sends = [isend(self._bytes(buf, so + a, so + min(a + step, sc)), self.right, tag)
-                          for a in range(0, sc, step)]
+            self.sends = [isend(raw[(so + a) * isz:(so + min(a + step, sc)) * isz], self.right,
+                                tag) for a in range(0, sc, step)]
         else:
             t = s - self.reduce_steps
             si, ri = (r - t) % P, (r - t - 1) % P
             self.bounds = None  # received straight into place: nothing to reduce
-            self.recvs = [irecv(self._bytes(buf, offsets[ri], offsets[ri] + counts[ri]),
-                                self.left, tag)]
-            self.sends = [isend(self._bytes(buf, offsets[si], offsets[si] + counts[si]),
-                                self.right, tag)]
+            lo, hi = offsets[ri] * isz, (offsets[ri] + counts[ri]) * isz
+            self.recvs = [irecv(raw[lo:hi], self.left, tag)]
+            lo, hi = offsets[si] * isz, (offsets[si] + counts[si]) * isz
+            self.sends = [isend(raw[lo:hi], self.right, tag)]
         self.done = 0
 
     def _arrived(self, k):
-        if self.bounds is None:
-            return
         a, b = self.bounds[k]
-        tgt = self.buf[self.target + a:self.target + b]
+        lo, hi = self.target + a, self.target + b
+        tgt = self.buf[lo:hi]
         self.ufunc(tgt, self.scratch[a:b], out=tgt)
         if self.divide_by and self.step == self.reduce_steps - 1:
             np.true_divide(tgt, self.divide_by, out=tgt)
 
     def test(self) -> bool:
         """Advance without waiting; True when the ring is finished."""
-        from mpi4py import MPI
-
+        testall = _mpi().Request.Testall
         while self.step < self.nsteps:
-            recvs = self.recvs
-            while self.done < len(recvs) and recvs[self.done].Test():
-                self._arrived(self.done)
-                self.done += 1
-            if self.done < len(recvs) or not MPI.Request.Testall(self.sends):
+            recvs, done = self.recvs, self.done
+            while done < len(recvs) and recvs[done].Test():
+                if self.bounds is not None:
+                    self._arrived(done)
+                done += 1
+            self.done = done
+            if done < len(recvs) or not testall(self.sends):
                 return False
             self.step += 1
             if self.step < self.nsteps:
@@ -144,15 +140,34 @@ class Ring:
         """Finish the ring. ``block``: MPI_Wait on what is pending (MPICH busy-polls); else
         test and yield the CPU between tests (``os.sched_yield``), so a rank waiting for data
         lets the peer that has to produce it run when ranks share cores."""
+        Request = _mpi().Request
+        while not self.test():
+            pending = self.recvs[self.done] if self.done < len(self.recvs) else None
+            if block and pending is not None:
+                pending.Wait()
+            elif block:
+                Request.Waitall(self.sends)
+            elif pending is not None:
+                ready = pending.Test
+                while not ready():
+                    os.sched_yield()
+            else:
+                sends = self.sends
+                while not Request.Testall(sends):
+                    os.sched_yield()
+
+
+_MPI = None
+
+
+def _mpi():
+    """mpi4py's MPI module (imported on first use: importing collective loads no MPI)."""
+    global _MPI
+    if _MPI is None:
         from mpi4py import MPI
 
-        while not self.test():
-            if not block:
-                os.sched_yield()
-            elif self.done < len(self.recvs):
-                self.recvs[self.done].Wait()
-            else:
-                MPI.Request.Waitall(self.sends)
+        _MPI = MPI
+    return _MPI
 
 
 def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk: int = 0):
