@@ -22,7 +22,7 @@ from .shared_window import SharedWindow
 TAG_HANDSHAKE = 11
 TAG_RING = 12
 TAG_RD = 13
-TAG_BUCKETS = 1000  # + bucket index: DistributedOptimizer's in-flight rings on reducer_comm
+TAG_BUCKETS = 14  # DistributedOptimizer's rings in flight, on reducer_comm
 
 #: what a handshake returns when the ranks' fingerprints differ (fingerprints are >= 0)
 MISMATCH = -1

@@ -5,9 +5,10 @@ bucket index order, the same on every rank), ``progress()`` is called from every
 ``wait_all()`` finishes every started bucket and writes the results back into the gradients.
 
 - ``NonBlockingEngine`` (the default for CPU parameters): every bucket is a ``Ring`` of our
-  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm``, one MPI tag per
-  bucket; ``progress()`` advances every ring from the hooks (Test, reduce the chunks that
-  arrived, post the next step) and ``wait_all()`` drives them to the end.
+  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm``, one at a time in
+  bucket order; ``progress()`` advances it from the hooks (Test, reduce the chunks that
+  arrived, post the next step, post the next bucket's ring) and ``wait_all()`` drives them to
+  the end.
 - ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs
   ``collective.allreduce_(algorithm="auto")`` per bucket, in submission order.
 - ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
@@ -24,6 +25,7 @@ does arithmetic on gradients. ``docs/overlap.md`` has the measurements behind th
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -38,12 +40,13 @@ from .reduce_ops import Sum
 
 
 class Work:
-    """One bucket's reduction, started by an engine."""
+    """One bucket's reduction, started by an engine: ``rule`` (prescale, op on the wire), the
+    ``ring`` once posted (non-blocking engine), ``done`` once reduced."""
 
-    __slots__ = ("bucket", "ring", "done")
+    __slots__ = ("bucket", "rule", "ring", "done")
 
-    def __init__(self, bucket, ring=None, done=False):
-        self.bucket, self.ring, self.done = bucket, ring, done
+    def __init__(self, bucket, rule, done=False):
+        self.bucket, self.rule, self.ring, self.done = bucket, rule, None, done
 
 
 class Engine:
@@ -77,12 +80,12 @@ class Engine:
 class InlineEngine(Engine):
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()
-        prescale, op = self.rule(bucket)
-        wire = bucket.pack(prescale)
-        allreduce_(wire, op=op, algorithm="auto")
+        work = Work(bucket, self.rule(bucket), done=True)
+        prescale, op = work.rule
+        allreduce_(bucket.pack(prescale), op=op, algorithm="auto")
         bucket.unpack()
         self.busy_s += time.perf_counter() - t0
-        return Work(bucket, done=True)
+        return work
 
 
 class ThreadEngine(Engine):
@@ -104,23 +107,22 @@ class ThreadEngine(Engine):
             self._thread = threading.Thread(target=self._run, name="collective-reducer",
                                             daemon=True)
             self._thread.start()
-        prescale, op = self.rule(bucket)
-        work = Work(bucket)
+        work = Work(bucket, self.rule(bucket))
         self._started.append(work)
         with self._cond:
             self._outstanding += 1
-        self._queue.put((work, prescale, op))
+        self._queue.put(work)
         return work
 
     def _run(self):
         while True:
-            job = self._queue.get()
-            if job is None:
+            work = self._queue.get()
+            if work is None:
                 return
-            work, prescale, op = job
             try:
                 if self._error is None:  # after a failure, drain without communicating
                     t0 = time.perf_counter()
+                    prescale, op = work.rule
                     allreduce_(work.bucket.pack(prescale), op=op, algorithm="auto")
                     self.busy_s += time.perf_counter() - t0
             except BaseException as exc:  # re-raised on the main thread by wait_all()
@@ -151,23 +153,30 @@ class ThreadEngine(Engine):
 
 
 class NonBlockingEngine(Engine):
-    """Every bucket a ``Ring`` in flight, progressed from the hooks (see the module docstring).
+    """Every bucket a ``Ring`` in flight, progressed from the hooks (see the module docstring),
+    one ring at a time in bucket order: the next is posted when the one before has finished.
 
     NOTE: MPI moves a non-blocking message only inside MPI calls of this process (MPICH has no
     progress thread by default), so the rings advance in ``progress()``, i.e. between the
-    gradients backward produces; each step's reduction is a numpy call that releases the GIL.
+    gradients backward produces. One ring at a time, because rings in flight together slowed
+    each other down: measured 2.8 ms to synchronize 5.1 MiB in 2 buckets with both posted at
+    once, 1.8 ms one after the other (P = 2, 2-core box; docs/overlap.md).
     """
 
     def __init__(self, ctx, op):
         super().__init__(ctx, op)
         self._block = ctx.config.wait == "block"
-        self._inflight: list[Work] = []
+        self._queue: collections.deque[Work] = collections.deque()  # started, not finished
+        self._finished: list[Work] = []  # reduced, not yet written back
         self._scratch: dict[int, np.ndarray] = {}  # bucket index -> room for one segment
+        # NOTE: one tag is enough: one ring at a time on reducer_comm, in the same order on
+        # every rank, and MPI keeps the messages of one (source, tag) in order
 
-    def start(self, bucket) -> Work:
-        t0 = time.perf_counter()
-        ctx = self.ctx
-        prescale, op = self.rule(bucket)
+    def _post(self, work):
+        """Pack the bucket and post its ring (once)."""
+        if work.ring is not None:
+            return
+        ctx, bucket, (prescale, op) = self.ctx, work.bucket, work.rule
         wire = bucket.pack(prescale)
         lay = layout(ctx, wire.size)
         nbytes = max(lay[0]) * wire.itemsize
@@ -175,31 +184,45 @@ class NonBlockingEngine(Engine):
         if scratch is None or scratch.nbytes < nbytes:
             scratch = self._scratch[bucket.index] = np.empty(nbytes, np.uint8)
         divide = ctx.size if op.average and ctx.size > 1 else 0
-        ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
-                    scratch[:nbytes].view(wire.dtype),
-                    TAG_BUCKETS + bucket.index % 30000)
-        work = Work(bucket, ring, ring.test())
-        self._inflight.append(work)
+        work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
+                         scratch[:nbytes].view(wire.dtype), TAG_BUCKETS)
+
+    def start(self, bucket) -> Work:
+        t0 = time.perf_counter()
+        work = Work(bucket, self.rule(bucket))
+        self._queue.append(work)
+        self._advance()
         self.busy_s += time.perf_counter() - t0
         return work
 
+    def _advance(self):
+        """Post the first unfinished ring, test it; on to the next while they finish."""
+        queue = self._queue
+        while queue:
+            work = queue[0]
+            self._post(work)
+            if not work.ring.test():
+                return
+            work.done = True
+            self._finished.append(queue.popleft())
+
     def progress(self):
-        if self._inflight:
+        if self._queue:
             t0 = time.perf_counter()
-            for work in self._inflight:
-                if not work.done:
-                    work.done = work.ring.test()
+            self._advance()
             self.busy_s += time.perf_counter() - t0
 
     def wait_all(self):
-        if not self._inflight:
-            return
         t0 = time.perf_counter()
-        inflight, self._inflight = self._inflight, []
-        for work in inflight:
-            if not work.done:
-                work.ring.wait(self._block)
-                work.done = True
+        queue = self._queue
+        while queue:
+            work = queue.popleft()
+            self._post(work)
+            work.ring.wait(self._block)
+            work.done = True
+            self._finished.append(work)
+        finished, self._finished = self._finished, []
+        for work in finished:
             work.bucket.unpack()
         self.busy_s += time.perf_counter() - t0
 
