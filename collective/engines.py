@@ -9,18 +9,21 @@ bucket index order, the same on every rank), ``progress()`` is called from every
   bucket order; ``progress()`` advances it from the hooks (Test, reduce the chunks that
   arrived, post the next step, post the next bucket's ring) and ``wait_all()`` drives them to
   the end.
-- ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs
-  ``collective.allreduce_(algorithm="auto")`` per bucket, in submission order.
+- ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs a
+  blocking ``collective.allreduce_`` per bucket, in submission order, by the algorithm ``auto``
+  predicts fastest for the bucket's size among our own (ring, recursive doubling, shared
+  memory; never the MPI library's).
 - ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
-  baseline the others are measured against).
+  baseline the others are measured against); its algorithm is chosen as the thread engine's.
 
-Arithmetic, the same for every bucket of an engine: the sum of the ranks' values, divided by P
-with ``np.true_divide`` for Average, computed once per element and copied to every rank
-(non-blocking: the ring's order, see ``algorithms/ring.py``; the others: that of the algorithm
-``auto`` chose for the bucket's size, fixed at start-up). With compression, each rank divides
-its gradient by P (``np.true_divide``) BEFORE the cast to the wire dtype, then the wire values
-are summed: the sum of P float16 values may overflow where their average would not. MPI never
-does arithmetic on gradients. ``docs/overlap.md`` has the measurements behind the defaults.
+Arithmetic: numpy's, on host memory, in an order fixed by the algorithm, so every bucket is
+bitwise identical on every rank by construction; MPI never does arithmetic on gradients. The
+sum of the ranks' values (non-blocking: the ring's order, see ``algorithms/ring.py``; the
+others: that of the algorithm chosen for the bucket's size, fixed at start-up), divided by P
+with ``np.true_divide`` for Average. With compression, each rank divides its gradient by P
+(``np.true_divide``) BEFORE the cast to the wire dtype, then the wire values are summed: the sum
+of P float16 values may overflow where their average would not. ``docs/overlap.md`` has the
+measurements behind the defaults.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .algorithms import Ring, layout
 from .allreduce import allreduce_
 from .context import TAG_BUCKETS
 from .reduce_ops import Sum
+from .tuning import choose_own
 
 
 class Work:
@@ -64,6 +68,12 @@ class Engine:
             return 0, self.op
         return (self.size if self.op.average and self.size > 1 else 0), Sum
 
+    def reduce(self, bucket, prescale, op):
+        """Pack ``bucket`` and reduce it with a blocking ``allreduce_``, by the algorithm
+        ``auto`` predicts fastest for its size among our own (never the MPI library's)."""
+        wire = bucket.pack(prescale)
+        allreduce_(wire, op=op, algorithm=choose_own(self.ctx, wire.nbytes))
+
     def start(self, bucket) -> Work:
         raise NotImplementedError
 
@@ -81,8 +91,7 @@ class InlineEngine(Engine):
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()
         work = Work(bucket, self.rule(bucket), done=True)
-        prescale, op = work.rule
-        allreduce_(bucket.pack(prescale), op=op, algorithm="auto")
+        self.reduce(bucket, *work.rule)
         bucket.unpack()
         self.busy_s += time.perf_counter() - t0
         return work
@@ -122,8 +131,7 @@ class ThreadEngine(Engine):
             try:
                 if self._error is None:  # after a failure, drain without communicating
                     t0 = time.perf_counter()
-                    prescale, op = work.rule
-                    allreduce_(work.bucket.pack(prescale), op=op, algorithm="auto")
+                    self.reduce(work.bucket, *work.rule)
                     self.busy_s += time.perf_counter() - t0
             except BaseException as exc:  # re-raised on the main thread by wait_all()
                 exc.thread_traceback = traceback.format_exc()

@@ -41,6 +41,8 @@ from .reduce_ops import Sum
 from .safety import describe, fingerprint
 
 CANDIDATES = FIXED
+#: the algorithms whose arithmetic is our own (numpy's, in a documented order): all but "mpi"
+OWN = tuple(a for a in CANDIDATES if a != "mpi")
 VERSION = 2
 
 
@@ -80,8 +82,15 @@ def predict(table: TuningTable, algo, n):
     return times[-1] + max(slope, 0.0) * (n - sizes[-1])
 
 
-def best(table, n):
-    return min(CANDIDATES, key=lambda a: predict(table, a, n))
+def best(table, n, candidates=CANDIDATES):
+    """The candidate with the cheapest predicted time for ``n`` bytes."""
+    return min(candidates, key=lambda a: predict(table, a, n))
+
+
+def choose_own(ctx, nbytes: int) -> str:
+    """Like ``choose``, among our own algorithms only (DistributedOptimizer's blocking engines:
+    replicas must agree bitwise by our arithmetic, not by the MPI library's)."""
+    return "ring" if ctx.tuning is None else best(ctx.tuning, nbytes, OWN)
 
 
 def choose(ctx, nbytes: int) -> str:

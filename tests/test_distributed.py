@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from mpi_harness import run_ranks
 
+from collective import tuning
 from collective.buckets import FIRST_BUCKET_BYTES, assign_buckets
 from collective.compression import Compression
+from collective.context import TuningTable
 
 # -- no MPI -------------------------------------------------------------------------------------
 
@@ -52,6 +54,21 @@ def test_default_mnist_mlp_gets_more_than_one_bucket():
     assert sum(n for _, n in specs) > FIRST_BUCKET_BYTES
     buckets = assign_buckets(specs, 25 << 20, FIRST_BUCKET_BYTES)
     assert buckets == [[5, 4, 3, 2, 1], [0]]
+
+
+def test_blocking_engines_never_choose_the_mpi_library():
+    """Replicas agree by our own arithmetic: where MPI's Allreduce is predicted fastest, auto
+    takes it, DistributedOptimizer's blocking engines the fastest of ours."""
+    table = TuningTable([4096, 1 << 24], {"mpi": [1e-6, 1e-3], "ring": [9e-6, 5e-3],
+                                          "recursive_doubling": [5e-6, 9e-3],
+                                          "shared_memory": [7e-6, 8e-3]})
+
+    class Ctx:
+        tuning = table
+
+    assert tuning.best(table, 1 << 20) == "mpi"
+    assert tuning.choose_own(Ctx, 4096) == "recursive_doubling"
+    assert tuning.choose_own(Ctx, 1 << 24) == "ring"
 
 
 def test_compression_numpy_roundtrip():
