@@ -9,13 +9,16 @@ from mpi_harness import run_ranks
 pytestmark = pytest.mark.mpi
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=lambda p: f"P{p}")
+@pytest.fixture(scope="module", params=[(2, "poll"), (3, "poll"), (3, "block")],
+                ids=lambda p: f"P{p[0]}-{p[1]}")
 def bits(request, tmp_path_factory):
-    res = run_ranks("bucket_bits", request.param, timeout=180,
+    """COLLECTIVE_WAIT: the ring's two ways of waiting (test + yield, MPI_Wait)."""
+    nprocs, wait = request.param
+    res = run_ranks("bucket_bits", nprocs, timeout=180, env={"COLLECTIVE_WAIT": wait},
                     tmp_path=tmp_path_factory.mktemp("bits"))
     assert res.returncode == 0, res.output[-4000:]
     reports = res.by_rank()
-    assert sorted(reports) == list(range(request.param)), res.output[-3000:]
+    assert sorted(reports) == list(range(nprocs)), res.output[-3000:]
     return reports
 
 
