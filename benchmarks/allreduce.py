@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import collective as col  # noqa: E402
-from collective import context  # noqa: E402
+from collective.comm import context  # noqa: E402
 
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -64,7 +64,7 @@ def main(argv=None):
     from mpi4py import MPI
 
     col.init()
-    ctx = context.get()
+    ctx = context()
     comm, P, rank = ctx.comm, ctx.size, ctx.rank
     dtype = np.dtype(args.dtype)
     op = col.reduce_ops.as_op(args.op)
@@ -92,8 +92,6 @@ def main(argv=None):
                 col.allreduce_(buf, op=op, algorithm=algo)
         return fn
 
-    # auto's calibration (once, cached) must not land in a timed iteration
-    col.allreduce_(buf_all[:1], op=op)
     if rank == 0:
         print(f"# collective allreduce benchmark: P={P}, dtype={dtype}, op={op}, "
               f"host={platform.node()}, MPI={MPI.Get_library_version().splitlines()[0].strip()}")
@@ -159,7 +157,7 @@ def main(argv=None):
             algbw = nbytes / med[j] / 1e9
             row[a] = {"time_us": med[j] * 1e6, "algbw_GBps": algbw,
                       "busbw_GBps": algbw * 2 * (P - 1) / P if P > 1 else algbw}
-        row["auto_choice"] = (ctx.cache.get("tuning_choice") or {}).get(nbytes, "-")
+        row["auto_choice"] = ctx.choices.get(nbytes, "-")
         if "auto" in algos and "mpi" in algos:
             row["auto_over_mpi"] = row["auto"]["busbw_GBps"] / row["mpi"]["busbw_GBps"]
         rows.append(row)
@@ -205,7 +203,7 @@ def main(argv=None):
             out = {"benchmark": "allreduce", "P": P, "passes": args.passes, "dtype": str(dtype),
                    "op": str(op),
                    "host": platform.node(), "mpi": MPI.Get_library_version().splitlines()[0],
-                   "algorithms": algos, "tuning": ctx.cache.get("tuning"), "rows": rows,
+                   "algorithms": algos, "tuning": ctx.tuning and ctx.tuning.to_json(), "rows": rows,
                    "check_us": check_us}
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(out, indent=1))

@@ -19,9 +19,10 @@ What each job measures (MNIST-sized MLP 784-256-256-10, float32, synthetic data)
   the time step() waited for the reductions (DistributedOptimizer.communication_stats()).
 - overlap: a wider MLP (784-512-512-512-10, batch 128 per rank) with 0.5 MB buckets (6 of
   them, so reductions can start during backward); for each engine of DistributedOptimizer
-  ("nonblocking" MPI_Iallreduce progressed from the hooks, the default on CPU; "thread", a
-  communication thread; "inline", no overlap) the step time against the plain optimizer's, in
-  interleaved rounds: hidden = 1 - (step - plain step) / (the same reductions alone).
+  ("nonblocking": our own ring per bucket, in flight and progressed from the hooks, the default
+  on CPU; "thread", a communication thread; "inline", no overlap) the step time against the
+  plain optimizer's, in interleaved rounds: hidden = 1 - (step - plain step) / (the same
+  reductions alone).
 - fusion: a synthetic ResNet-34-like parameter set (110 tensors, mostly small), gradient
   synchronisation by DistributedOptimizer vs ONE allreduce of a flat buffer of the same bytes
   (goal <= 1.2x), and vs one allreduce per tensor (no fusion).

@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import context
-from .algorithms import handshake, ring_reduce_scatter, segments
-from .buffers import MOVE_DTYPES, POOL, stage
+from .algorithms import ring_reduce_scatter, segments
+from .comm import context
 from .reduce_ops import Sum, as_op, check_dtype
-from .safety import MISMATCH, describe, disagreement, error_fingerprint, fingerprint
-
-
-def _agree(ctx, desc, error=None):
-    """Handshake on ``desc``; raises on every rank when the ranks disagree or one failed."""
-    fp = error_fingerprint() if error is not None else fingerprint(desc)
-    if ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
-        disagreement(ctx.comm, desc, error)
-    if error is not None:
-        raise error
+from .safety import agree, describe
+from .tensors import MOVE_DTYPES, stage
 
 
 def _check_root(ctx, root):
@@ -37,25 +28,25 @@ def _bytes(a):
 
 def barrier():
     """Wait until every rank has reached this call."""
-    ctx = context.get()
-    _agree(ctx, describe("barrier"))
+    ctx = context()
+    agree(ctx, describe("barrier"))
 
 
 def _agreed_broadcast(x, root, inplace):
     """Check and stage a broadcast's input, then agree on the call with every rank (raising on
     every rank when they differ); returns (ctx, root, staged)."""
-    ctx = context.get()
+    ctx = context()
     error = staged = None
     try:
         root = _check_root(ctx, root)
         staged = stage(x, inplace=inplace, what="broadcast_" if inplace else "broadcast",
-                       dtypes=MOVE_DTYPES)
+                       dtypes=MOVE_DTYPES, pool=ctx.pool)
         desc = describe("broadcast", staged.array.shape, staged.array.dtype, root=root)
     except (TypeError, ValueError) as exc:
         error, desc = exc, describe("broadcast")
         if ctx.size == 1:
             raise
-    _agree(ctx, desc, error)
+    agree(ctx, desc, error)
     return ctx, root, staged
 
 
@@ -86,10 +77,10 @@ def allgather(x):
     First dimensions may differ between ranks; the other dimensions and the dtype must match.
     A 0-d input counts as one row (the result then has shape (P,)).
     """
-    ctx = context.get()
+    ctx = context()
     error = staged = None
     try:
-        staged = stage(x, inplace=False, what="allgather", dtypes=MOVE_DTYPES)
+        staged = stage(x, inplace=False, what="allgather", dtypes=MOVE_DTYPES, pool=ctx.pool)
         arr = staged.array if staged.array.ndim else staged.array.reshape(1)
         # the first dimension may differ: describe it as -1
         desc = describe("allgather", (-1,) + arr.shape[1:], arr.dtype)
@@ -97,7 +88,7 @@ def allgather(x):
         error, desc = exc, describe("allgather")
         if ctx.size == 1:
             raise
-    _agree(ctx, desc, error)
+    agree(ctx, desc, error)
     if ctx.size == 1:
         return staged.wrap(np.array(arr, copy=True))
     rows = np.array(ctx.comm.allgather(int(arr.shape[0])), dtype=np.int64)
@@ -122,11 +113,11 @@ def reduce_scatter(x, op=Sum):
     concatenation of all ranks' outputs in rank order is ``allreduce(x, op)``. Every rank
     passes the same shape, dtype and op.
     """
-    ctx = context.get()
+    ctx = context()
     error = staged = None
     try:
         op = as_op(op)
-        staged = stage(x, inplace=False, what="reduce_scatter")
+        staged = stage(x, inplace=False, what="reduce_scatter", pool=ctx.pool)
         arr = staged.array
         if arr.ndim == 0:
             raise ValueError("reduce_scatter needs an input with at least one dimension, "
@@ -137,12 +128,12 @@ def reduce_scatter(x, op=Sum):
         error, desc = exc, describe("reduce_scatter")
         if ctx.size == 1:
             raise
-    _agree(ctx, desc, error)
+    agree(ctx, desc, error)
     P, r = ctx.size, ctx.rank
     row = int(np.prod(arr.shape[1:], dtype=np.int64))
     if P == 1:
         return staged.wrap(np.array(arr, copy=True))
-    work = POOL.get("reduce_scatter", arr.nbytes, arr.dtype)
+    work = ctx.pool.get("reduce_scatter", arr.nbytes, arr.dtype)
     np.copyto(work, arr.reshape(-1))
     counts, offsets = ring_reduce_scatter(ctx, work, op.ufunc, row, P if op.average else 0)
     seg = work[offsets[r]:offsets[r] + counts[r]]
@@ -153,7 +144,7 @@ def reduce_scatter(x, op=Sum):
 
 def broadcast_object(obj, root=0):
     """Root's picklable ``obj`` on every rank."""
-    ctx = context.get()
+    ctx = context()
     error = None
     try:
         root = _check_root(ctx, root)
@@ -161,7 +152,7 @@ def broadcast_object(obj, root=0):
         error = exc
         if ctx.size == 1:
             raise
-    _agree(ctx, describe("broadcast_object", root=root), error)
+    agree(ctx, describe("broadcast_object", root=root), error)
     if ctx.size == 1:
         return obj
     return ctx.comm.bcast(obj, root=root)
@@ -169,8 +160,8 @@ def broadcast_object(obj, root=0):
 
 def allgather_object(obj):
     """The list of every rank's picklable ``obj``, in rank order."""
-    ctx = context.get()
-    _agree(ctx, describe("allgather_object"))
+    ctx = context()
+    agree(ctx, describe("allgather_object"))
     if ctx.size == 1:
         return [obj]
     return ctx.comm.allgather(obj)

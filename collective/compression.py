@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tensors import cast as _cast
+
 
 def _dtype(x):
     return np.dtype(x.dtype)
-
-
-def _cast(x, dtype, out=None):
-    """x cast to dtype, written into ``out`` when given (no allocation)."""
-    if isinstance(x, np.ndarray):
-        if out is None:
-            return x.astype(dtype)
-        np.copyto(out, x, casting="unsafe")
-        return out
-    if out is None:
-        return x.to(dtype)
-    out.copy_(x)  # Tensor.copy_ casts to out's dtype
-    return out
 
 
 class Compressor:

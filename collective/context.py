@@ -1,52 +1,103 @@
-"""The state every collective shares: a private communicator, this rank's place, message tags.
+"""The one Context: everything collective shares in this process (Horovod's global state).
 
-Collectives run on a duplicate of the world communicator, so their point-to-point messages can
-never match a user's messages on ``MPI.COMM_WORLD``. Created on first use (a collective call on
-every rank, as ``Dup`` is collective).
+It owns the communicators (the world, this node's, and private duplicates: one for the
+collectives, one for DistributedOptimizer's non-blocking reductions, one for the exit guard,
+so their messages can never match a user's messages or each other's), the shared-memory window
+of a single-node job, the host scratch memory, the tuning table and the caches of the
+algorithms. It is created by ``col.init()`` (``collective.comm``), a collective call on every
+rank (``Dup`` is collective), and never imports the algorithms that use it.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 
-from . import comm as _comm
+import numpy as np
+
+from . import config as _config
+from .process import ExitGuard, name_the_rank_in_tracebacks
+from .shared_window import SharedWindow
 
 # message tags (one per protocol, so a protocol can never consume another's message)
 TAG_HANDSHAKE = 11
 TAG_RING = 12
 TAG_RD = 13
+TAG_BUCKETS = 14  # DistributedOptimizer's rings in flight, on reducer_comm
 
-_ctx = None
+#: what a handshake returns when the ranks' fingerprints differ (fingerprints are >= 0)
+MISMATCH = -1
+
+
+@dataclass
+class TuningTable:
+    """``auto``'s cost table (collective.tuning measures it): seconds per allreduce call,
+    ``times[algorithm][i]`` at ``sizes[i]`` bytes."""
+    sizes: list
+    times: dict
+    key: str = ""
+
+    def to_json(self) -> dict:
+        return {"sizes": self.sizes, "times": self.times, "key": self.key}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TuningTable:
+        return cls(list(data["sizes"]), dict(data["times"]), data.get("key", ""))
+
+
+class HostPool:
+    """Grow-only host buffers reused across calls (one per purpose), so that no call allocates
+    its working memory: a fresh large allocation per call is what makes MPICH's own Allreduce
+    collapse at >= 32 MiB (glibc hands out a fresh mmap each time, which is page-faulted anew)."""
+
+    def __init__(self):
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def get(self, purpose: str, nbytes: int, dtype=np.uint8) -> np.ndarray:
+        buf = self._bufs.get(purpose)
+        if buf is None or buf.nbytes < nbytes:
+            # grow geometrically so a sweep of sizes reallocates O(log) times
+            size = max(nbytes, 4096, 0 if buf is None else min(2 * buf.nbytes, 1 << 31))
+            buf = np.empty(size, dtype=np.uint8)
+            self._bufs[purpose] = buf
+        return buf[:nbytes].view(np.dtype(dtype))
 
 
 class Context:
-    __slots__ = ("comm", "rank", "size", "cache", "shm")
+    """This process's collective state; see the module docstring. One per process."""
 
     def __init__(self, world):
-        self.comm = world.Dup()
-        self.rank = self.comm.Get_rank()
-        self.size = self.comm.Get_size()
-        self.cache: dict = {}  # schedules, tuning, ...
+        from mpi4py import MPI
+
+        cfg = self.config = _config.get()
+        self.world = world
+        self.rank = world.Get_rank()
+        self.size = world.Get_size()
+        self.local = world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.local_rank = self.local.Get_rank()
+        self.local_size = self.local.Get_size()
+        self.comm = world.Dup()  # the collectives' messages
+        self.reducer_comm = world.Dup()  # DistributedOptimizer's in-flight reductions
+        self.exit_guard = None
+        if self.size > 1:
+            self.exit_guard = ExitGuard(world, cfg.exit_timeout_s, cfg.abort_grace_s)
+            name_the_rank_in_tracebacks(self.rank, self.size)
         # one node: handshakes (and small allreduces) through a shared-memory window
-        self.shm = None
-        if self.size > 1 and os.environ.get("COLLECTIVE_SHM", "1") != "0":
-            from mpi4py import MPI
-
-            node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
-            single_node = node.Get_size() == self.size
-            node.Free()
-            if single_node:
-                from .algorithms.shared_memory import SharedArena
-
-                # NOTE: never freed explicitly: MPI_Win_free is collective, and an atexit
-                # free would block a rank that is exiting on an exception (before mpi4py's
-                # MPI_Abort) while the others wait inside a collective; MPI_Finalize
-                # releases the window.
-                self.shm = SharedArena(self.comm)
-
-
-def get() -> Context:
-    global _ctx
-    if _ctx is None:
-        _ctx = Context(_comm.init())
-    return _ctx
+        # NOTE: never freed explicitly: MPI_Win_free is collective, and an atexit free would
+        # block a rank that is exiting on an exception (before mpi4py's MPI_Abort) while the
+        # others wait inside a collective; MPI_Finalize releases the window.
+        self.shm: SharedWindow | None = None
+        if self.size > 1 and cfg.shm and self.local_size == self.size:
+            self.shm = SharedWindow(self.comm, cfg.shm_slot_bytes)
+        self.pool = HostPool()
+        # algorithm="auto": the measured costs (set by tuning.prepare at init) and its answers
+        self.tuning: TuningTable | None = None
+        self.choices: dict[int, str] = {}  # bytes -> algorithm
+        # allreduce's fast paths for calls seen before (see allreduce.py)
+        self.calls: dict = {}  # (shape, dtype, op, algorithm) -> Call
+        self.plans: dict = {}  # (shape, dtype, op, algorithm) -> ShmPlan
+        # the algorithms' precomputed schedules and views
+        self.rd_schedule: list | None = None
+        self.rd_views: dict = {}  # (payload bytes, dtype) -> views of the fused messages
+        self.ring_layouts: dict = {}  # (elements, row) -> (counts, offsets)
+        # id(parameter) -> (weak Reducer, weak parameter): who reduces that gradient
+        self.owners: dict = {}

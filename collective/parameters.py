@@ -15,8 +15,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from .collectives import broadcast_, broadcast_object
-from .comm import rank, size
-from .optimizer import _check_same_everywhere
+from .comm import context
+from .safety import check_same_everywhere
+from .tensors import assign, state_to_host, to_numpy
 
 
 def _named(params):
@@ -29,22 +30,6 @@ def _named(params):
     return [(f"param.{i}", v) for i, v in enumerate(items)]
 
 
-def _host(value) -> np.ndarray:
-    """The value as a host numpy array (the array itself on the CPU)."""
-    return value if isinstance(value, np.ndarray) else np.asarray(value.numpy())
-
-
-def _assign(value, src: np.ndarray):
-    """value[...] = src in place (a numpy array or a ds.Tensor on any device)."""
-    if isinstance(value, np.ndarray):
-        np.copyto(value, src)
-        return
-    import dlsys as ds
-
-    with ds.no_grad():
-        value.copy_(src)
-
-
 def broadcast_parameters(params, root=0):
     """Overwrite ``params`` on every rank with root's values, in place.
 
@@ -54,17 +39,19 @@ def broadcast_parameters(params, root=0):
     """
     named = _named(params)
     signature = [(n, tuple(int(s) for s in v.shape), np.dtype(v.dtype).str) for n, v in named]
-    if size() == 1:
+    ctx = context()
+    if ctx.size == 1:
         return
-    _check_same_everywhere(signature, "broadcast_parameters: the parameters (name, shape, dtype)")
-    is_root = rank() == root
+    check_same_everywhere(ctx, signature,
+                          "broadcast_parameters: the parameters (name, shape, dtype)")
+    is_root = ctx.rank == root
     by_dtype: dict = {}
     for _, value in named:
         by_dtype.setdefault(np.dtype(value.dtype).str, []).append(value)
     for dtype, values in by_dtype.items():
         sizes = [int(np.prod(v.shape, dtype=np.int64)) for v in values]
         if is_root:
-            flat = (np.concatenate([_host(v).ravel() for v in values]) if values
+            flat = (np.concatenate([to_numpy(v).ravel() for v in values]) if values
                     else np.empty(0, dtype))
         else:
             flat = np.empty(sum(sizes), dtype)
@@ -72,19 +59,8 @@ def broadcast_parameters(params, root=0):
         if not is_root:
             offset = 0
             for value, n in zip(values, sizes, strict=True):
-                _assign(value, flat[offset:offset + n].reshape(value.shape))
+                assign(value, flat[offset:offset + n].reshape(value.shape))
                 offset += n
-
-
-def _to_host(obj):
-    """A copy of a (nested) state dict with Tensors as numpy arrays, so it pickles."""
-    if isinstance(obj, Mapping):
-        return {k: _to_host(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_host(v) for v in obj)
-    if hasattr(obj, "numpy") and hasattr(obj, "shape") and not isinstance(obj, np.ndarray):
-        return np.array(obj.numpy())
-    return obj
 
 
 def broadcast_optimizer_state(optimizer, root=0):
@@ -95,14 +71,15 @@ def broadcast_optimizer_state(optimizer, root=0):
     after root loaded a checkpoint) gets it created from root's; when root has none, every
     rank ends with none. Works on a DistributedOptimizer too (it shares the wrapped state).
     """
-    if size() == 1:
+    ctx = context()
+    if ctx.size == 1:
         return
     groups = [[(tuple(int(s) for s in p.shape), np.dtype(p.dtype).str) for p in g["params"]]
               for g in optimizer.param_groups]
-    _check_same_everywhere([("groups", len(groups))] + [(i, g) for i, g in enumerate(groups)],
-                           "broadcast_optimizer_state: the optimizer's parameter groups")
-    state = _to_host(optimizer.state_dict()) if rank() == root else None
+    check_same_everywhere(ctx, [("groups", len(groups))] + [(i, g) for i, g in enumerate(groups)],
+                          "broadcast_optimizer_state: the optimizer's parameter groups")
+    state = state_to_host(optimizer.state_dict()) if ctx.rank == root else None
     state = broadcast_object(state, root=root)
-    if rank() != root:
+    if ctx.rank != root:
         optimizer.load_state_dict(state)
 

@@ -5,8 +5,8 @@ description into a 63-bit fingerprint; every rank learns whether all fingerprint
 and all ranks learn the same thing, before any data moves. Two protocols, chosen by topology
 (the same on every rank):
 
-- one node (the usual case): a round through a shared-memory window
-  (``algorithms.shared_memory``): each rank publishes its fingerprint and reads everyone
+- one node (the usual case): a round through the shared-memory window (``shared_window``,
+  ``algorithms.shared_memory``): each rank publishes its fingerprint and reads everyone
   else's; ~1-2 us, no MPI message. Its allreduce ("shared_memory") carries the data in the same
   round, so the check then costs nothing extra.
 - across nodes (or ``COLLECTIVE_SHM=0``): the fingerprints are combined with the monoid
@@ -22,6 +22,10 @@ that differed. A rank whose own arguments were invalid (bad dtype, read-only buf
 its own ``TypeError``/``ValueError`` and the others a ``ValueError`` naming that rank and its
 error, so no rank is left waiting.
 
+``check_same_everywhere`` applies the same idea to a whole list (DistributedOptimizer's
+parameters and settings, the names broadcast_parameters fills): one handshake on its
+fingerprint, and the lists are gathered only to name the difference.
+
 Collective calls of one rank must not run concurrently from two threads (as for MPI
 collectives on one communicator); one communication thread is fine.
 """
@@ -30,17 +34,22 @@ from __future__ import annotations
 
 import hashlib
 
-MISMATCH = -1
-_FP_CACHE: dict = {}
-_ERROR_FP = None
+from .algorithms import handshake
+from .context import MISMATCH
+
+_FP_CACHE: dict = {}  # description -> fingerprint (descriptions repeat: hashing costs ~1 us)
+
+
+def _digest(obj) -> int:
+    digest = hashlib.blake2b(repr(obj).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def fingerprint(desc: tuple) -> int:
     """A deterministic (not Python-``hash``-randomised) 63-bit fingerprint of a description."""
     fp = _FP_CACHE.get(desc)
     if fp is None:
-        digest = hashlib.blake2b(repr(desc).encode(), digest_size=8).digest()
-        fp = int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+        fp = _digest(desc)
         if len(_FP_CACHE) > 4096:
             _FP_CACHE.clear()
         _FP_CACHE[desc] = fp
@@ -73,27 +82,64 @@ def _ranks(rs):
     return f"rank {rs[0]}" if len(rs) == 1 else "ranks " + ", ".join(map(str, rs))
 
 
-def disagreement(comm, desc: tuple, error: BaseException | None):
-    """The error path, entered by every rank together: gather and raise."""
+def agree(ctx, desc: tuple, error: BaseException | None = None):
+    """Handshake on ``desc``; raises on every rank when the ranks disagree or one failed
+    (``error``: this rank's own failure, raised here after the others learned of it)."""
+    fp = error_fingerprint() if error is not None else fingerprint(desc)
+    if ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
+        disagreement(ctx.comm, desc, error)
+    if error is not None:
+        raise error
+
+
+def check_same_everywhere(ctx, signature: list, what: str):
+    """Raise ValueError on every rank, naming the first entry that differs and the ranks,
+    unless every rank passes an equal ``signature`` (a list of entries with a stable repr)."""
+    if ctx.size > 1 and handshake(ctx, _digest((what, signature))) == MISMATCH:
+        disagreement(ctx.comm, describe(what), None, detail=signature)
+
+
+def _first_difference(what, details):
+    ref = details[0]
+    for r, sig in enumerate(details[1:], start=1):
+        if sig == ref:
+            continue
+        for pos, (a, b) in enumerate(zip(ref, sig, strict=False)):
+            if a != b:
+                return (f"{what} differ across ranks: entry {pos} is {a} on rank 0 but {b} on "
+                        f"rank {r}")
+        return (f"{what} differ across ranks: rank 0 has {len(ref)} entries, rank {r} has "
+                f"{len(sig)} (first extra entry: "
+                f"{(ref if len(ref) > len(sig) else sig)[min(len(ref), len(sig))]})")
+    return None
+
+
+def disagreement(comm, desc: tuple, error: BaseException | None, detail=None):
+    """The error path, entered by every rank together: gather and raise. ``detail``: what
+    ``check_same_everywhere`` compares (None for a collective call)."""
     errtext = None if error is None else f"{type(error).__name__}: {error}"
-    infos = comm.allgather((desc, errtext))
-    name = next((d[0] for d, _ in infos if d and d[0]), "collective")
-    failed = [(r, e) for r, (_, e) in enumerate(infos) if e is not None]
+    infos = comm.allgather((desc, errtext, detail))
+    name = next((d[0] for d, _, _ in infos if d and d[0]), "collective")
+    failed = [(r, e) for r, (_, e, _) in enumerate(infos) if e is not None]
     if failed:
         if error is not None:
             raise error
         lines = "; ".join(f"rank {r}: {e}" for r, e in failed)
         raise ValueError(f"{name}: {_ranks([r for r, _ in failed])} failed before the collective "
                          f"could start ({lines})")
+    if len({d for d, _, _ in infos}) == 1 and infos[0][2] is not None:
+        message = _first_difference(name, [x for _, _, x in infos])
+        if message is not None:
+            raise ValueError(message)
     parts = []
     for i, field in enumerate(FIELDS):
-        groups = _group([d[i] for d, _ in infos])
+        groups = _group([d[i] for d, _, _ in infos])
         if len(groups) > 1:
             vals = "; ".join(f"{_fmt(field, v)} on {_ranks(rs)}" for v, rs in groups.items())
             parts.append(f"{field} differs: {vals}")
     if not parts:  # cannot happen unless fingerprints collide or descriptions are unhashable
         parts.append("the call descriptions differ: " + "; ".join(
-            f"rank {r}: {d}" for r, (d, _) in enumerate(infos)))
+            f"rank {r}: {d}" for r, (d, _, _) in enumerate(infos)))
     raise ValueError(f"{name}: the ranks passed mismatched arguments: " + " | ".join(parts))
 
 

@@ -20,9 +20,10 @@ measured faster.
 Every rank makes the same choice: the times are maxima over ranks, and a cached table is read by
 rank 0 and broadcast. Measured once per (P, hosts, MPI library, thread level) and cached as JSON
 under ``~/.cache/collective`` (or ``$COLLECTIVE_CACHE_DIR``). ``COLLECTIVE_RETUNE=1`` measures
-again; ``COLLECTIVE_TUNING=off`` uses built-in defaults without measuring. The measurement runs
-inside the first ``auto`` call, after that call's handshake (so it is collective only when all
-ranks really are in the same call) and takes about a second on the 2-core machine.
+again; ``COLLECTIVE_TUNING=off`` uses built-in defaults without measuring. ``prepare`` runs at
+start-up (``col.init()``, when every rank is in the same call and nothing else runs), so no
+measurement ever happens inside a training step, under the load of backward and of other
+reductions in flight; the measurement takes about a second on the 2-core machine.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ import json
 import os
 import socket
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .algorithms import SMALL_MAX, handshake
-from .safety import MISMATCH, describe, fingerprint
+from .algorithms import FIXED, SMALL_MAX, run
+from .context import TuningTable
+from .reduce_ops import Sum
+from .safety import describe, fingerprint
 
-CANDIDATES = ("recursive_doubling", "ring", "mpi", "shared_memory")
+CANDIDATES = FIXED
+#: the algorithms whose arithmetic is our own (numpy's, in a documented order): all but "mpi"
+OWN = tuple(a for a in CANDIDATES if a != "mpi")
 VERSION = 2
 
 
@@ -55,15 +59,15 @@ def _defaults(P):
     """No measurement: the shared-memory allreduce (recursive doubling across nodes) while
     the data fits in a few slots, ring above (shapes of the curves measured on the 2-core box)."""
     sizes = [4096, SMALL_MAX, 4 * SMALL_MAX, 1 << 24]
-    return {"sizes": sizes, "times": {
+    return TuningTable(sizes, {
         "shared_memory": [5e-6, 2e-5, 1.5e-4, 1.0],
         "recursive_doubling": [1e-5, 4e-5, 1e-3, 1.0],
         "ring": [1e-4, 1.1e-4, 1.2e-4, 1e-2],
-        "mpi": [1.0, 1.0, 1.0, 1.0]}}
+        "mpi": [1.0, 1.0, 1.0, 1.0]}, key="defaults")
 
 
-def predict(table, algo, n):
-    sizes, times = table["sizes"], table["times"].get(algo)
+def predict(table: TuningTable, algo, n):
+    sizes, times = table.sizes, table.times.get(algo)
     if times is None:
         return float("inf")
     if n <= sizes[0]:
@@ -78,31 +82,33 @@ def predict(table, algo, n):
     return times[-1] + max(slope, 0.0) * (n - sizes[-1])
 
 
-def best(table, n):
-    return min(CANDIDATES, key=lambda a: predict(table, a, n))
+def best(table, n, candidates=CANDIDATES):
+    """The candidate with the cheapest predicted time for ``n`` bytes."""
+    return min(candidates, key=lambda a: predict(table, a, n))
 
 
-def choose(ctx, nbytes, fp):
-    """The algorithm for an allreduce of ``nbytes`` (None when the handshake found a mismatch)."""
-    choices = ctx.cache.get("tuning_choice")
-    if choices is not None:
-        algo = choices.get(nbytes)
-        if algo is not None:
-            return algo
-    table = ctx.cache.get("tuning")
-    if table is None:
-        # Tuning is collective: make sure every rank is in this same call before starting it.
-        if handshake(ctx, fp) == MISMATCH:
-            return None
-        table = ctx.cache["tuning"] = load_or_measure(ctx)
-        ctx.cache["tuning_choice"] = {}
-    choices = ctx.cache["tuning_choice"]
-    algo = choices.get(nbytes)
+def choose_own(ctx, nbytes: int) -> str:
+    """Like ``choose``, among our own algorithms only (DistributedOptimizer's blocking engines:
+    replicas must agree bitwise by our arithmetic, not by the MPI library's)."""
+    return "ring" if ctx.tuning is None else best(ctx.tuning, nbytes, OWN)
+
+
+def choose(ctx, nbytes: int) -> str:
+    """The algorithm ``auto`` runs for an allreduce of ``nbytes`` (the same on every rank)."""
+    algo = ctx.choices.get(nbytes)
     if algo is None:
-        if len(choices) > 4096:
-            choices.clear()
-        algo = choices[nbytes] = best(table, nbytes)
+        if len(ctx.choices) > 4096:
+            ctx.choices.clear()
+        algo = ctx.choices[nbytes] = best(ctx.tuning, nbytes)
     return algo
+
+
+def prepare(ctx):
+    """Give ``ctx`` its tuning table (at start-up, on every rank together): the built-in one
+    with COLLECTIVE_TUNING=off, else the cached one, else a fresh measurement."""
+    if ctx.size > 1:
+        ctx.tuning = _defaults(ctx.size) if not ctx.config.tuning else load_or_measure(ctx)
+        ctx.choices.clear()
 
 
 def _cache_path(ctx):
@@ -112,16 +118,13 @@ def _cache_path(ctx):
     key = "|".join([str(ctx.size), ",".join(sorted(set(hosts))), MPI.Get_library_version(),
                     str(MPI.Query_thread()), str(VERSION)])
     digest = fingerprint((key,))
-    folder = Path(os.environ.get("COLLECTIVE_CACHE_DIR") or Path.home() / ".cache" / "collective")
-    return folder / f"allreduce-tuning-P{ctx.size}-{digest:016x}.json", key
+    return ctx.config.cache_dir / f"allreduce-tuning-P{ctx.size}-{digest:016x}.json", key
 
 
-def load_or_measure(ctx):
-    if os.environ.get("COLLECTIVE_TUNING", "").lower() in ("off", "0", "default", "defaults"):
-        return _defaults(ctx.size)
+def load_or_measure(ctx) -> TuningTable:
     path, key = _cache_path(ctx)
     table = None
-    if ctx.rank == 0 and os.environ.get("COLLECTIVE_RETUNE") != "1":
+    if ctx.rank == 0 and not ctx.config.retune:
         try:
             data = json.loads(path.read_text())
             if data.get("key") == key:
@@ -130,14 +133,14 @@ def load_or_measure(ctx):
             table = None
     table = ctx.comm.bcast(table, root=0)
     if table is not None:
-        return table
+        return TuningTable.from_json(table)
     table = measure(ctx)
-    table["key"] = key
+    table.key = key
     if ctx.rank == 0:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(table, indent=1))
+            tmp.write_text(json.dumps(dict(table.to_json(), size=ctx.size), indent=1))
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only home: measure again next time
@@ -152,9 +155,6 @@ def measure(ctx, sizes=None, reps=7):
     single lucky sample must not make it the choice), the maximum over ranks."""
     from mpi4py import MPI
 
-    from .allreduce import run
-    from .reduce_ops import Sum
-
     sizes = sizes or _sizes(ctx.size)
     algos = [a for a in CANDIDATES if a != "shared_memory" or ctx.shm is not None]
     buf_all = np.zeros(max(sizes) // 4, dtype=np.float32)
@@ -165,11 +165,11 @@ def measure(ctx, sizes=None, reps=7):
         for algo in algos:
             desc = describe("allreduce", buf.shape, buf.dtype, Sum, algo)
             fp = fingerprint(desc)
-            calls.append((fp, desc, algo))
-            run(ctx, fp, buf, Sum, algo, desc)  # warm-up (scratch buffers, pages)
+            calls.append((fp, algo))
+            run(ctx, fp, buf, Sum, algo)  # warm-up (scratch buffers, pages)
         ctx.comm.Barrier()
         t0 = time.perf_counter()
-        run(ctx, calls[0][0], buf, Sum, algos[0], calls[0][1])
+        run(ctx, calls[0][0], buf, Sum, algos[0])
         est = np.array([time.perf_counter() - t0])
         ctx.comm.Allreduce(MPI.IN_PLACE, est, MPI.MAX)
         plans.append((buf, calls, int(max(1, min(200, 2e-3 / max(est[0], 1e-7))))))
@@ -178,16 +178,15 @@ def measure(ctx, sizes=None, reps=7):
     samples = np.zeros((len(algos), len(sizes), reps))
     for k in range(reps):
         for i, (buf, calls, batch) in enumerate(plans):
-            for j, (fp, desc, algo) in enumerate(calls):
+            for j, (fp, algo) in enumerate(calls):
                 ctx.comm.Barrier()
                 t0 = time.perf_counter()
                 for _ in range(batch):
-                    run(ctx, fp, buf, Sum, algo, desc)
+                    run(ctx, fp, buf, Sum, algo)
                 samples[j, i, k] = (time.perf_counter() - t0) / batch
     best_t = np.median(samples, axis=2)
     ctx.comm.Allreduce(MPI.IN_PLACE, best_t, MPI.MAX)
     # a reduction of fewer bytes never takes longer: a noise spike at a small size is capped by
     # the time measured at a larger one (running minimum from the largest size down)
     best_t = np.minimum.accumulate(best_t[:, ::-1], axis=1)[:, ::-1]
-    return {"sizes": sizes, "times": {a: best_t[j].tolist() for j, a in enumerate(algos)},
-            "size": ctx.size}
+    return TuningTable(sizes, {a: best_t[j].tolist() for j, a in enumerate(algos)})

@@ -1,9 +1,11 @@
 """Run Python code on k MPI ranks from a test, with a timeout, and collect what each rank reports.
 
-A snippet calls ``report(key=value, ...)`` (injected) to send JSON-able results back; the result's
-``reports`` lists them ordered by rank. Every run goes through ./mpirun.sh, so the launcher is
-exercised by every MPI test, and ``MPIEXEC_TIMEOUT`` plus a subprocess timeout guarantee that a
-hung job fails the test with its output instead of hanging the suite.
+A rank program (``tests/ranks/NAME.py``, run by ``run_ranks("NAME", k)``) or a short snippet
+calls ``report(key=value, ...)`` (``tests/ranks/report.py``; injected into snippets) to send
+JSON-able results back; the result's ``reports`` lists them ordered by rank. Every run goes
+through ./mpirun.sh, so the launcher is exercised by every MPI test, and ``MPIEXEC_TIMEOUT``
+plus a subprocess timeout guarantee that a hung job fails the test with its output instead of
+hanging the suite.
 """
 
 from __future__ import annotations
@@ -18,21 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ranks.report import MARK
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+RANKS = TESTS / "ranks"
 LAUNCHER = ROOT / "mpirun.sh"
-MARK = "@@REPORT "
 
 PRELUDE = f'''\
-import json as _json, sys as _sys
-_sys.path.insert(0, {str(ROOT)!r})
-def report(**kw):
-    from mpi4py import MPI
-    kw.setdefault("rank", MPI.COMM_WORLD.Get_rank())
-    # NOTE: one write per report: print() writes the text and the newline separately, and
-    # with PYTHONUNBUFFERED another rank's output can land between them.
-    _sys.stdout.write({MARK!r} + _json.dumps(kw) + "\\n")
-    _sys.stdout.flush()
+import sys as _sys
+_sys.path[:0] = [{str(ROOT)!r}, {str(TESTS)!r}]
+from ranks.report import report
 '''
 
 
@@ -88,7 +86,7 @@ def run_mpi(code: str | None = None, nprocs: int = 2, *, script: str | Path | No
     full_env = dict(os.environ)
     full_env.pop("MPIEXEC_TIMEOUT", None)
     full_env.update({"MPIEXEC_TIMEOUT": str(int(timeout)), "TQDM_DISABLE": "1",
-                     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(TESTS),
                                                                  full_env.get("PYTHONPATH")]))})
     full_env.update(env or {})
     cmd = [*map(str, wrap), str(LAUNCHER), "-n", str(nprocs), *launcher_args, sys.executable,
@@ -111,3 +109,8 @@ def run_mpi(code: str | None = None, nprocs: int = 2, *, script: str | Path | No
         pytest.fail(f"MPI job on {nprocs} ranks exited {proc.returncode}\n"
                     f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
     return result
+
+
+def run_ranks(program: str, nprocs: int = 2, **kw) -> MPIResult:
+    """Run the rank program ``tests/ranks/<program>.py`` on ``nprocs`` ranks (see run_mpi)."""
+    return run_mpi(script=RANKS / f"{program}.py", nprocs=nprocs, **kw)

@@ -12,255 +12,13 @@ import subprocess
 import sys
 
 import pytest
-from mpi_harness import ROOT, run_mpi
+from mpi_harness import ROOT, run_ranks
 
 pytestmark = pytest.mark.mpi
 
 ENV = {"COLLECTIVE_TUNING": "off"}  # auto with built-in defaults: no calibration in tests
 
-CHECKS = r'''
-import hashlib
-import numpy as np
-import collective as col
 
-r, P = col.rank(), col.size()
-fails = []
-hashes = {}
-PRIME = 1009
-BIG = int(os.environ.get("BIG_N", "1000003"))
-
-
-def inp(n, dtype, rank):
-    i = np.arange(n, dtype=np.int64)
-    v = (i * 7 + rank * 13) % 101 - 50
-    if np.dtype(dtype).kind == "f":
-        return (v / 8.0).astype(dtype) + np.asarray(rank * 0.1, dtype)  # inexact on purpose
-    return v.astype(dtype)
-
-
-def ref(n, dtype, op):
-    xs = np.stack([inp(n, dtype, q).astype(np.float64 if np.dtype(dtype).kind == "f"
-                                           else np.int64) for q in range(P)])
-    if op is col.Max:
-        return xs.max(axis=0) if n else xs[0]
-    if op is col.Min:
-        return xs.min(axis=0) if n else xs[0]
-    s = xs.sum(axis=0)
-    return s / P if op is col.Average else s
-
-
-def check(cond, what):
-    if not cond:
-        fails.append(what)
-
-
-def h(a):
-    return hashlib.md5(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
-TOL = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-12}
-sizes = sorted({0, 1, max(P - 1, 0), P, P + 1, PRIME, BIG})
-DTYPES = ("float16", "float32", "float64", "int32", "int64")
-if P >= 5:  # oversubscribed worlds are slow per call: N = 1, P, ~10^6 and the 2- and 4-byte
-    # dtypes (same code paths, other item sizes) are covered by P <= 4
-    sizes = sorted({0, P - 1, P + 1, PRIME})
-    DTYPES = ("float32", "float64", "int64")
-ALGOS = ("ring", "recursive_doubling", "mpi", "shared_memory", "auto")
-for dt in DTYPES:
-    for n in sizes:
-        if n == BIG and dt == "float16" and P > 2:
-            continue  # numpy's float16 adds are slow; P = 1, 2 cover the big float16 case
-        x = inp(n, dt, r)
-        x0 = x.copy()
-        ops = (col.Sum, col.Max, col.Min) + ((col.Average,) if dt[0] == "f" else ())
-        for op in ops:
-            want = ref(n, dt, op)  # once per (dtype, n, op), shared by the algorithms
-            for algo in ALGOS:
-                tag = f"{algo}/{dt}/n={n}/{op}"
-                y = col.allreduce(x, op=op, algorithm=algo)
-                check(np.array_equal(x, x0), f"{tag}: input modified")
-                check(y.dtype == x.dtype and y.shape == x.shape, f"{tag}: dtype/shape")
-                if dt[0] == "i":
-                    check(np.array_equal(y, want), f"{tag}: not exact")
-                else:
-                    ok = np.allclose(y.astype(np.float64), want, rtol=TOL[dt], atol=TOL[dt] * 8)
-                    check(ok, f"{tag}: wrong values")
-                hashes[tag] = h(y)
-                if n == P + 1:  # in place: same bits as out of place
-                    z = x.copy()
-                    out = col.allreduce_(z, op=op, algorithm=algo)
-                    check(out is z and np.array_equal(z.view(np.uint8), y.view(np.uint8)),
-                          f"{tag}: in-place differs")
-        if dt[0] == "i" and n == PRIME:
-            for algo in ALGOS:
-                with_err = False
-                try:
-                    col.allreduce(x, op=col.Average, algorithm=algo)
-                except TypeError as exc:
-                    with_err = "int" in str(exc)
-                check(with_err, f"{algo}/{dt}: integer Average must raise TypeError")
-
-# the ring's pipelined path (many chunks per segment), called directly
-from collective import context as _context
-from collective.algorithms import ring_allreduce
-
-for n in (P + 1, 1000):
-    z = inp(n, "int64", r)
-    ring_allreduce(_context.get(), z, np.add, chunk=64)
-    check(np.array_equal(z, ref(n, "int64", col.Sum)), f"ring pipelined n={n}")
-
-# non-contiguous views: out of place copies, in place writes back
-base = np.arange(40, dtype=np.float64).reshape(8, 5) + r
-view = base[:, 1:4]
-y = col.allreduce(view, op=col.Sum, algorithm="ring")
-check(np.array_equal(y, sum(np.arange(40.0).reshape(8, 5)[:, 1:4] + q for q in range(P))),
-      "non-contiguous out of place")
-before = base.copy()
-col.allreduce_(view, op=col.Max)
-check(np.array_equal(base[:, 0], before[:, 0]) and np.array_equal(view, before[:, 1:4] - r + P - 1),
-      "non-contiguous in place")
-# buffer-protocol objects
-ba = bytearray(np.full(6, r + 1, np.int32).tobytes())
-out = col.allreduce(memoryview(ba).cast("i"), op=col.Sum)
-check(isinstance(out, np.ndarray) and out.tolist() == [P * (P + 1) // 2] * 6, "buffer protocol")
-col.allreduce_(memoryview(ba).cast("i"), op=col.Sum)
-check(np.frombuffer(ba, np.int32).tolist() == [P * (P + 1) // 2] * 6, "buffer protocol in place")
-# read-only in place: ValueError on every rank; bad dtype: TypeError naming it
-ro = np.ones(3)
-ro.flags.writeable = False
-try:
-    col.allreduce_(ro)
-    check(False, "read-only in place must raise")
-except ValueError as exc:
-    check("read-only" in str(exc), f"read-only message: {exc}")
-try:
-    col.allreduce(np.ones(3, np.complex64))
-    check(False, "complex must raise")
-except TypeError as exc:
-    check("complex64" in str(exc), f"bad dtype message: {exc}")
-
-
-# dlsys-like tensors (duck-typed): CPU (numpy _data) and a staged "device" array
-class FakeDeviceArray:
-    def __init__(self, a):
-        self.a = np.array(a)
-
-
-class FakeDevice:
-    def __init__(self, kind):
-        self.kind = kind
-
-    def to_numpy(self, x, out=None):
-        if isinstance(x, np.ndarray):
-            return x if out is None else np.copyto(out, x) or out
-        out[...] = x.a
-        return out
-
-    def copy_(self, dst, src):
-        dst.a[...] = src
-
-    def from_numpy(self, a):
-        return FakeDeviceArray(a)
-
-
-class FakeTensor:
-    def __init__(self, data, device):
-        self._data, self.device = data, device
-
-    @classmethod
-    def from_array(cls, data, device=None):
-        return cls(data, device)
-
-    @property
-    def shape(self):
-        return self._data.shape if isinstance(self._data, np.ndarray) else self._data.a.shape
-
-    @property
-    def dtype(self):
-        return self._data.dtype if isinstance(self._data, np.ndarray) else self._data.a.dtype
-
-
-cpu, gpu = FakeDevice("cpu"), FakeDevice("gpu")
-t = FakeTensor(np.full((2, 3), r, np.float32), cpu)
-s = col.allreduce(t, op=col.Sum)
-check(isinstance(s, FakeTensor) and s.device is cpu and np.all(s._data == P * (P - 1) / 2)
-      and np.all(t._data == r), "cpu tensor out of place")
-col.allreduce_(t, op=col.Max)
-check(np.all(t._data == P - 1), "cpu tensor in place")
-g = FakeTensor(FakeDeviceArray(np.full(5, r, np.int64)), gpu)
-s = col.allreduce(g, op=col.Sum)
-check(isinstance(s, FakeTensor) and isinstance(s._data, FakeDeviceArray)
-      and np.all(s._data.a == P * (P - 1) // 2) and np.all(g._data.a == r), "device tensor")
-col.allreduce_(g, op=col.Sum)
-check(np.all(g._data.a == P * (P - 1) // 2), "device tensor in place")
-col.broadcast_(g, root=P - 1)
-check(np.all(g._data.a == P * (P - 1) // 2), "device tensor broadcast_")
-
-# real dlsys tensors, when dlsys is there (its import is slow: on small worlds only)
-try:
-    import dlsys as ds
-except ImportError:
-    ds = None
-if P > 3:
-    ds = None
-if ds is not None:
-    t = ds.tensor(np.full((3, 2), r + 1.0), dtype=ds.float64)
-    s = col.allreduce(t, op=col.Average)
-    check(isinstance(s, ds.Tensor) and np.all(s.numpy() == (P + 1) / 2)
-          and np.all(t.numpy() == r + 1), "dlsys tensor allreduce")
-    check(col.allreduce_(t, op=col.Sum) is t and np.all(t.numpy() == P * (P + 1) / 2),
-          "dlsys tensor allreduce_")
-    g = col.allgather(ds.tensor(np.full((1, 2), r, np.int64)))
-    check(isinstance(g, ds.Tensor) and g.shape == (P, 2), "dlsys tensor allgather")
-
-# broadcast / broadcast_
-for root in sorted({0, P - 1, P // 2}):
-    for dt in ("float16", "float64", "int32", "bool", "uint8"):
-        x = (np.arange(11) * (r + 1)).astype(dt)
-        x0 = x.copy()
-        y = col.broadcast(x, root=root)
-        want = (np.arange(11) * (root + 1)).astype(dt)
-        check(np.array_equal(y, want) and np.array_equal(x, x0), f"broadcast root={root} {dt}")
-        col.broadcast_(x, root=root)
-        check(np.array_equal(x, want), f"broadcast_ root={root} {dt}")
-    e = col.broadcast(np.zeros((0, 3)), root=root)
-    check(e.shape == (0, 3), "empty broadcast")
-
-# allgather: uneven first dims, 0-d, empty
-for dt in ("float32", "int64", "float16"):
-    x = np.full((r % 3, 2), r, dtype=dt)
-    y = col.allgather(x)
-    want = np.concatenate([np.full((q % 3, 2), q, dtype=dt) for q in range(P)])
-    check(np.array_equal(y, want) and y.dtype == np.dtype(dt), f"allgather {dt}")
-    hashes[f"allgather/{dt}"] = h(y)
-y = col.allgather(np.float64(r))
-check(np.array_equal(y, np.arange(P, dtype=np.float64)), "allgather 0-d")
-
-# reduce_scatter: this rank's segment, split like the ring's
-for rows in sorted({0, 1, P - 1 if P > 1 else 0, P + 1, 37}):
-    for op in (col.Sum, col.Average, col.Max):
-        x = inp(rows * 3, "float64", r).reshape(rows, 3)
-        x0 = x.copy()
-        y = col.reduce_scatter(x, op=op)
-        full = ref(rows * 3, "float64", op).reshape(rows, 3)
-        base_, extra = divmod(rows, P)
-        lo = r * base_ + min(r, extra)
-        hi = lo + base_ + (r < extra)
-        check(y.shape == (hi - lo, 3) and np.allclose(y, full[lo:hi], rtol=1e-12)
-              and np.array_equal(x, x0), f"reduce_scatter rows={rows} {op}")
-    xi = inp(rows * 3, "int64", r).reshape(rows, 3)
-    parts = col.allgather(col.reduce_scatter(xi, op=col.Sum))
-    check(np.array_equal(parts, col.allreduce(xi, op=col.Sum)), f"reduce_scatter int rows={rows}")
-
-# objects, barrier
-check(col.broadcast_object({"r": r, "l": [1, 2]}, root=P - 1) == {"r": P - 1, "l": [1, 2]},
-      "broadcast_object")
-check(col.allgather_object(("x", r)) == [("x", q) for q in range(P)], "allgather_object")
-col.barrier()
-check(col.local_size() >= 1 and 0 <= col.local_rank() < col.local_size(), "local rank")
-
-report(fails=fails[:20], nfails=len(fails), hashes=hashes, size=P)
-'''
 
 
 @pytest.mark.parametrize("nprocs,shm", [(1, "1"), (2, "1"), (3, "1"), (4, "1"), (5, "1"),
@@ -269,7 +27,7 @@ def test_collectives_exact_and_identical(nprocs, shm):
     """shm="0": no shared-memory handshake, as across nodes (MPI-message butterfly)."""
     # ~10^6 elements on up to 3 ranks; P = 4 and SHM=0 use a smaller "big" size
     big = "1000003" if nprocs <= 3 and shm == "1" else "65537"
-    res = run_mpi("import os\n" + CHECKS, nprocs, timeout=240,
+    res = run_ranks("collectives", nprocs, timeout=240,
                   env={**ENV, "BIG_N": big, "COLLECTIVE_SHM": shm})
     assert res.returncode == 0, res.output[-4000:]
     reports = res.by_rank()
@@ -306,24 +64,24 @@ def test_single_process_without_mpiexec():
 
 
 def test_auto_tuning_measures_once_and_caches(tmp_path):
-    code = (
-        "import json, numpy as np, collective as col\n"
-        "from collective import context, tuning\n"
-        "r, P = col.rank(), col.size()\n"
-        "y = col.allreduce(np.full(1000, r, np.int64), op=col.Sum)\n"
-        "assert np.all(y == P * (P - 1) // 2)\n"
-        "ctx = context.get()\n"
-        "choice = ctx.cache['tuning_choice'][8000]\n"
-        "t = ctx.cache['tuning']\n"
-        "report(choice=choice, table=json.dumps(t['times'], sort_keys=True))\n")
     env = {"COLLECTIVE_CACHE_DIR": str(tmp_path)}
-    first = run_mpi(code, 2, timeout=120, env=env)
+    first = run_ranks("tuning_cache", 2, timeout=120, env=env)
     assert first.returncode == 0, first.output[-3000:]
     files = list(tmp_path.glob("allreduce-tuning-P2-*.json"))
     assert len(files) == 1, files
     choices = first.by_rank("choice")
     assert len(set(choices.values())) == 1  # every rank chose the same
     assert choices[0] in ("recursive_doubling", "ring", "mpi", "shared_memory")
-    second = run_mpi(code, 2, timeout=120, env=env)  # loads the cache: the same table
+    second = run_ranks("tuning_cache", 2, timeout=120, env=env)  # loads the cache: same table
     assert second.returncode == 0, second.output[-3000:]
     assert second.by_rank("table") == first.by_rank("table")
+
+
+def test_auto_tuning_never_measures_inside_a_step(tmp_path):
+    """The table is measured at start-up (an empty cache forces a measurement), never under
+    the load of backward and of reductions in flight, from which it would be cached for every
+    later run."""
+    res = run_ranks("tuning_quiet", 2, timeout=120, env={"COLLECTIVE_CACHE_DIR": str(tmp_path)})
+    assert res.returncode == 0, res.output[-3000:]
+    for rank, measured in res.by_rank("measured").items():
+        assert measured == ["init"], (rank, measured)

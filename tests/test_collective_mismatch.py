@@ -5,85 +5,12 @@ roots or collectives get a ValueError on EVERY rank naming the ranks and what di
 from __future__ import annotations
 
 import pytest
-from mpi_harness import run_mpi
+from mpi_harness import run_mpi, run_ranks
 
 pytestmark = pytest.mark.mpi
 
 ENV = {"COLLECTIVE_TUNING": "off"}
 
-SCENARIOS = r'''
-import time
-
-import numpy as np
-import collective as col
-
-r, P = col.rank(), col.size()
-last = P - 1
-results = {}
-
-
-def scenario(name, fn, expect_words, exc_type=ValueError):
-    t0 = time.monotonic()
-    try:
-        fn()
-        results[name] = "no error"
-    except exc_type as exc:
-        msg = str(exc)
-        missing = [w for w in expect_words if w not in msg]
-        results[name] = "ok" if not missing else f"missing {missing}: {msg}"
-    except Exception as exc:  # noqa: BLE001
-        results[name] = f"wrong exception {type(exc).__name__}: {exc}"
-    if time.monotonic() - t0 > 30:
-        results[name] += f" / took {time.monotonic() - t0:.0f} s"
-    # the communicator must still work, with the same result everywhere
-    y = col.allreduce(np.full(3, r, np.int64), op=col.Sum)
-    if y.tolist() != [P * (P - 1) // 2] * 3:
-        results[name] += " / communicator broken afterwards"
-
-
-for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
-    for n in (10, 100_000):  # fused into the handshake / separate handshake + data phase
-        scenario(f"count/{algo}/{n}",
-                 lambda: col.allreduce(np.ones(n + (r == last), np.float64), algorithm=algo),
-                 ["shape", f"rank {last}", f"({n + 1},)"])
-    scenario(f"dtype/{algo}",
-             lambda: col.allreduce(np.ones(50, np.float32 if r == 0 else np.float64),
-                                   algorithm=algo), ["dtype", "float32", "float64", "rank 0"])
-    scenario(f"op/{algo}",
-             lambda: col.allreduce(np.ones(50), op=col.Sum if r == 0 else col.Max,
-                                   algorithm=algo), ["op", "col.Sum", "col.Max"])
-scenario("small-vs-large", lambda: col.allreduce(np.ones(10 if r == 0 else 300_000)),
-         ["shape", "(10,)", "(300000,)"])
-scenario("algorithm", lambda: col.allreduce(np.ones(99), algorithm="ring" if r == 0 else "mpi"),
-         ["algorithm", "ring", "mpi", "rank 0"])
-scenario("in-place-vs-out", lambda: (col.allreduce_ if r == 0 else col.allreduce)(
-    np.ones(4, np.int32 if r == 0 else np.int64), op=col.Sum), ["dtype", "int32", "int64"])
-scenario("collective", lambda: col.allreduce(np.ones(4)) if r == 0 else col.broadcast(np.ones(4)),
-         ["collective", "allreduce", "broadcast"])
-scenario("broadcast-root", lambda: col.broadcast_(np.ones(4), root=0 if r == 0 else last),
-         ["root"])
-scenario("broadcast-shape", lambda: col.broadcast(np.ones(4 + (r == last))), ["shape"])
-scenario("allgather-trailing", lambda: col.allgather(np.ones((2, 3 + (r == last)))),
-         ["shape", f"rank {last}"])
-scenario("reduce_scatter-op", lambda: col.reduce_scatter(np.ones(8), op=col.Sum if r else col.Min),
-         ["op"])
-scenario("barrier-vs-object", lambda: col.barrier() if r == 0 else col.allgather_object(r),
-         ["barrier", "allgather_object"])
-# rank 0 repeats a call it has a cached fast plan for, the others change the op or the shape
-for _ in range(2):
-    col.allreduce(np.ones(7), op=col.Sum)
-scenario("cached-plan-op", lambda: col.allreduce(np.ones(7), op=col.Sum if r == 0 else col.Max),
-         ["op", "rank 0"])
-scenario("cached-plan-shape", lambda: col.allreduce(np.ones(7 if r == 0 else 8), op=col.Sum),
-         ["shape", "(7,)", "(8,)"])
-# a local error on one rank: that rank raises its own TypeError, the others a ValueError naming it
-bad = np.ones(3, np.complex128 if r == last else np.float64)
-if r == last:
-    scenario("local-error", lambda: col.allreduce(bad), ["complex128"], TypeError)
-else:
-    scenario("local-error", lambda: col.allreduce(bad), [f"rank {last}", "complex128"])
-report(results=results)
-'''
 
 
 @pytest.mark.parametrize("nprocs,shm", [(2, "1"), (3, "1"), (5, "1"), (2, "0"), (3, "0"),
@@ -91,7 +18,7 @@ report(results=results)
 def test_mismatch_raises_on_every_rank(nprocs, shm):
     """shm="0": the MPI-message handshake used across nodes."""
     # each error must come within 30 s (checked per scenario); the whole batch may take longer
-    res = run_mpi(SCENARIOS, nprocs, timeout=120, env={**ENV, "COLLECTIVE_SHM": shm})
+    res = run_ranks("mismatch", nprocs, timeout=120, env={**ENV, "COLLECTIVE_SHM": shm})
     assert res.returncode == 0, res.output[-4000:]
     reports = res.by_rank("results")
     assert sorted(reports) == list(range(nprocs)), res.output[-3000:]

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from mpi_harness import run_mpi
+from mpi_harness import run_ranks
 
 import dlsys as ds
 
@@ -21,44 +21,12 @@ if not ds.cuda_is_available():
     pytest.skip("numba-cuda is not installed, or no CUDA GPU and its simulator is off (run with "
                 "NUMBA_ENABLE_CUDASIM=1 set before Python starts)", allow_module_level=True)
 
-CODE = """
-import numpy as np
-import collective as col
-col.init()
-from dlsys.backend.cuda import select_device_for_local_rank
-gpu = select_device_for_local_rank(col.local_rank())  # before any CUDA work
-import dlsys as ds
-r = col.rank()
-x = ds.tensor(np.arange(5, dtype=np.float32) + r, device="cuda")
-data_before = x._data
-y = col.allreduce_(x, op=col.Sum)
-z = col.allreduce(ds.tensor(np.full(3, r + 1.0), device="cuda"), op=col.Average)
-b = ds.tensor(np.full(2, float(r)), device="cuda")
-col.broadcast_(b, root=1)
-
-from dlsys import nn, optim
-ds.manual_seed(0)
-model = nn.Linear(3, 2).to("cuda")
-col.broadcast_parameters(model.state_dict(), root=0)
-opt = col.DistributedOptimizer(optim.SGD(model.parameters(), lr=0.5, momentum=0.9),
-                               named_parameters=model.named_parameters())
-rng = np.random.default_rng(0)
-X, Y = rng.standard_normal((4, 3)).astype(np.float32), np.array([0, 1, 1, 0])
-xs, ys = ds.tensor(X[2 * r:2 * r + 2], device="cuda"), ds.tensor(Y[2 * r:2 * r + 2], device="cuda")
-for _ in range(2):
-    opt.zero_grad()
-    nn.CrossEntropyLoss()(model(xs), ys).backward()
-    opt.step()
-report(same=(y is x and x._data is data_before), x=x.numpy().tolist(), z=z.numpy().tolist(),
-       zdev=str(z.device), b=b.numpy().tolist(), gpu=gpu,
-       params=[p.numpy().tolist() for p in model.parameters()])
-"""
 
 
 def test_allreduce_cuda_tensors_two_ranks():
     env = {"NUMBA_ENABLE_CUDASIM": os.environ["NUMBA_ENABLE_CUDASIM"]} \
         if os.environ.get("NUMBA_ENABLE_CUDASIM") else None
-    res = run_mpi(CODE, 2, timeout=120, env=env, check=True)
+    res = run_ranks("cuda_collectives", 2, timeout=120, env=env, check=True)
     got = res.by_rank()
     assert sorted(got) == [0, 1], res.output
     want_x = (2 * np.arange(5) + 1).tolist()

@@ -1,18 +1,20 @@
 """DistributedOptimizer, buckets, broadcast helpers: DESIGN.md guarantees 1-4.
 
-The MPI checks are batched into a few jobs (one per world size, plus the failure cases), each
-rank computing the single-process reference itself, so the suite stays fast on 2 cores.
+The MPI checks run as one job per world size (tests/ranks/distributed.py, each rank computing
+the single-process reference itself, so the suite stays fast on 2 cores); each test below
+asserts one property of that job's reports.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from distributed_common import COMMON
-from mpi_harness import run_mpi
+from mpi_harness import run_ranks
 
-from collective.buckets import assign_buckets
+from collective import tuning
+from collective.buckets import FIRST_BUCKET_BYTES, assign_buckets
 from collective.compression import Compression
+from collective.context import TuningTable
 
 # -- no MPI -------------------------------------------------------------------------------------
 
@@ -37,6 +39,38 @@ def test_assign_buckets_one_dtype_per_bucket():
         assign_buckets(specs, 0)
 
 
+def test_first_bucket_is_small_as_in_ddp():
+    # the first bucket of each key holds up to first_cap, the others up to the cap
+    specs = [("f4", 400)] * 5 + [("f8", 400)] * 2
+    assert assign_buckets(specs, 10**9, first_cap_bytes=800) == [[6, 5], [4, 3], [2, 1, 0]]
+    assert FIRST_BUCKET_BYTES == 1 << 20  # DDP's _DEFAULT_FIRST_BUCKET_BYTES
+
+
+def test_default_mnist_mlp_gets_more_than_one_bucket():
+    """The MLP of examples/train_mnist.py (~270k float32 parameters, ~1 MiB) fits one 25 MiB
+    bucket: the small first bucket is what lets its reduction start during backward."""
+    shapes = [(256, 784), (256,), (256, 256), (256,), (10, 256), (10,)]
+    specs = [("f4", int(np.prod(s)) * 4) for s in shapes]
+    assert sum(n for _, n in specs) > FIRST_BUCKET_BYTES
+    buckets = assign_buckets(specs, 25 << 20, FIRST_BUCKET_BYTES)
+    assert buckets == [[5, 4, 3, 2, 1], [0]]
+
+
+def test_blocking_engines_never_choose_the_mpi_library():
+    """Replicas agree by our own arithmetic: where MPI's Allreduce is predicted fastest, auto
+    takes it, DistributedOptimizer's blocking engines the fastest of ours."""
+    table = TuningTable([4096, 1 << 24], {"mpi": [1e-6, 1e-3], "ring": [9e-6, 5e-3],
+                                          "recursive_doubling": [5e-6, 9e-3],
+                                          "shared_memory": [7e-6, 8e-3]})
+
+    class Ctx:
+        tuning = table
+
+    assert tuning.best(table, 1 << 20) == "mpi"
+    assert tuning.choose_own(Ctx, 4096) == "recursive_doubling"
+    assert tuning.choose_own(Ctx, 1 << 24) == "ring"
+
+
 def test_compression_numpy_roundtrip():
     x = np.linspace(-3, 3, 11, dtype=np.float32)
     wire, ctx = Compression.fp16.compress(x)
@@ -53,243 +87,126 @@ def test_compression_numpy_roundtrip():
     assert Compression.fp16.compress(ints)[0] is ints  # integers are never cast
 
 
-# -- MPI jobs -------------------------------------------------------------------------------------
+# -- one MPI job per world size; one property per test -------------------------------------------
 
-EQUIVALENCE = COMMON + r'''
-out = {}
-for opt_name in ("sgd", "adam"):
-    for dtype in ("float64", "float32"):
-        ref = train(opt_name, dtype, False)[0]
-        got, agree, _, _ = train(opt_name, dtype, True, check_replicas=True)
-        out[f"{opt_name}_{dtype}_err"] = rel_err(got, ref)
-        out[f"{opt_name}_{dtype}_agree"] = agree
-
-# determinism: the same run twice is bitwise identical
-first = train("adam", "float32", True)[0]
-second = train("adam", "float32", True)[0]
-out["deterministic"] = digest(first) == digest(second)
-
-# k = 2 backward passes per step == one pass over twice the samples
-ref = train("sgd", "float64", False, k=2)[0]
-got, agree, _, _ = train("sgd", "float64", True, k=2, check_replicas=True)
-out["accum_err"], out["accum_agree"] = rel_err(got, ref), agree
-
-# fp16 compression is close to fp32, and replicas still agree bitwise
-plain = train("sgd", "float32", True)[0]
-got, agree, _, _ = train("sgd", "float32", True, compression=col.Compression.fp16,
-                         check_replicas=True)
-out["fp16_err"], out["fp16_agree"] = rel_err(got, plain), agree
-
-# tiny and huge bucket caps: one bucket per parameter / one bucket; same result
-ref = train("sgd", "float64", False)[0]
-for name, cap in (("tiny", 1e-7), ("huge", 1e5)):
-    got, agree, opt, model = train("sgd", "float64", True, bucket_cap_mb=cap,
-                                   check_replicas=True)
-    out[f"{name}_err"], out[f"{name}_agree"] = rel_err(got, ref), agree
-    out[f"{name}_buckets"] = len(opt.buckets)
-out["n_params"] = len(list(model.parameters()))
-
-# every overlap engine gives the same result (auto = non-blocking MPI on the CPU)
-for mech in ("thread", "inline", "nonblocking"):
-    got, agree, _, _ = train("sgd", "float64", True, overlap=mech, bucket_cap_mb=1e-4,
-                             check_replicas=True)
-    fp16, agree16, _, _ = train("sgd", "float32", True, overlap=mech, bucket_cap_mb=1e-4,
-                                compression=col.Compression.fp16, check_replicas=True)
-    out[f"{mech}_err"], out[f"{mech}_agree"] = rel_err(got, ref), agree and agree16
-    out[f"{mech}_fp16_err"] = rel_err(fp16, plain)
-
-# grads are views into the buckets; the wrapper IS the optimizer
-model = model_for("float32", 1)
-inner = ds.optim.SGD(model.parameters(), lr=0.1)
-opt = col.DistributedOptimizer(inner, named_parameters=model.named_parameters(),
-                               bucket_cap_mb=1e-4)
-def views_ok():
-    flats = {id(p): b.flat.numpy() for b in opt.buckets for p in b.params}
-    return all(p.grad is not None and np.shares_memory(p.grad.numpy(), flats[id(p)])
-               for p in model.parameters())
-out["views_at_start"] = views_ok()
-for t in range(3):
-    opt.zero_grad()
-    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]])), ds.tensor(Y[BATCHES[R][t]])).backward()
-    opt.step()
-out["views_after_steps"] = views_ok()
-model.zero_grad()  # the module's zero_grad sets .grad to None: the hooks re-attach the views
-F.cross_entropy(model(ds.tensor(X[BATCHES[R][3]])), ds.tensor(Y[BATCHES[R][3]])).backward()
-opt.step()
-out["views_after_module_zero_grad"] = views_ok()
-out["isinstance"] = isinstance(opt, ds.optim.SGD)
-out["same_state"] = opt.param_groups is inner.param_groups and opt.state is inner.state
-
-# zero_grad between backward and step is an error
-opt.zero_grad()
-F.cross_entropy(model(ds.tensor(X[BATCHES[R][4]])), ds.tensor(Y[BATCHES[R][4]])).backward()
-try:
-    opt.zero_grad()
-    out["zero_grad_error"] = ""
-except RuntimeError as exc:
-    out["zero_grad_error"] = str(exc)
-# synchronize + clipping + skip_synchronize
-opt.synchronize()
-ds.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
-with opt.skip_synchronize():
-    opt.step()
-out["clip_agree"] = len(set(col.allgather_object(digest(params_of(model))))) == 1
-
-# op=Sum gives P times the average
-model = model_for("float64", 1)
-opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.0), op=col.Sum,
-                               bucket_cap_mb=1e-4)
-F.cross_entropy(model(ds.tensor(X[BATCHES[R][0]], dtype=np.float64)),
-                ds.tensor(Y[BATCHES[R][0]])).backward()
-opt.synchronize()
-summed = [np.array(p.grad.numpy()) for p in model.parameters()]
-model = model_for("float64", 1)  # a fresh copy: a backward on `model` would start reductions
-local = F.cross_entropy(model(ds.tensor(X[np.concatenate([BATCHES[r][0] for r in range(P)])],
-                                        dtype=np.float64)),
-                        ds.tensor(Y[np.concatenate([BATCHES[r][0] for r in range(P)])]))
-local.backward()
-out["sum_err"] = rel_err(summed, [P * np.array(p.grad.numpy()) for p in model.parameters()])
-
-# a parameter without a gradient on some ranks is reduced as zeros (no hang, replicas agree)
-class TwoHeads(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(N_IN, N_OUT)
-        self.extra = nn.Linear(N_IN, N_OUT)
-
-    def forward(self, x, use_extra):
-        out = self.body(x)
-        return out + self.extra(x) if use_extra else out
-
-ds.manual_seed(3)
-model = TwoHeads().to(np.float64)
-before = np.array(model.extra.weight.numpy())
-opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.5),
-                               named_parameters=model.named_parameters())
-for t in range(2):
-    opt.zero_grad()
-    x = ds.tensor(X[BATCHES[R][t]], dtype=np.float64)
-    F.cross_entropy(model(x, use_extra=(R == 0)), ds.tensor(Y[BATCHES[R][t]])).backward()
-    opt.step()
-out["unused_agree"] = len(set(col.allgather_object(digest(params_of(model))))) == 1
-out["unused_moved"] = not np.array_equal(before, model.extra.weight.numpy())
-
-# a second DistributedOptimizer on the same parameters takes them over (with a warning)
-import warnings
-model = model_for("float64", 2)
-first = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
-                                 named_parameters=model.named_parameters())
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    second = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1),
-                                      named_parameters=model.named_parameters())
-for t in range(2):
-    second.zero_grad()
-    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]], dtype=np.float64)),
-                    ds.tensor(Y[BATCHES[R][t]])).backward()
-    second.step()
-out["takeover_warned"] = any("second DistributedOptimizer" in str(w.message) for w in caught)
-out["takeover_ok"] = (not first._dist.dirty
-                      and len(set(col.allgather_object(digest(params_of(model))))) == 1)
-
-# broadcast_optimizer_state: rank 0 has momentum and 'step' state, the others none yet
-model = model_for("float32", 7)
-opt = ds.optim.Adam(model.parameters(), lr=0.01)
-if R == 0:
-    for t in range(2):
-        opt.zero_grad()
-        F.cross_entropy(model(ds.tensor(X[BATCHES[0][t]])), ds.tensor(Y[BATCHES[0][t]])).backward()
-        opt.step()
-col.broadcast_parameters(model.named_parameters(), root=0)
-col.broadcast_optimizer_state(opt, root=0)
-def flat_state(o):
-    sd = o.state_dict()
-    leaves = []
-    def walk(v):
-        if isinstance(v, dict):
-            for key in sorted(v, key=str):
-                leaves.append(str(key))
-                walk(v[key])
-        elif isinstance(v, (list, tuple)):
-            for w in v:
-                walk(w)
-        else:
-            leaves.append(repr(np.asarray(v).tolist()))
-    walk(sd)
-    return hashlib.sha1("|".join(leaves).encode()).hexdigest()
-out["opt_state_agree"] = len(set(col.allgather_object(flat_state(opt)))) == 1
-out["opt_state_nonempty"] = len(opt.state_dict()["state"]) > 0
-report(**out)
-'''
-
-
-def _check_equivalence(res, nprocs):
-    assert res.returncode == 0, res.output
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=lambda p: f"P{p}")
+def job(request, tmp_path_factory):
+    nprocs = request.param
+    res = run_ranks("distributed", nprocs, timeout=240,
+                    tmp_path=tmp_path_factory.mktemp(f"distributed{nprocs}"))
+    assert res.returncode == 0, res.output[-6000:]
     reports = res.by_rank()
-    assert sorted(reports) == list(range(nprocs)), res.output
-    for r, out in reports.items():
-        for opt_name in ("sgd", "adam"):
-            assert out[f"{opt_name}_float64_err"] < 1e-10, (r, opt_name, out)
-            assert out[f"{opt_name}_float32_err"] < 1e-5, (r, opt_name, out)
-            assert out[f"{opt_name}_float64_agree"] and out[f"{opt_name}_float32_agree"], out
-        assert out["deterministic"], out
-        assert out["accum_err"] < 1e-10 and out["accum_agree"], out
-        assert out["fp16_err"] < 2e-2 and out["fp16_agree"], out
-        for name in ("tiny", "huge"):
-            assert out[f"{name}_err"] < 1e-10 and out[f"{name}_agree"], out
-        assert out["tiny_buckets"] == out["n_params"] and out["huge_buckets"] == 1, out
-        for mech in ("thread", "inline", "nonblocking"):
-            assert out[f"{mech}_err"] < 1e-10 and out[f"{mech}_agree"], (mech, out)
-            assert out[f"{mech}_fp16_err"] < 2e-2, (mech, out)
-        assert out["views_at_start"] and out["views_after_steps"], out
-        assert out["views_after_module_zero_grad"], out
-        assert out["isinstance"] and out["same_state"], out
-        assert "zero_grad" in out["zero_grad_error"], out
-        assert out["clip_agree"], out
-        assert out["sum_err"] < 1e-10, out
-        assert out["unused_agree"] and out["unused_moved"], out
-        assert out["opt_state_agree"] and out["opt_state_nonempty"], out
-        assert out["takeover_warned"] and out["takeover_ok"], out
+    assert sorted(reports) == list(range(nprocs)), res.output[-3000:]
+    return reports
+
+
+def each(job):
+    return sorted(job.items())
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("nprocs", [1, 2, 3])
-def test_distributed_guarantees(nprocs, tmp_path):
-    res = run_mpi(EQUIVALENCE, nprocs, timeout=240, tmp_path=tmp_path)
-    _check_equivalence(res, nprocs)
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_equivalence_with_one_process(job, opt_name):
+    for r, out in each(job):
+        assert out[f"{opt_name}_float64_err"] < 1e-10, (r, out[f"{opt_name}_float64_err"])
+        assert out[f"{opt_name}_float32_err"] < 1e-5, (r, out[f"{opt_name}_float32_err"])
 
 
-CUDA = COMMON + r'''
-# CUDA parameters: buckets on the device, reduced by the communication thread (the simulator
-# runs the kernels on the host; a real GPU runs the same code)
-def run(device, **kw):
-    ds.manual_seed(1)
-    model = nn.Sequential(nn.Linear(N_IN, 8), nn.Tanh(), nn.Linear(8, N_OUT)).to(device)
-    opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-                                   named_parameters=model.named_parameters(),
-                                   bucket_cap_mb=1e-4, **kw)
-    for t in range(3):
-        opt.zero_grad()
-        x = ds.tensor(X[BATCHES[R][t]], dtype=np.float32, device=device)
-        F.cross_entropy(model(x), ds.tensor(Y[BATCHES[R][t]], device=device)).backward()
-        opt.step()
-    return [np.array(p.numpy()) for p in model.parameters()], opt._dist.overlap
-out = {}
-cpu, _ = run("cpu")
-for name, kw in (("none", {}), ("fp16", {"compression": col.Compression.fp16})):
-    got, engine = run("cuda", **kw)
-    out[name + "_err"] = rel_err(got, cpu)
-    out[name + "_agree"] = len(set(col.allgather_object(digest(got)))) == 1
-    out["engine"] = engine
-report(**out)
-'''
+@pytest.mark.mpi
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_replicas_agree_after_every_step(job, opt_name):
+    for r, out in each(job):
+        assert out[f"{opt_name}_float64_agree"] and out[f"{opt_name}_float32_agree"], r
+
+
+@pytest.mark.mpi
+def test_same_seed_same_run(job):
+    assert all(out["deterministic"] for _, out in each(job))
+
+
+@pytest.mark.mpi
+def test_backward_passes_per_step(job):
+    for r, out in each(job):
+        assert out["accum_err"] < 1e-10 and out["accum_agree"], (r, out["accum_err"])
+
+
+@pytest.mark.mpi
+def test_fp16_compression(job):
+    for r, out in each(job):
+        assert out["fp16_err"] < 2e-2 and out["fp16_agree"], (r, out["fp16_err"])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("cap", ["tiny", "huge"])
+def test_bucket_caps(job, cap):
+    for r, out in each(job):
+        assert out[f"{cap}_err"] < 1e-10 and out[f"{cap}_agree"], (r, out[f"{cap}_err"])
+        want = out["n_params"] if cap == "tiny" else 1
+        assert out[f"{cap}_buckets"] == want, (r, out[f"{cap}_buckets"])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("engine", ["thread", "inline", "nonblocking"])
+def test_every_engine_gives_the_same_result(job, engine):
+    for r, out in each(job):
+        assert out[f"{engine}_err"] < 1e-10 and out[f"{engine}_agree"], (r, out[f"{engine}_err"])
+        assert out[f"{engine}_fp16_err"] < 2e-2, (r, out[f"{engine}_fp16_err"])
+
+
+@pytest.mark.mpi
+def test_grads_stay_views_into_the_buckets(job):
+    for r, out in each(job):
+        assert out["views_at_start"] and out["views_after_steps"], r
+        assert out["views_after_module_zero_grad"], r
+
+
+@pytest.mark.mpi
+def test_wrapper_is_the_optimizer(job):
+    assert all(out["isinstance"] and out["same_state"] for _, out in each(job))
+
+
+@pytest.mark.mpi
+def test_zero_grad_between_backward_and_step_raises(job):
+    assert all("zero_grad" in out["zero_grad_error"] for _, out in each(job))
+
+
+@pytest.mark.mpi
+def test_synchronize_clip_skip_synchronize(job):
+    assert all(out["clip_agree"] for _, out in each(job))
+
+
+@pytest.mark.mpi
+def test_op_sum(job):
+    for r, out in each(job):
+        assert out["sum_err"] < 1e-10, (r, out["sum_err"])
+
+
+@pytest.mark.mpi
+def test_unused_parameters_are_reduced_as_zeros(job):
+    assert all(out["unused_agree"] and out["unused_moved"] for _, out in each(job))
+
+
+@pytest.mark.mpi
+def test_second_optimizer_takes_over_with_a_warning(job):
+    for r, out in each(job):
+        assert out["takeover_warned"] and out["takeover_ok"], r
+        assert out["takeover_warning_here"], r  # the warning points at the user's line
+
+
+@pytest.mark.mpi
+def test_broadcast_optimizer_state(job):
+    for r, out in each(job):
+        assert out["opt_state_agree"] and out["opt_state_nonempty"], r
+        assert out["params_agree"], r
 
 
 @pytest.mark.mpi
 def test_distributed_cuda_simulator(tmp_path):
-    res = run_mpi(CUDA, 2, timeout=120, tmp_path=tmp_path, env={"NUMBA_ENABLE_CUDASIM": "1"})
+    res = run_ranks("distributed_cuda", 2, timeout=120, tmp_path=tmp_path,
+                    env={"NUMBA_ENABLE_CUDASIM": "1"})
     assert res.returncode == 0, res.output
     for out in res.by_rank().values():
         assert out["engine"] == "thread", out
         assert out["none_err"] < 1e-5 and out["none_agree"], out
         assert out["fp16_err"] < 2e-2 and out["fp16_agree"], out
+        assert out["nonblocking_err"] < 1e-5 and out["nonblocking_agree"], out

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..buffers import POOL
-from ..context import TAG_HANDSHAKE, TAG_RD
-from ..safety import MISMATCH
+from ..context import MISMATCH, TAG_HANDSHAKE, TAG_RD
+from .shared_memory import shm_handshake
 
 SMALL_MAX = 64 * 1024  # bytes of payload fused into the handshake messages
 _HDR = 8
@@ -55,9 +54,9 @@ def schedule(rank: int, size: int):
 
 
 def _schedule(ctx):
-    s = ctx.cache.get("rd_schedule")
+    s = ctx.rd_schedule
     if s is None:
-        s = ctx.cache["rd_schedule"] = schedule(ctx.rank, ctx.size)
+        s = ctx.rd_schedule = schedule(ctx.rank, ctx.size)
     return s
 
 
@@ -65,26 +64,25 @@ def handshake(ctx, fp: int) -> int:
     """Header-only agreement: the common fingerprint, or MISMATCH (same on every rank).
     Through shared memory on one node, else the butterfly below."""
     if ctx.shm is not None:
-        return ctx.shm.exchange(fp)
+        return shm_handshake(ctx.shm, fp)
     return rd_allreduce(ctx, fp, None, None)
 
 
 def _views(ctx, nb, dtype):
     """(message, send header, accumulator, incoming payload) views for a fused payload of
     ``nb`` bytes: built once per (nb, dtype), as numpy view creation costs microseconds."""
-    key = ("rd_views", nb, dtype)
-    v = ctx.cache.get(key)
+    key = (nb, dtype)
+    v = ctx.rd_views.get(key)
     if v is None:
-        sbuf = POOL.get("rd_send", _HDR + SMALL_MAX)
-        rbuf = POOL.get("rd_recv", _HDR + SMALL_MAX)
+        sbuf = ctx.pool.get("rd_send", _HDR + SMALL_MAX)
+        rbuf = ctx.pool.get("rd_recv", _HDR + SMALL_MAX)
         acc = sbuf[_HDR:_HDR + nb].view(dtype) if dtype is not None else None
         rin = rbuf[_HDR:_HDR + nb].view(dtype) if dtype is not None else None
         v = (sbuf[:_HDR + nb], sbuf[:_HDR].view(np.int64), acc, rbuf, rbuf[:_HDR].view(np.int64),
              rin)
-        if len(ctx.cache) > 1024:
-            for k in [k for k in ctx.cache if isinstance(k, tuple) and k[0] == "rd_views"]:
-                del ctx.cache[k]
-        ctx.cache[key] = v
+        if len(ctx.rd_views) > 1024:
+            ctx.rd_views.clear()
+        ctx.rd_views[key] = v
     return v
 
 
@@ -97,7 +95,7 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     comm = ctx.comm
     nb = 0 if data is None else data.nbytes
     if ctx.shm is not None:  # one node: shared-memory handshake, then the data butterfly
-        agg = ctx.shm.exchange(fp)
+        agg = shm_handshake(ctx.shm, fp)
         if agg != MISMATCH and nb:
             _rd_data(ctx, data, ufunc)
             if divide_by:
@@ -152,7 +150,7 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
 def _rd_data(ctx, data, ufunc):
     """The data butterfly for large payloads, sizes already agreed; in place on ``data``."""
     comm = ctx.comm
-    tmp = POOL.get("rd_data", data.nbytes, data.dtype)
+    tmp = ctx.pool.get("rd_data", data.nbytes, data.dtype)
     for kind, peer, low in _schedule(ctx):
         if kind == FOLD_SEND or kind == UNFOLD_SEND:
             comm.Send(data, peer, TAG_RD)

@@ -7,17 +7,21 @@ s = 0..P-2: rank r sends segment (r-s-1) mod P to its right neighbour and receiv
 after P-1 steps rank r holds segment r fully reduced. Allgather, step s: send segment (r-s)
 mod P, receive segment (r-s-1) mod P straight into place. Each rank sends 2(P-1)/P of the data.
 
-Bitwise identical results: every element's final value is computed once, on the rank that owns
-its segment, and then copied to the others.
+Arithmetic (the same in every use: blocking calls and DistributedOptimizer's in-flight
+buckets run this one ``Ring``): every element's final value is computed once, on the rank that
+owns its segment, as ``x_k op (x_{k-1} op (... op x_{k+1}))`` with numpy's ufunc (float16
+additions are computed in float32 and rounded to float16 each time), then divided by P with
+``np.true_divide`` for Average (on the owned segment, in the last reduce-scatter step: 1/P of a
+pass), then copied to the others, so the result is bitwise identical on every rank. Data travels
+as bytes (no MPI datatype for float16 is needed, and MPI never does arithmetic).
 
 Performance: the incoming segment is received in chunks (``CHUNK`` bytes, all receives posted
 at once) and each chunk is reduced as soon as it has arrived, while the following chunks are
 in flight. Measured on the 2-core box (P = 2, 16 MiB, chunks of 256 KiB, 1 MiB, 4 MiB, whole
 segment): pipelining does not pay there (MPICH moves large messages with a single copy, and
 every chunk is one more rendezvous, i.e. one more point where a rank waits for a descheduled
-peer), so chunks are 16 MiB: only segments larger than that are pipelined. Scratch
-memory is one grow-only buffer reused by every call (no allocation per call). Average divides
-only the owned segment, in the last reduce-scatter step, so it costs 1/P of a pass.
+peer), so chunks are 16 MiB: only segments larger than that are pipelined. Scratch memory of the
+blocking calls is one grow-only buffer reused by every call (no allocation per call).
 """
 
 from __future__ import annotations
@@ -26,13 +30,8 @@ import os
 
 import numpy as np
 
-from ..buffers import POOL
 from ..context import TAG_RING
 
-# Waiting: "poll" tests the requests and yields the CPU between tests (os.sched_yield), so a
-# rank waiting for data lets the peer that has to produce it run when ranks share cores
-# (oversubscription, or other jobs on the machine); "block" uses MPI_Wait (MPICH busy-polls).
-WAIT = os.environ.get("COLLECTIVE_WAIT", "poll")
 CHUNK = 16 << 20  # bytes per pipelined chunk of the reduce-scatter (see the module docstring)
 
 
@@ -46,82 +45,144 @@ def segments(rows: int, size: int, row: int = 1):
     return counts, offsets
 
 
-def _layout(ctx, n, row):
-    key = ("ring_layout", n, row)
-    lay = ctx.cache.get(key)
+def layout(ctx, n: int, row: int = 1):
+    """The segments of ``n`` elements in rows of ``row`` (cached per (n, row))."""
+    key = (n, row)
+    lay = ctx.ring_layouts.get(key)
     if lay is None:
-        if len(ctx.cache) > 512:
-            for k in [k for k in ctx.cache if isinstance(k, tuple) and k[0] == "ring_layout"]:
-                del ctx.cache[k]
-        lay = ctx.cache[key] = segments(n // row if row else 0, ctx.size, row)
+        if len(ctx.ring_layouts) > 512:
+            ctx.ring_layouts.clear()
+        lay = ctx.ring_layouts[key] = segments(n // row if row else 0, ctx.size, row)
     return lay
 
 
-def _wait(req):
-    if WAIT == "block":
-        req.Wait()
-        return
-    test = req.Test
-    while not test():
-        os.sched_yield()
+class Ring:
+    """One ring reduce-scatter (and allgather, with ``gather``) of the 1-D C-contiguous array
+    ``buf``, in place, as a state machine of non-blocking steps on ``comm``.
+
+    ``test()`` advances it as far as it can without waiting (posting the next step's Isend/
+    Irecv when the current one completed, reducing each chunk that arrived) and says whether it
+    is done; ``wait()`` finishes it. ``scratch``: room for the largest segment. Every rank must
+    run the same rings in the same order on ``comm`` with the same ``tag``.
+    """
+
+    __slots__ = ("comm", "rank", "size", "buf", "raw", "scratch", "sraw", "isz", "ufunc",
+                 "divide_by", "counts", "offsets", "tag", "chunk", "left", "right",
+                 "reduce_steps", "nsteps", "step", "recvs", "sends", "done", "bounds", "target")
+
+    def __init__(self, comm, rank, size, buf, ufunc, divide_by, lay, scratch, tag,
+                 chunk=CHUNK, gather=True):
+        self.comm, self.rank, self.size, self.tag = comm, rank, size, tag
+        self.buf, self.scratch, self.ufunc, self.divide_by = buf, scratch, ufunc, divide_by
+        # every dtype travels as bytes: views made once, sliced per message
+        self.raw, self.sraw, self.isz = buf.view(np.uint8), scratch.view(np.uint8), buf.itemsize
+        self.counts, self.offsets = lay
+        self.chunk = max(1, chunk // buf.itemsize)  # elements
+        self.left, self.right = (rank - 1) % size, (rank + 1) % size
+        self.reduce_steps = size - 1
+        self.nsteps = (size - 1) * (2 if gather else 1)
+        self.step = self.done = 0
+        self.recvs = self.sends = ()
+        if size == 1 and divide_by:
+            np.true_divide(buf, divide_by, out=buf)
+        if self.nsteps:
+            self._post()
+
+    def _post(self):
+        s, P, r, isz = self.step, self.size, self.rank, self.isz
+        irecv, isend, tag = self.comm.Irecv, self.comm.Isend, self.tag
+        counts, offsets, raw = self.counts, self.offsets, self.raw
+        if s < self.reduce_steps:
+            si, ri = (r - s - 1) % P, (r - s - 2) % P
+            so, sc, rc, step = offsets[si], counts[si], counts[ri], self.chunk
+            self.target = offsets[ri]
+            self.bounds = [(a, min(a + step, rc)) for a in range(0, rc, step)]
+            self.recvs = [irecv(self.sraw[a * isz:b * isz], self.left, tag)
+                          for a, b in self.bounds]
+            self.sends = [isend(raw[(so + a) * isz:(so + min(a + step, sc)) * isz], self.right,
+                                tag) for a in range(0, sc, step)]
+        else:
+            t = s - self.reduce_steps
+            si, ri = (r - t) % P, (r - t - 1) % P
+            self.bounds = None  # received straight into place: nothing to reduce
+            lo, hi = offsets[ri] * isz, (offsets[ri] + counts[ri]) * isz
+            self.recvs = [irecv(raw[lo:hi], self.left, tag)]
+            lo, hi = offsets[si] * isz, (offsets[si] + counts[si]) * isz
+            self.sends = [isend(raw[lo:hi], self.right, tag)]
+        self.done = 0
+
+    def _arrived(self, k):
+        a, b = self.bounds[k]
+        lo, hi = self.target + a, self.target + b
+        tgt = self.buf[lo:hi]
+        self.ufunc(tgt, self.scratch[a:b], out=tgt)
+        if self.divide_by and self.step == self.reduce_steps - 1:
+            np.true_divide(tgt, self.divide_by, out=tgt)
+
+    def test(self) -> bool:
+        """Advance without waiting; True when the ring is finished."""
+        testall = _mpi().Request.Testall
+        while self.step < self.nsteps:
+            recvs, done = self.recvs, self.done
+            while done < len(recvs) and recvs[done].Test():
+                if self.bounds is not None:
+                    self._arrived(done)
+                done += 1
+            self.done = done
+            if done < len(recvs) or not testall(self.sends):
+                return False
+            self.step += 1
+            if self.step < self.nsteps:
+                self._post()
+        return True
+
+    def wait(self, block: bool = False):
+        """Finish the ring. ``block``: MPI_Wait on what is pending (MPICH busy-polls); else
+        test and yield the CPU between tests (``os.sched_yield``), so a rank waiting for data
+        lets the peer that has to produce it run when ranks share cores."""
+        Request = _mpi().Request
+        while not self.test():
+            pending = self.recvs[self.done] if self.done < len(self.recvs) else None
+            if block and pending is not None:
+                pending.Wait()
+            elif block:
+                Request.Waitall(self.sends)
+            elif pending is not None:
+                ready = pending.Test
+                while not ready():
+                    os.sched_yield()
+            else:
+                sends = self.sends
+                while not Request.Testall(sends):
+                    os.sched_yield()
 
 
-def _waitall(reqs):
-    from mpi4py import MPI
+_MPI = None
 
-    if WAIT == "block":
-        MPI.Request.Waitall(reqs)
-        return
-    testall = MPI.Request.Testall
-    while not testall(reqs):
-        os.sched_yield()
+
+def _mpi():
+    """mpi4py's MPI module (imported on first use: importing collective loads no MPI)."""
+    global _MPI
+    if _MPI is None:
+        from mpi4py import MPI
+
+        _MPI = MPI
+    return _MPI
 
 
 def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk: int = 0):
     """Reduce-scatter in place on the 1-D array ``buf``: afterwards this rank's segment of
     ``buf`` holds the reduced (and divided, for Average) values. Returns (counts, offsets)."""
-    comm, P, r = ctx.comm, ctx.size, ctx.rank
-    counts, offsets = _layout(ctx, buf.size, row)
-    if P == 1:
-        if divide_by:
-            np.true_divide(buf, divide_by, out=buf)
-        return counts, offsets
-    left, right = (r - 1) % P, (r + 1) % P
-    step = max(1, (chunk or CHUNK) // buf.itemsize)
-    scratch = POOL.get("ring_scratch", max(counts) * buf.itemsize, buf.dtype)
-    irecv, isend = comm.Irecv, comm.Isend
-    last = P - 2
-    for s in range(P - 1):
-        si, ri = (r - s - 1) % P, (r - s - 2) % P
-        so, sc = offsets[si], counts[si]
-        ro, rc = offsets[ri], counts[ri]
-        rreqs = [irecv(scratch[a:min(a + step, rc)], left, TAG_RING) for a in range(0, rc, step)]
-        sreqs = [isend(buf[so + a:so + min(a + step, sc)], right, TAG_RING)
-                 for a in range(0, sc, step)]
-        for k, a in enumerate(range(0, rc, step)):
-            b = min(a + step, rc)
-            _wait(rreqs[k])
-            tgt = buf[ro + a:ro + b]
-            ufunc(tgt, scratch[a:b], out=tgt)
-            if divide_by and s == last:
-                np.true_divide(tgt, divide_by, out=tgt)
-        _waitall(sreqs)
-    return counts, offsets
-
-
-def ring_allgather(ctx, buf, counts, offsets):
-    """Ring allgather in place: segment i of ``buf`` (owned by rank i) goes to every rank."""
-    comm, P, r = ctx.comm, ctx.size, ctx.rank
-    left, right = (r - 1) % P, (r + 1) % P
-    irecv, isend = comm.Irecv, comm.Isend
-    for s in range(P - 1):
-        si, ri = (r - s) % P, (r - s - 1) % P
-        _waitall([irecv(buf[offsets[ri]:offsets[ri] + counts[ri]], left, TAG_RING),
-                  isend(buf[offsets[si]:offsets[si] + counts[si]], right, TAG_RING)])
+    lay = layout(ctx, buf.size, row)
+    scratch = ctx.pool.get("ring_scratch", max(lay[0]) * buf.itemsize, buf.dtype)
+    Ring(ctx.comm, ctx.rank, ctx.size, buf, ufunc, divide_by, lay, scratch, TAG_RING,
+         chunk or CHUNK, gather=False).wait(ctx.config.wait == "block")
+    return lay
 
 
 def ring_allreduce(ctx, buf, ufunc, divide_by: int = 0, chunk: int = 0):
     """Allreduce in place on the C-contiguous 1-D array ``buf``."""
-    counts, offsets = ring_reduce_scatter(ctx, buf, ufunc, 1, divide_by, chunk)
-    if ctx.size > 1:
-        ring_allgather(ctx, buf, counts, offsets)
+    lay = layout(ctx, buf.size)
+    scratch = ctx.pool.get("ring_scratch", max(lay[0]) * buf.itemsize, buf.dtype)
+    Ring(ctx.comm, ctx.rank, ctx.size, buf, ufunc, divide_by, lay, scratch, TAG_RING,
+         chunk or CHUNK).wait(ctx.config.wait == "block")

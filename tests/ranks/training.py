@@ -1,20 +1,24 @@
-"""The training set-up shared by the distributed test snippets (run on every rank)."""
+"""The training set-up the distributed rank programs share (imported on every rank): a small
+MLP, data split by DistributedSampler, and the single-process reference run."""
 
-COMMON = r'''
+from __future__ import annotations
+
 import hashlib
+
 import numpy as np
+
+import collective as col
 import dlsys as ds
 import dlsys.nn.functional as F
-import collective as col
 from dlsys import nn
 from dlsys.data import DistributedSampler, TensorDataset
 
 col.init()
 P, R = col.size(), col.rank()
 N_IN, N_OUT, B, STEPS = 6, 3, 4, 10
-rng = np.random.default_rng(0)
-X = rng.standard_normal((P * B * 2 * STEPS, N_IN))
-Y = rng.integers(0, N_OUT, len(X))
+_rng = np.random.default_rng(0)
+X = _rng.standard_normal((P * B * 2 * STEPS, N_IN))
+Y = _rng.integers(0, N_OUT, len(X))
 DATA = TensorDataset(X, Y)
 
 
@@ -47,10 +51,19 @@ def digest(arrays):
     return hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
 
 
+def replicas_agree(model) -> bool:
+    """Whether every rank holds bitwise the same parameters (a collective call)."""
+    return len(set(col.allgather_object(digest(params_of(model))))) == 1
+
+
 def make_opt(name, model):
     if name == "sgd":
         return ds.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return ds.optim.Adam(model.parameters(), lr=0.01)
+
+
+def loss_of(model, idx, dtype=np.float64):
+    return F.cross_entropy(model(ds.tensor(X[idx], dtype=dtype)), ds.tensor(Y[idx]))
 
 
 def train(opt_name, dtype, distributed, k=1, check_replicas=False, **kw):
@@ -69,20 +82,16 @@ def train(opt_name, dtype, distributed, k=1, check_replicas=False, **kw):
         passes = [[BATCHES[r][t * k + j] for r in range(P)] for j in range(k)]
         if distributed:
             for j in range(k):
-                x, y = X[passes[j][R]], Y[passes[j][R]]
-                loss = F.cross_entropy(model(ds.tensor(x, dtype=dtype)), ds.tensor(y))
+                loss = loss_of(model, passes[j][R], dtype)
                 (loss * (1.0 / k) if k > 1 else loss).backward()
         else:
-            idx = np.concatenate([i for p in passes for i in p])
-            loss = F.cross_entropy(model(ds.tensor(X[idx], dtype=dtype)), ds.tensor(Y[idx]))
-            loss.backward()
+            loss_of(model, np.concatenate([i for p in passes for i in p]), dtype).backward()
         opt.step()
         if check_replicas:
-            agree = agree and len(set(col.allgather_object(digest(params_of(model))))) == 1
+            agree = agree and replicas_agree(model)
     return params_of(model), agree, opt, model
 
 
 def rel_err(a, b):
     return max(float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30))
-               for x, y in zip(a, b))
-'''
+               for x, y in zip(a, b, strict=True))

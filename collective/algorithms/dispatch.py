@@ -1,0 +1,40 @@
+"""Run one allreduce with a named algorithm: the handshake, then the algorithm, in place."""
+
+from __future__ import annotations
+
+from ..context import MISMATCH
+from .mpi_native import mpi_allreduce
+from .recursive_doubling import handshake, rd_allreduce
+from .ring import ring_allreduce
+from .shared_memory import shm_allreduce
+
+#: the algorithms ``run`` knows ("auto" is resolved by collective.tuning before)
+FIXED = ("ring", "recursive_doubling", "mpi", "shared_memory")
+
+
+def run(ctx, fp: int, buf, op, algorithm: str, src=None) -> int:
+    """Agree on ``fp`` with every rank and reduce the 1-D contiguous ``buf`` in place with
+    ``op`` (a ReduceOp) by ``algorithm`` (one of FIXED; "shared_memory" means recursive
+    doubling where the ranks share no window). With ``src`` (out of place): reduce ``src`` into
+    ``buf``, ``src`` untouched. Returns ``fp``, or MISMATCH when the ranks' calls differ (then
+    ``buf`` holds no result and every rank must raise)."""
+    P = ctx.size
+    if P == 1:
+        if src is not None:
+            buf[...] = src
+        return fp
+    divide = P if op.average else 0
+    if algorithm == "shared_memory" and ctx.shm is not None:
+        # reads src straight into the shared slots: no copy of the input
+        return shm_allreduce(ctx.shm, fp, buf, op.ufunc, divide, src)
+    if src is not None:
+        buf[...] = src
+    if algorithm == "recursive_doubling" or algorithm == "shared_memory":
+        return rd_allreduce(ctx, fp, buf, op.ufunc, divide)
+    if handshake(ctx, fp) == MISMATCH:
+        return MISMATCH
+    if algorithm == "ring":
+        ring_allreduce(ctx, buf, op.ufunc, divide)
+    else:
+        mpi_allreduce(ctx, buf, op, divide)
+    return fp

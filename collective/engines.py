@@ -1,0 +1,244 @@
+"""Communication engines: how DistributedOptimizer's bucket reductions run beside backward.
+
+One interface: ``start(bucket) -> Work`` hands over a complete bucket (the Reducer does so in
+bucket index order, the same on every rank), ``progress()`` is called from every gradient hook,
+``wait_all()`` finishes every started bucket and writes the results back into the gradients.
+
+- ``NonBlockingEngine`` (the default for CPU parameters): every bucket is a ``Ring`` of our
+  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm``, one at a time in
+  bucket order; ``progress()`` advances it from the hooks (Test, reduce the chunks that
+  arrived, post the next step, post the next bucket's ring) and ``wait_all()`` drives them to
+  the end.
+- ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs a
+  blocking ``collective.allreduce_`` per bucket, in submission order, by the algorithm ``auto``
+  predicts fastest for the bucket's size among our own (ring, recursive doubling, shared
+  memory; never the MPI library's).
+- ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
+  baseline the others are measured against); its algorithm is chosen as the thread engine's.
+
+Arithmetic: numpy's, on host memory, in an order fixed by the algorithm, so every bucket is
+bitwise identical on every rank by construction; MPI never does arithmetic on gradients. The
+sum of the ranks' values (non-blocking: the ring's order, see ``algorithms/ring.py``; the
+others: that of the algorithm chosen for the bucket's size, fixed at start-up), divided by P
+with ``np.true_divide`` for Average. With compression, each rank divides its gradient by P
+(``np.true_divide``) BEFORE the cast to the wire dtype, then the wire values are summed: the sum
+of P float16 values may overflow where their average would not. ``docs/overlap.md`` has the
+measurements behind the defaults.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from .algorithms import Ring, layout
+from .allreduce import allreduce_
+from .context import TAG_BUCKETS
+from .reduce_ops import Sum
+from .tuning import choose_own
+
+
+class Work:
+    """One bucket's reduction, started by an engine: ``rule`` (prescale, op on the wire), the
+    ``ring`` once posted (non-blocking engine), ``done`` once reduced."""
+
+    __slots__ = ("bucket", "rule", "ring", "done")
+
+    def __init__(self, bucket, rule, done=False):
+        self.bucket, self.rule, self.ring, self.done = bucket, rule, None, done
+
+
+class Engine:
+    """The interface (and the part every engine shares: the reduction rule)."""
+
+    def __init__(self, ctx, op):
+        self.ctx = ctx
+        self.op = op
+        self.size = ctx.size
+        self.busy_s = 0.0  # seconds spent reducing
+
+    def rule(self, bucket):
+        """(prescale, op on the wire) of ``bucket``: see the module docstring."""
+        if bucket.wire is bucket.host:
+            return 0, self.op
+        return (self.size if self.op.average and self.size > 1 else 0), Sum
+
+    def reduce(self, bucket, prescale, op):
+        """Pack ``bucket`` and reduce it with a blocking ``allreduce_``, by the algorithm
+        ``auto`` predicts fastest for its size among our own (never the MPI library's)."""
+        wire = bucket.pack(prescale)
+        allreduce_(wire, op=op, algorithm=choose_own(self.ctx, wire.nbytes))
+
+    def start(self, bucket) -> Work:
+        raise NotImplementedError
+
+    def progress(self):
+        """Advance what is in flight without waiting (called from every gradient hook)."""
+
+    def wait_all(self):
+        """Finish every started bucket; its gradients hold the result afterwards."""
+
+    def close(self):
+        """Release the engine's resources (when its optimizer is garbage collected)."""
+
+
+class InlineEngine(Engine):
+    def start(self, bucket) -> Work:
+        t0 = time.perf_counter()
+        work = Work(bucket, self.rule(bucket), done=True)
+        self.reduce(bucket, *work.rule)
+        bucket.unpack()
+        self.busy_s += time.perf_counter() - t0
+        return work
+
+
+class ThreadEngine(Engine):
+    """Jobs run one after another, in submission order (the bucket order, identical on every
+    rank), on one daemon thread. Only packing and communication run there; writing the result
+    back (device copies, decompression) runs on the caller's thread in wait_all()."""
+
+    def __init__(self, ctx, op):
+        super().__init__(ctx, op)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._outstanding = 0
+        self._error = None
+        self._thread = None
+        self._started: list[Work] = []
+
+    def start(self, bucket) -> Work:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="collective-reducer",
+                                            daemon=True)
+            self._thread.start()
+        work = Work(bucket, self.rule(bucket))
+        self._started.append(work)
+        with self._cond:
+            self._outstanding += 1
+        self._queue.put(work)
+        return work
+
+    def _run(self):
+        while True:
+            work = self._queue.get()
+            if work is None:
+                return
+            try:
+                if self._error is None:  # after a failure, drain without communicating
+                    t0 = time.perf_counter()
+                    self.reduce(work.bucket, *work.rule)
+                    self.busy_s += time.perf_counter() - t0
+            except BaseException as exc:  # re-raised on the main thread by wait_all()
+                exc.thread_traceback = traceback.format_exc()
+                self._error = exc
+            finally:
+                with self._cond:
+                    work.done = True
+                    self._outstanding -= 1
+                    self._cond.notify_all()
+
+    def wait_all(self):
+        with self._cond:
+            while self._outstanding:
+                self._cond.wait()
+        started, self._started = self._started, []
+        if self._error is not None:
+            exc = self._error
+            raise RuntimeError("gradient reduction failed on the communication thread:\n"
+                               + getattr(exc, "thread_traceback", repr(exc))) from exc
+        for work in started:
+            work.bucket.unpack()
+
+    def close(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+
+class NonBlockingEngine(Engine):
+    """Every bucket a ``Ring`` in flight, progressed from the hooks (see the module docstring),
+    one ring at a time in bucket order: the next is posted when the one before has finished.
+
+    NOTE: MPI moves a non-blocking message only inside MPI calls of this process (MPICH has no
+    progress thread by default), so the rings advance in ``progress()``, i.e. between the
+    gradients backward produces. One ring at a time, because rings in flight together slowed
+    each other down: measured 2.8 ms to synchronize 5.1 MiB in 2 buckets with both posted at
+    once, 1.8 ms one after the other (P = 2, 2-core box; docs/overlap.md).
+    """
+
+    def __init__(self, ctx, op):
+        super().__init__(ctx, op)
+        self._block = ctx.config.wait == "block"
+        self._queue: collections.deque[Work] = collections.deque()  # started, not finished
+        self._finished: list[Work] = []  # reduced, not yet written back
+        self._scratch: dict[int, np.ndarray] = {}  # bucket index -> room for one segment
+        # NOTE: one tag is enough: one ring at a time on reducer_comm, in the same order on
+        # every rank, and MPI keeps the messages of one (source, tag) in order
+
+    def _post(self, work):
+        """Pack the bucket and post its ring (once)."""
+        if work.ring is not None:
+            return
+        ctx, bucket, (prescale, op) = self.ctx, work.bucket, work.rule
+        wire = bucket.pack(prescale)
+        lay = layout(ctx, wire.size)
+        nbytes = max(lay[0]) * wire.itemsize
+        scratch = self._scratch.get(bucket.index)
+        if scratch is None or scratch.nbytes < nbytes:
+            scratch = self._scratch[bucket.index] = np.empty(nbytes, np.uint8)
+        divide = ctx.size if op.average and ctx.size > 1 else 0
+        work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
+                         scratch[:nbytes].view(wire.dtype), TAG_BUCKETS)
+
+    def start(self, bucket) -> Work:
+        t0 = time.perf_counter()
+        work = Work(bucket, self.rule(bucket))
+        self._queue.append(work)
+        self._advance()
+        self.busy_s += time.perf_counter() - t0
+        return work
+
+    def _advance(self):
+        """Post the first unfinished ring, test it; on to the next while they finish."""
+        queue = self._queue
+        while queue:
+            work = queue[0]
+            self._post(work)
+            if not work.ring.test():
+                return
+            work.done = True
+            self._finished.append(queue.popleft())
+
+    def progress(self):
+        if self._queue:
+            t0 = time.perf_counter()
+            self._advance()
+            self.busy_s += time.perf_counter() - t0
+
+    def wait_all(self):
+        t0 = time.perf_counter()
+        queue = self._queue
+        while queue:
+            work = queue.popleft()
+            self._post(work)
+            work.ring.wait(self._block)
+            work.done = True
+            self._finished.append(work)
+        finished, self._finished = self._finished, []
+        for work in finished:
+            work.bucket.unpack()
+        self.busy_s += time.perf_counter() - t0
+
+
+ENGINES = {"nonblocking": NonBlockingEngine, "thread": ThreadEngine, "inline": InlineEngine}
+
+
+def default_engine(on_cpu: bool) -> str:
+    """``overlap="auto"``: non-blocking rings for CPU buckets; a communication thread for CUDA
+    ones (their reduction is staged through host memory, and a GPU leaves the cores free)."""
+    return "nonblocking" if on_cpu else "thread"

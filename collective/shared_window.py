@@ -1,0 +1,95 @@
+"""The shared-memory window of the ranks on one node: rounds of publish-and-wait.
+
+Every rank owns a segment of an MPI-3 shared window (``Win.Allocate_shared``): a control word
+(a round sequence number) and two slots (header + payload of up to ``capacity`` bytes). A round
+k: each rank writes its header (fingerprint, payload size) and payload into slot k % 2, then
+publishes k in its control word, then waits until every other rank has published k. Then every
+rank can read every rank's header and payload directly. Two slots are enough: a rank can only
+start round k + 2 (overwriting slot k % 2) after every rank has published k + 1, i.e. after
+every rank has finished reading round k.
+
+Waiting spins on the control words and yields the CPU (``os.sched_yield``) after a few polls, so
+oversubscribed ranks (more ranks than cores) let the rank they wait for run. Memory ordering:
+``Win.Sync`` (a memory barrier) between writing data and publishing, and between seeing a peer's
+control word and reading its data. The protocols on top (the handshake, the "shared_memory"
+allreduce) are in ``algorithms/shared_memory.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_CTRL = 64  # control block: one cache line
+_HDR = 64  # slot header: fingerprint, payload bytes, padding to a cache line
+
+
+class SharedWindow:
+    def __init__(self, comm, slot_bytes: int):
+        from mpi4py import MPI
+
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        # at most ~16 MiB of shared memory in all (container /dev/shm is often 64 MiB)
+        cap = min(slot_bytes, max(64 << 10, (8 << 20) // self.size))
+        self.capacity = cap = cap // 64 * 64
+        self.slot_bytes = _HDR + cap
+        seg = _CTRL + 2 * self.slot_bytes
+        self.win = MPI.Win.Allocate_shared(seg, 1, comm=comm)
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+        self.ctrl, self.hdr, self.pay = [], [], []
+        for j in range(self.size):
+            mem, _ = self.win.Shared_query(j)
+            a = np.frombuffer(mem, dtype=np.uint8, count=seg)
+            self.ctrl.append(a[:8].view(np.int64))
+            self.hdr.append([a[_CTRL + s * self.slot_bytes:][:16].view(np.int64) for s in (0, 1)])
+            self.pay.append([a[_CTRL + s * self.slot_bytes + _HDR:][:cap] for s in (0, 1)])
+        self.ctrl[self.rank][0] = 0
+        self.win.Sync()
+        comm.Barrier()
+        self.seq = 0
+        self.others = [j for j in range(self.size) if j != self.rank]
+        self._views: dict = {}
+
+    @property
+    def next_slot(self) -> int:
+        """The slot the next round writes."""
+        return (self.seq + 1) & 1
+
+    def views(self, slot, nb, dtype):
+        """Every rank's payload in ``slot`` as an array of ``nb`` bytes of ``dtype``."""
+        key = (slot, nb, dtype)
+        v = self._views.get(key)
+        if v is None:
+            if len(self._views) > 512:
+                self._views.clear()
+            v = self._views[key] = [p[slot][:nb].view(dtype) for p in self.pay]
+        return v
+
+    def round(self, fp: int, nb: int) -> bool:
+        """One round: publish ``fp`` and this rank's payload size ``nb`` (already written to
+        ``views(next_slot, ...)``), wait for every rank. True when every rank published the
+        same ``fp`` (the same answer on every rank)."""
+        self.seq = k = self.seq + 1
+        slot = k & 1
+        me = self.rank
+        hdr = self.hdr[me][slot]
+        hdr[0] = fp
+        hdr[1] = nb
+        win = self.win
+        win.Sync()
+        ctrl = self.ctrl
+        ctrl[me][0] = k
+        for j in self.others:
+            c = ctrl[j]
+            if c[0] < k:
+                spins = 0
+                while c[0] < k:
+                    spins += 1
+                    if spins > 64:
+                        os.sched_yield()
+        win.Sync()
+        for j in self.others:
+            if self.hdr[j][slot][0] != fp:
+                return False
+        return True
