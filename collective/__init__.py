@@ -1,5 +1,7 @@
 """collective: MPI gradient synchronisation for data-parallel training."""
 
+__version__ = "0.2.0.dev0"  # NOTE: the same string as pyproject.toml's version (a test checks)
+
 from .allreduce import allreduce, allreduce_
 from .collectives import (
     allgather,

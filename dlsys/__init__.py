@@ -1,5 +1,7 @@
 """dlsys: a compact eager autograd with a PyTorch-like API (see DESIGN.md)."""
 
+__version__ = "0.2.0.dev0"  # NOTE: the same string as pyproject.toml's version (a test checks)
+
 # NOTE: importing dlsys changes nothing in the process: the first use of a device prepares it
 # (dlsys.backend.registry). nn/optim/data import dlsys.tensor themselves, so the order of this
 # line does not matter.

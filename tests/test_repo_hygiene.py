@@ -98,3 +98,14 @@ def test_backend_never_imports_the_front_end():
             if target.startswith(front):
                 bad.append(f"{path.relative_to(ROOT)} imports {target}")
     assert not bad, bad
+
+
+def test_versions_agree_with_pyproject():
+    import re
+
+    import collective
+    import dlsys
+
+    text = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', text, re.MULTILINE).group(1)
+    assert dlsys.__version__ == version and collective.__version__ == version
