@@ -6,29 +6,12 @@ import sys
 import time
 
 import pytest
-from mpi_harness import ROOT, run_mpi
+from mpi_harness import ROOT, run_ranks
 
 pytestmark = pytest.mark.mpi
 
-SCRIPT = """
-import sys, time
-import numpy as np
-import collective as col
-col.init()
-mode = {mode!r}
-if mode == "early" and col.rank() == 1:
-    sys.exit(0)  # leaves while the others wait for it in allreduce_
-if mode == "stagger":
-    time.sleep(0.5 * col.rank())  # every rank ends, at different times
-    report(done=True)
-    sys.exit(0)
-col.allreduce_(np.ones(10))
-report(done=True)
-"""
-
-
 def test_rank_that_exits_cleanly_mid_job_aborts_the_job(tmp_path):
-    res = run_mpi(SCRIPT.format(mode="early"), 3, tmp_path=tmp_path, timeout=40,
+    res = run_ranks("exit_modes", 3, args=["early"], tmp_path=tmp_path, timeout=40,
                   env={"COLLECTIVE_EXIT_TIMEOUT": "3"})
     assert res.returncode != 0, res.output
     assert res.elapsed < 30
@@ -37,7 +20,7 @@ def test_rank_that_exits_cleanly_mid_job_aborts_the_job(tmp_path):
 
 
 def test_ranks_that_end_at_different_times_exit_zero(tmp_path):
-    res = run_mpi(SCRIPT.format(mode="stagger"), 3, tmp_path=tmp_path, timeout=40,
+    res = run_ranks("exit_modes", 3, args=["stagger"], tmp_path=tmp_path, timeout=40,
                   env={"COLLECTIVE_EXIT_TIMEOUT": "10"}, check=True)
     assert sorted(res.by_rank()) == [0, 1, 2]
 
