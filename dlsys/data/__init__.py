@@ -14,6 +14,7 @@ from .datasets import (
 )
 from .sampler import DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from .synthetic import synthetic_classification, synthetic_mnist
+from .text import CharTokenizer, fetch_shakespeare, shakespeare, shakespeare_path
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 
@@ -34,4 +35,5 @@ __all__ = [
     "Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler",
     "mnist", "fashion_mnist", "fetch", "fetch_command", "is_available", "cache_path",
     "data_dir", "read_idx", "synthetic_classification", "synthetic_mnist", "load", "DATASETS",
+    "shakespeare", "fetch_shakespeare", "shakespeare_path", "CharTokenizer",
 ]
