@@ -36,7 +36,14 @@ def get_context(context=None):
     if context is None:
         context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     if isinstance(context, str):
-        return mp.get_context(context)
+        ctx = mp.get_context(context)
+        if context == "forkserver":
+            # NOTE: the server imports dlsys once and every worker forks with it loaded (else
+            # each imports it again: seconds on a busy machine). The default list, ["__main__"],
+            # preloads nothing in CPython 3.11-3.13 (it looks up a key that is never set); it is
+            # kept in case that is fixed. No effect once the server runs.
+            ctx.set_forkserver_preload(["__main__", "dlsys.data.worker"])
+        return ctx
     if hasattr(context, "Process") and hasattr(context, "Queue"):
         return context
     raise TypeError(f"multiprocessing_context must be a start method name or a multiprocessing "
