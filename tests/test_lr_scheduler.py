@@ -169,6 +169,21 @@ def test_step_with_epoch_uses_the_closed_form_as_torch():
         assert a.get_last_lr() == b.get_last_lr(), name
 
 
+def test_state_dicts_round_trip_through_ds_save(tmp_path):
+    for name in NAMES:
+        (o, _), _ = _opts("sgd")
+        sched = _build("ours", o, name)
+        _record(o, sched, 9)
+        path = tmp_path / f"{name}.ckpt"
+        ds.save({"opt": o.state_dict(), "sched": sched.state_dict()}, path)
+        state = ds.load(path)
+        (o2, _), _ = _opts("sgd")
+        sched2 = _build("ours", o2, name)   # built first, as torch's docs advise: some
+        o2.load_state_dict(state["opt"])    # schedulers (LambdaLR, OneCycleLR) set a rate
+        sched2.load_state_dict(state["sched"])  # when built
+        assert _record(o2, sched2, 12, start=9) == _record(o, sched, 12, start=9), name
+
+
 def test_scheduler_argument_errors():
     (o, _), _ = _opts("sgd")
     with pytest.raises(TypeError, match="not an Optimizer"):
