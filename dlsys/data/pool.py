@@ -86,7 +86,7 @@ class WorkerPool:
         ctx = get_context(context)
         self.method = ctx.get_start_method()
         self.timeout = float(timeout)
-        self._workers, self._conns = [], []
+        self._workers, self._conns, self._receivers = [], [], []
         self._grace = {"s": JOIN_S}
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._conns,
                                            self._grace)
@@ -98,6 +98,7 @@ class WorkerPool:
             w = ctx.Process(target=worker_loop, name=f"DataLoader-worker-{wid}", daemon=True,
                             args=(fetcher, theirs, wid, num_workers, base_seed, worker_init_fn))
             self._conns.append(mine)
+            self._receivers.append(transport.Receiver(mine))
             try:
                 w.start()
             except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -127,7 +128,9 @@ class WorkerPool:
 
     def submit(self, batch: int, indices, base_seed: int) -> None:
         try:
-            self._conns[self._next].send(((self._epoch, batch), indices, base_seed, batch))
+            freed = self._receivers[self._next].take_freed()
+            self._conns[self._next].send(((self._epoch, batch), indices, base_seed, batch,
+                                          freed))
         except OSError:  # NOTE: BrokenPipeError: that worker is gone
             self._fail_dead()
         self._owner[batch] = self._next
@@ -138,13 +141,14 @@ class WorkerPool:
         the connection of the worker it went to, dropping answers from an epoch left early."""
         wid = self._owner.pop(batch)
         conn, worker = self._conns[wid], self._workers[wid]
+        receiver = self._receivers[wid]
         key = (self._epoch, batch)
         start = time.monotonic()
         while True:
             ready = mp.connection.wait([conn, worker.sentinel], POLL_S)
             if conn in ready:
                 try:
-                    k, result = transport.recv(conn)
+                    k, result = receiver.recv()
                 except (EOFError, OSError):
                     self._fail_dead()
                 if k == key:

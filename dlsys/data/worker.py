@@ -128,21 +128,21 @@ def _seed_worker(base_seed: int, worker_id: int) -> int:
     return seed
 
 
-def _send(conn, key, result, worker_id: int) -> None:
+def _send(sender, key, result, worker_id: int) -> None:
     try:
-        transport.send(conn, (key, result))
+        sender.send((key, result))
     except (pickle.PicklingError, TypeError, AttributeError):
         # NOTE: a batch that cannot be pickled must reach the main process as an error, not
         # leave it waiting
         wrapped = ExceptionWrapper(f"in DataLoader worker process {worker_id} while sending a "
                                    f"batch to the main process (batches must be picklable)")
-        transport.send(conn, (key, wrapped))
+        sender.send((key, wrapped))
 
 
 def worker_loop(fetcher: Fetcher, conn, worker_id: int, num_workers: int, base_seed: int,
                 worker_init_fn=None):
-    """Serve ``(key, indices, base_seed, batch)`` tasks from ``conn`` until ``None`` arrives or
-    the parent is gone; each answer is ``(key, batch or ExceptionWrapper)``."""
+    """Serve ``(key, indices, base_seed, batch, freed segments)`` tasks from ``conn`` until
+    ``None`` arrives or the parent is gone; each answer is ``(key, batch or ExceptionWrapper)``."""
     global _worker_info
     try:
         seed = _seed_worker(base_seed, worker_id)
@@ -155,6 +155,7 @@ def worker_loop(fetcher: Fetcher, conn, worker_id: int, num_workers: int, base_s
                 init_error = ExceptionWrapper(f"in DataLoader worker process {worker_id} "
                                               f"(in worker_init_fn)")
         parent = mp.parent_process()
+        sender = transport.Sender(conn)
         while True:
             if not conn.poll(POLL_S):
                 if parent is not None and not parent.is_alive():
@@ -163,7 +164,8 @@ def worker_loop(fetcher: Fetcher, conn, worker_id: int, num_workers: int, base_s
             task = conn.recv()
             if task is None:
                 return
-            key, indices, epoch_seed, batch = task
+            key, indices, epoch_seed, batch, freed = task
+            sender.release(freed)
             if init_error is not None:
                 result, init_error = init_error, None
             else:
@@ -171,7 +173,7 @@ def worker_loop(fetcher: Fetcher, conn, worker_id: int, num_workers: int, base_s
                     result = fetcher(indices, epoch_seed, batch)
                 except Exception:
                     result = ExceptionWrapper(f"in DataLoader worker process {worker_id}")
-            _send(conn, key, result, worker_id)
+            _send(sender, key, result, worker_id)
             del result  # NOTE: free the batch before waiting for the next task
     except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # Ctrl-C reaches the main process too; a closed connection means it is gone
