@@ -47,6 +47,11 @@ class Sender:
     def release(self, ids) -> None:
         self._free.extend(ids)
 
+    @property
+    def segments(self) -> int:
+        """How many segments this worker has made (they are reused, not freed)."""
+        return len(self._segments)
+
     def _segment(self, size: int):
         """(id, mapping, descriptor to pass or None) of a free segment of at least ``size``."""
         for k, sid in enumerate(self._free):
@@ -69,13 +74,18 @@ class Sender:
         buffers = []
         meta = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]
+        if sum(v.nbytes for v in views) < INLINE_BYTES:
+            inline = pickle.dumps(obj, protocol=5)
+            if not _HAVE_MEMFD or len(inline) < INLINE_BYTES:
+                self.conn.send_bytes(b"I" + inline)
+                return
+            # NOTE: big but not out-of-band (non-contiguous arrays, long lists): a segment too,
+            # so a worker never blocks on a large message the main process is not reading yet
+            meta, views = None, [memoryview(inline)]
         offsets, size = [], 0
         for v in views:
             offsets.append(size)
             size += -(-v.nbytes // _ALIGN) * _ALIGN
-        if not _HAVE_MEMFD or size < INLINE_BYTES:
-            self.conn.send_bytes(b"I" + pickle.dumps(obj, protocol=5))
-            return
         sid, m, fd = self._segment(size)
         try:
             for off, v in zip(offsets, views, strict=True):
@@ -123,5 +133,7 @@ class Receiver:
                 os.close(fd)
         lease = np.frombuffer(self._maps[sid], dtype=np.uint8).view(_Lease)
         weakref.finalize(lease, self._freed.append, sid)
+        if meta is None:  # the whole pickle is in the segment; loads copies what it needs
+            return pickle.loads(lease[:sizes[0]])
         return pickle.loads(meta, buffers=[lease[o:o + n] for o, n in zip(offsets, sizes,
                                                                           strict=True)])
