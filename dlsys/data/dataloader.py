@@ -32,8 +32,11 @@ class DataLoader:
 
     ``num_workers > 0`` reads batches in that many worker processes (see ``dlsys.data.pool`` for
     the start method, ``multiprocessing_context`` to choose another), ``prefetch_factor`` batches
-    ahead per worker; ``persistent_workers`` keeps them across epochs. ``pin_memory`` is
-    accepted and has no effect (host memory is not pinned). ``state_dict()`` records the
+    ahead per worker; ``persistent_workers`` keeps them across epochs. Each worker re-runs the
+    main script's top level, as every forkserver or spawn child does: keep the training under
+    ``if __name__ == "__main__":``, and the dataset, ``collate_fn`` and ``worker_init_fn``
+    picklable (defined at module level). ``pin_memory`` is accepted and has no effect (host
+    memory is not pinned). ``state_dict()`` records the
     position inside the epoch: a loader restored with ``load_state_dict()`` yields exactly the
     rest of that epoch.
     """

@@ -40,11 +40,11 @@ def get_context(context=None):
         if context == "forkserver":
             # NOTE: the server imports dlsys once and every worker forks with it loaded (else
             # each imports it again: seconds on a busy machine), and forkserver_env clears the
-            # MPI launcher's variables there. The default list, ["__main__"], preloads nothing
-            # in CPython 3.11-3.13 (it looks up a key that is never set); it is kept in case
-            # that is fixed. No effect once the server runs.
-            ctx.set_forkserver_preload(["__main__", "dlsys.data.forkserver_env",
-                                        "dlsys.data.worker"])
+            # MPI launcher's variables there first. The default list, ["__main__"], is dropped
+            # on purpose: it preloads nothing in CPython 3.11-3.13 (a key mix-up, fixed later),
+            # and where it works the server would run the user's script, MPI calls and all,
+            # before forkserver_env. No effect once the server runs.
+            ctx.set_forkserver_preload(["dlsys.data.forkserver_env", "dlsys.data.worker"])
         return ctx
     if hasattr(context, "Process") and hasattr(context, "Queue"):
         return context
