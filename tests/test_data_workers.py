@@ -213,8 +213,14 @@ def test_persistent_workers_live_across_epochs_until_the_loader_goes():
         break
     got = list(order)
     assert [b[0].numpy().tolist() for b in got] == [b[0].numpy().tolist() for b in ref]
+    first = iter(order)
+    next(first)
+    second = iter(order)
+    assert next(second)[0].numpy().tolist() == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="newer iteration"):
+        next(first)
     assert len(_children()) >= 2
-    del loader, order
+    del loader, order, first, second
     gc.collect()
     assert _children() == []
 

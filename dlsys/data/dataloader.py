@@ -151,6 +151,7 @@ class DataLoader:
             if self.persistent_workers:
                 self._pool = pool
         pool.new_epoch()
+        epoch = pool.epoch
         pending = collections.deque()
         todo = iter(batches)
 
@@ -165,6 +166,9 @@ class DataLoader:
             for _ in range(self.prefetch_factor * self.num_workers):
                 submit()
             while pending:
+                if pool.epoch != epoch:
+                    raise RuntimeError("a newer iteration over this DataLoader (persistent "
+                                       "workers serve one at a time) replaced this one")
                 b, _, e = pending.popleft()
                 batch = pool.get(b)
                 submit()

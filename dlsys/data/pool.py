@@ -124,6 +124,11 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
 
+    @property
+    def epoch(self) -> int:
+        """How many epochs have started on these workers."""
+        return self._epoch
+
     def new_epoch(self) -> None:
         self._epoch += 1
         self._owner.clear()
