@@ -7,9 +7,11 @@ The dataset holds CIFAR-shaped uint8 images (3x32x32) in memory; each sample is 
 float32, randomly cropped (padding 4), randomly flipped and normalized, as a CIFAR training
 pipeline does. Each configuration keeps its workers across epochs (persistent_workers); the
 first epoch (worker start-up) is timed apart, as "start s". Epochs of the configurations
-alternate, so all see the same load on a shared machine; the table gives median samples/s and
-the ratio to num_workers=0. ``--consume-ms`` busies the main process per batch, as a training
-step would, to show loading overlapped with compute. One BLAS/OpenMP thread per process.
+alternate, so all see the same load on a shared machine; the table gives median samples/s, the
+ratio to the first configuration, and the CPU time (main process + workers, from /proc) per
+sample, which other jobs on the machine do not change. ``--consume-ms`` busies the main
+process per batch, as a training step would, to show loading overlapped with compute. One
+BLAS/OpenMP thread per process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -61,12 +64,28 @@ def _busy(ms: float) -> None:
         pass
 
 
-def _epoch(loader, consume_ms: float) -> float:
-    t0 = time.perf_counter()
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _epoch(loader, consume_ms: float) -> tuple[float, float]:
+    """(wall s, CPU s of the main process and the workers) of one epoch; the busy loop of
+    --consume-ms is not counted as loading CPU."""
+    pids = [os.getpid()] + [p.pid for p in mp.active_children()
+                            if p.name.startswith("DataLoader-worker")]
+    c0, t0, busy = sum(map(_cpu_s, pids)), time.perf_counter(), 0.0
     for _ in loader:
         if consume_ms:
+            b0 = time.process_time()
             _busy(consume_ms)
-    return time.perf_counter() - t0
+            busy += time.process_time() - b0
+    return time.perf_counter() - t0, sum(map(_cpu_s, pids)) - c0 - busy
 
 
 def main():
@@ -91,9 +110,12 @@ def main():
         start[w] = time.perf_counter() - t0
         _epoch(loaders[w], args.consume_ms)  # warm-up epoch
     times = {w: [] for w in args.workers}
+    cpus = {w: [] for w in args.workers}
     for _ in range(args.repeat):
         for w in args.workers:
-            times[w].append(_epoch(loaders[w], args.consume_ms))
+            wall, cpu = _epoch(loaders[w], args.consume_ms)
+            times[w].append(wall)
+            cpus[w].append(cpu)
 
     base = statistics.median(times[args.workers[0]])
     rows = []
@@ -101,12 +123,15 @@ def main():
           f"consume {args.consume_ms:g} ms/batch, {os.cpu_count()} cpus, median of "
           f"{args.repeat} epochs")
     print(f"{'workers':>8} {'samples/s':>10} {'epoch s':>8} {'start s':>8} "
-          f"{'vs ' + str(args.workers[0]):>8}")
+          f"{'vs ' + str(args.workers[0]):>8} {'cpu us/sample':>14}")
     for w in args.workers:
         t = statistics.median(times[w])
+        cpu_us = statistics.median(cpus[w]) / args.n * 1e6
         rows.append({"num_workers": w, "samples_per_s": args.n / t, "epoch_s": t,
-                     "start_s": start[w], "ratio": base / t, "epochs_s": times[w]})
-        print(f"{w:>8} {args.n / t:>10.0f} {t:>8.3f} {start[w]:>8.2f} {base / t:>8.2f}")
+                     "start_s": start[w], "ratio": base / t, "cpu_us_per_sample": cpu_us,
+                     "epochs_s": times[w]})
+        print(f"{w:>8} {args.n / t:>10.0f} {t:>8.3f} {start[w]:>8.2f} {base / t:>8.2f} "
+              f"{cpu_us:>14.1f}")
     if args.json:
         out = {"benchmark": "data_loader", "n": args.n, "batch_size": args.batch_size,
                "consume_ms": args.consume_ms, "context": args.context or "forkserver",
