@@ -232,6 +232,40 @@ def test_loader_with_distributed_sampler_usual_resume_loop():
     _assert_same(head + tail, full)
 
 
+def test_sampler_only_resume_keeps_the_order_and_the_global_rng():
+    """A checkpoint that restores the sampler but not the loader (and dlsys's global RNG, which
+    dropout draws from): the rest of the epoch comes in the same order and the global RNG is
+    where the uninterrupted run's is (augmentation needs loader.state_dict())."""
+    data = TensorDataset(np.arange(40))
+
+    def make():
+        sampler = DistributedSampler(data, num_replicas=2, rank=0, seed=2)
+        return sampler, DataLoader(data, batch_size=4, sampler=sampler)   # seed=None
+
+    ds.manual_seed(5)
+    sampler, loader = make()
+    sampler.set_epoch(1)
+    want = _batches(loader)
+    ds.rand(3)
+    rng_after = ds.get_rng_state()
+
+    ds.manual_seed(5)
+    sampler, loader = make()
+    sampler.set_epoch(1)
+    it = iter(loader)
+    head = [tuple(np.asarray(t).copy() for t in next(it)) for _ in range(2)]
+    state, rng = sampler.state_dict(), ds.get_rng_state()
+
+    ds.manual_seed(0)
+    sampler, loader = make()
+    sampler.load_state_dict(state)
+    ds.set_rng_state(rng)
+    sampler.set_epoch(1)
+    _assert_same(head + _batches(loader), want)
+    ds.rand(3)
+    assert ds.get_rng_state() == rng_after
+
+
 def test_loader_state_needs_a_dlsys_sampler():
     loader = DataLoader(TensorDataset(np.arange(4)), sampler=[3, 2, 1])
     with pytest.raises(TypeError, match="Sampler"):

@@ -100,11 +100,17 @@ class DataLoader:
             start = self.sampler.position
         else:
             idx, start = np.fromiter(iter(self.sampler), dtype=np.int64), 0
-        if start > 0 and self._resume_base_seed is not None:
-            base = self._resume_base_seed
-        else:
+        if start == 0:
             rng = self._rng if self._rng is not None else global_generator()
             base = int(rng.integers(_SEED_BOUND))
+        elif self._resume_base_seed is not None:
+            base = self._resume_base_seed
+        else:
+            # NOTE: a pass resumed from the sampler's state alone: its base seed was drawn
+            # before the checkpoint (so no draw now: the global RNG stays the uninterrupted
+            # run's), but only loader.state_dict() knows it; the order is exact, random
+            # transforms draw other numbers
+            base = int(np.random.default_rng([2, start, len(idx)]).integers(_SEED_BOUND))
         self._resume_base_seed = None
         self._base_seed = base
         return np.asarray(idx, dtype=np.int64), start, base
