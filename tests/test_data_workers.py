@@ -94,7 +94,7 @@ def _children():
     return [p for p in mp.active_children() if p.name.startswith("DataLoader-worker")]
 
 
-@pytest.mark.parametrize("workers,context", [(1, None), (2, None), (3, "fork")])
+@pytest.mark.parametrize("workers,context", [(1, None), (2, None), (3, "fork"), (2, "spawn")])
 def test_batches_identical_to_num_workers_0_augmentation_included(workers, context):
     data = Augmented()
     ref = DataLoader(data, batch_size=5, shuffle=True, seed=11)
