@@ -28,6 +28,7 @@ from .dtypes import bool_, float16, float32, float64, int32, int64
 from .ops.elementwise import maximum, minimum, where
 from .ops.shape import concatenate, stack
 from .random import get_rng_state, manual_seed, set_rng_state
+from .serialization import load, save
 from .tensor import Tensor
 
 __all__ = [
@@ -38,5 +39,5 @@ __all__ = [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "autograd",
     "stack", "concatenate", "maximum", "minimum", "where",
     "manual_seed", "get_rng_state", "set_rng_state", "random",
-    "nn", "optim", "data", "config",
+    "nn", "optim", "data", "config", "save", "load",
 ]

@@ -234,6 +234,7 @@ def test_scheduler_state_dict_and_plain_tensor_params():
     sched.step()
     sd = sched.state_dict()
     opt2 = optim.SGD([w], lr=1.0)
+    opt2.load_state_dict(opt.state_dict())  # the rate is the optimizer's state, as in torch
     sched2 = optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
     sched2.load_state_dict(sd)
     sched2.step()

@@ -1,7 +1,9 @@
-"""Data loading: datasets, samplers, the DataLoader and the offline MNIST-family datasets."""
+"""Data loading: datasets, samplers, the DataLoader, transforms and the offline datasets."""
 
-from .dataloader import DataLoader, default_collate
-from .dataset import Dataset, TensorDataset
+from . import transforms
+from .collate import default_collate
+from .dataloader import DataLoader
+from .dataset import ConcatDataset, Dataset, Subset, TensorDataset, random_split
 from .datasets import (
     cache_path,
     data_dir,
@@ -12,9 +14,11 @@ from .datasets import (
     mnist,
     read_idx,
 )
+from .rng import sample_generator
 from .sampler import DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from .synthetic import synthetic_classification, synthetic_mnist
 from .text import CharTokenizer, fetch_shakespeare, shakespeare, shakespeare_path
+from .worker import WorkerInfo, get_worker_info
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 
@@ -31,8 +35,9 @@ def load(name: str, split: str = "train"):
 
 
 __all__ = [
-    "Dataset", "TensorDataset", "DataLoader", "default_collate",
-    "Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler",
+    "Dataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
+    "DataLoader", "default_collate", "get_worker_info", "WorkerInfo", "sample_generator",
+    "transforms", "Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler",
     "mnist", "fashion_mnist", "fetch", "fetch_command", "is_available", "cache_path",
     "data_dir", "read_idx", "synthetic_classification", "synthetic_mnist", "load", "DATASETS",
     "shakespeare", "fetch_shakespeare", "shakespeare_path", "CharTokenizer",
