@@ -22,7 +22,8 @@ Numba's own variables (``NUMBA_ENABLE_CUDASIM``, ``NUMBA_NUM_THREADS``, ...) are
 Each value is read the first time it is asked for and kept for the life of the process (set a
 variable before the first dataset load, tensor or CUDA device); ``reload()`` forgets the kept
 values so the next call reads the environment again (tests). Importing this module reads
-nothing. ``set_cuda_visible_devices`` is the one write.
+nothing. The writes: ``set_cuda_visible_devices``, and ``drop_launcher_variables`` (run only in
+the DataLoader's forkserver, see dlsys/data/forkserver_env.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 
 __all__ = ["data_dir", "mallopt_enabled", "cuda_caching_allocator", "cuda_lean_launch",
            "cuda_visible_devices", "set_cuda_visible_devices", "launcher_local_rank",
-           "LOCAL_RANK_VARIABLES", "reload"]
+           "LOCAL_RANK_VARIABLES", "drop_launcher_variables", "reload"]
 
 LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK",
                         "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
@@ -84,6 +85,17 @@ def launcher_local_rank() -> int | None:
 
 _READERS = (data_dir, mallopt_enabled, cuda_caching_allocator, cuda_lean_launch,
             cuda_visible_devices, launcher_local_rank)
+
+
+# the MPI launchers' variables (MPICH/Hydra, PMI/PMIx, Open MPI, Intel MPI)
+LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "HYDRA_", "HYDI_", "MPI_LOCAL", "OMPI_", "I_MPI_")
+
+
+def drop_launcher_variables() -> None:
+    """Remove the MPI launcher's variables from this process's environment (so that a child
+    that imports MPI starts as a singleton instead of joining the parent's job)."""
+    for name in [k for k in os.environ if k.startswith(LAUNCHER_PREFIXES)]:
+        del os.environ[name]
 
 
 def reload() -> None:

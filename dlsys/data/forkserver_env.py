@@ -7,9 +7,6 @@ rank's PMI variables, and PMI_FD names a descriptor that in the worker is someth
 the resource tracker's pipe), so PMI writes into it. Without them MPI starts as a singleton.
 """
 
-import os
+from dlsys import config
 
-_PREFIXES = ("PMI_", "PMIX_", "HYDRA_", "HYDI_", "MPI_LOCAL", "OMPI_", "I_MPI_")
-
-for _name in [k for k in os.environ if k.startswith(_PREFIXES)]:
-    del os.environ[_name]
+config.drop_launcher_variables()
