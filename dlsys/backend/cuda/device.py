@@ -266,7 +266,7 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
     def unary(self, op, x):
         if op not in K.UNARY_FUNCS:
             raise ValueError(f"unknown unary op {op!r}; known: {UNARY_OPS}")
-        keeps = op in ("neg", "abs", "sign", "relu") or x.dtype.kind == "f"
+        keeps = op in K.UNARY_KEEPS_DTYPE or x.dtype.kind == "f"
         out = self.empty(x.shape, x.dtype if keeps else np.float64)
         launch_1d(K.unary_kernel(op), x.size, self.flat(x), out.reshape(-1), x.size)
         return out
@@ -352,26 +352,61 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
 
     @float16_via_float32(0)
     def max(self, x, axis, keepdims=False):
+        return self._arg_extreme(x, axis, keepdims, False)
+
+    @float16_via_float32(0)
+    def min(self, x, axis, keepdims=False):
+        return self._arg_extreme(x, axis, keepdims, True)
+
+    def _arg_extreme(self, x, axis, keepdims, is_min):
         if axis is None:
             if x.size == 0:
-                raise ValueError("max: zero-size array")
-            v, i = self.max(self.flat(x), 0)
+                raise ValueError("max/min: zero-size array")
+            v, i = self._arg_extreme(self.flat(x), 0, False, is_min)
             if keepdims:
                 shp = (1,) * x.ndim
                 return v.reshape(shp), i.reshape(shp)
             return v, i
         axis = int(axis) % x.ndim
         if x.shape[axis] == 0:
-            raise ValueError(f"max: zero-size axis {axis} in shape {x.shape}")
+            raise ValueError(f"max/min: zero-size axis {axis} in shape {x.shape}")
         x2, kept = self._to_rows(x, (axis,))
         rows, cols = x2.shape
         val = self.empty((rows,), x.dtype)
         idx = self.empty((rows,), np.int64)
-        launch_rows(K.row_argmax_kernel(x.dtype.str), rows, cols, x2.reshape(-1), val, idx,
-                    rows, cols)
+        launch_rows(K.row_argmax_kernel(x.dtype.str, is_min), rows, cols, x2.reshape(-1), val,
+                    idx, rows, cols)
         shp = (tuple(1 if d == axis else x.shape[d] for d in range(x.ndim)) if keepdims
                else kept)
         return val.reshape(shp), idx.reshape(shp)
+
+    def _lines(self, x, axis):
+        """(compact x, n along axis, inner size, number of lines) of an (outer, n, inner)
+        view of x."""
+        x = self.compact(x)
+        shape = tuple(x.shape)
+        return x, shape[axis], prod(shape[axis + 1:]), prod(shape) // max(shape[axis], 1)
+
+    @float16_via_float32(0)
+    def cumsum(self, x, axis):
+        rdt = np.cumsum(np.zeros(1, x.dtype)).dtype  # NOTE: numpy's: int32/bool -> int64
+        if rdt != x.dtype:
+            x = self.astype(x, rdt)
+        x, n, inner, lines = self._lines(x, axis)
+        out = self.empty(tuple(x.shape), rdt)
+        if x.size:
+            launch_1d(K.cumsum_kernel, lines, x.reshape(-1), out.reshape(-1), n, inner, lines,
+                      rdt.type(0))
+        return out
+
+    @float16_via_float32(0)
+    def argsort(self, x, axis, descending=False):
+        x, n, inner, _ = self._lines(x, axis)
+        out = self.empty(tuple(x.shape), np.int64)
+        if x.size:
+            launch_1d(K.argsort_rank_kernel, x.size, x.reshape(-1), out.reshape(-1), n, inner,
+                      x.size, bool(descending))
+        return out
 
     # -- linear algebra ------------------------------------------------------------------------
     @float16_via_float32(0, 1)
