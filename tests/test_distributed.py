@@ -110,11 +110,13 @@ def views_ok():
 out["views_at_start"] = views_ok()
 for t in range(3):
     opt.zero_grad()
-    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]])), ds.tensor(Y[BATCHES[R][t]])).backward()
+    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]], dtype=np.float32)),
+                    ds.tensor(Y[BATCHES[R][t]])).backward()
     opt.step()
 out["views_after_steps"] = views_ok()
 model.zero_grad()  # the module's zero_grad sets .grad to None: the hooks re-attach the views
-F.cross_entropy(model(ds.tensor(X[BATCHES[R][3]])), ds.tensor(Y[BATCHES[R][3]])).backward()
+F.cross_entropy(model(ds.tensor(X[BATCHES[R][3]], dtype=np.float32)),
+                ds.tensor(Y[BATCHES[R][3]])).backward()
 opt.step()
 out["views_after_module_zero_grad"] = views_ok()
 out["isinstance"] = isinstance(opt, ds.optim.SGD)
@@ -122,7 +124,8 @@ out["same_state"] = opt.param_groups is inner.param_groups and opt.state is inne
 
 # zero_grad between backward and step is an error
 opt.zero_grad()
-F.cross_entropy(model(ds.tensor(X[BATCHES[R][4]])), ds.tensor(Y[BATCHES[R][4]])).backward()
+F.cross_entropy(model(ds.tensor(X[BATCHES[R][4]], dtype=np.float32)),
+                ds.tensor(Y[BATCHES[R][4]])).backward()
 try:
     opt.zero_grad()
     out["zero_grad_error"] = ""
@@ -198,7 +201,8 @@ opt = ds.optim.Adam(model.parameters(), lr=0.01)
 if R == 0:
     for t in range(2):
         opt.zero_grad()
-        F.cross_entropy(model(ds.tensor(X[BATCHES[0][t]])), ds.tensor(Y[BATCHES[0][t]])).backward()
+        F.cross_entropy(model(ds.tensor(X[BATCHES[0][t]], dtype=np.float32)),
+                        ds.tensor(Y[BATCHES[0][t]])).backward()
         opt.step()
 col.broadcast_parameters(model.named_parameters(), root=0)
 col.broadcast_optimizer_state(opt, root=0)

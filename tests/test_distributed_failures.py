@@ -45,7 +45,8 @@ for t in range(10):
             print("rank 1 calls sys.exit(3) at step 3", flush=True)
             sys.exit(3)
         raise RuntimeError("injected failure on rank 1 at step 3")
-    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]])), ds.tensor(Y[BATCHES[R][t]])).backward()
+    F.cross_entropy(model(ds.tensor(X[BATCHES[R][t]], dtype=np.float32)),
+                    ds.tensor(Y[BATCHES[R][t]])).backward()
     opt.step()
 '''
 

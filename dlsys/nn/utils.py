@@ -26,7 +26,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
         return tensor(0.0)
     with no_grad():  # reductions run on the grads' device; only scalars come to the host
         if math.isinf(norm_type):
-            total = max((float(g.abs().max().item()) for g in grads if g.size), default=0.0)
+            total = max((float(g.abs().max().item()) for g in grads if g.numel()), default=0.0)
         elif norm_type == 2.0:
             total = math.sqrt(sum(float((g * g).sum().item()) for g in grads))
         else:

@@ -5,6 +5,7 @@ Broadcasting and the strict dtype/device rules are resolved here, once, in ``pre
 
 from __future__ import annotations
 
+import builtins
 import math
 import numbers
 
@@ -16,8 +17,10 @@ from . import Op, check_same
 from . import shape as _sh
 
 __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg", "exp", "log",
-           "sqrt", "relu", "tanh", "sigmoid", "gelu", "abs", "maximum", "minimum", "where",
-           "compare", "prepare", "unary"]
+           "log1p", "sqrt", "relu", "tanh", "sigmoid", "gelu", "sin", "cos", "erf", "abs",
+           "maximum", "minimum", "where", "compare", "eq", "ne", "lt", "le", "gt", "ge",
+           "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "logical_not", "clamp",
+           "clamp_min", "clamp_max", "nonzero", "prepare", "unary"]
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -107,6 +110,9 @@ class Div(Op):
 
 
 class Pow(Op):
+    """a ** b. Gradients as torch: 0 for a where b == 0 (also at a == 0), 0 for b where a == 0
+    and b >= 0 (0 ** b is constant there); nan for b where a < 0 (log a)."""
+
     __slots__ = ()
 
     def compute(self, a, b):
@@ -114,8 +120,12 @@ class Pow(Op):
 
     def gradient(self, g, node):
         a, b = node._inputs
-        return (g * b * a ** (b - 1) if a._requires_grad else None,
-                g * node * a.log() if b._requires_grad else None)
+        ga = gb = None
+        if a._requires_grad:
+            ga = where(b == 0, 0.0, g * b * a ** (b - 1))
+        if b._requires_grad:
+            gb = where((a == 0) & (b >= 0), 0.0, g * node * a.log())
+        return (ga, gb)
 
 
 class MaxMin(Op):
@@ -163,9 +173,15 @@ class Scalar(Op):
         if name == "div":
             return (-(g * node) / a if self.reverse else g * (1.0 / s),)
         if name == "pow":
-            if self.reverse:
+            if not self.reverse:  # a ** s: a constant when s == 0 (torch's 0, also at a == 0)
+                if s == 0:
+                    return (wrap(self.device.full(g.shape, 0, g.dtype), g.device),)
+                return (g * s * a ** (s - 1),)
+            if s > 0:  # s ** a
                 return (g * node * math.log(s),)
-            return (g * s * a ** (s - 1),)
+            # NOTE: as torch: 0 ** a is constant where a >= 0; log(s) is -inf at 0, nan below
+            log_s = -math.inf if s == 0 else math.nan
+            return (where(a >= 0, 0.0, g * node * log_s) if s == 0 else g * node * log_s,)
         raise RuntimeError(f"no gradient for scalar op {name}")
 
 
@@ -270,6 +286,14 @@ class Unary(Op):
             return ((g * 0.5) / node,)
         if name == "abs":
             return (g * wrap(self.device.unary("sign", x._data), x.device),)
+        if name == "sin":
+            return (g * x.cos(),)
+        if name == "cos":
+            return (-(g * x.sin()),)
+        if name == "erf":
+            return (g * (x * x * -1.0).exp() * (2.0 / math.sqrt(math.pi)),)
+        if name == "log1p":
+            return (g / (x + 1.0),)
         raise RuntimeError(f"no gradient for unary op {name}")
 
 
@@ -331,10 +355,14 @@ def abs(x):  # noqa: A001 - numpy/PyTorch name
 
 exp = _float_unary("exp")
 log = _float_unary("log")
+log1p = _float_unary("log1p")
 sqrt = _float_unary("sqrt")
 tanh = _float_unary("tanh")
 sigmoid = _float_unary("sigmoid")
 gelu = _float_unary("gelu")
+sin = _float_unary("sin")
+cos = _float_unary("cos")
+erf = _float_unary("erf")
 
 
 def relu(x):
@@ -358,14 +386,28 @@ class Where(Op):
                 apply(Where(self.cond), z, g) if b._requires_grad else None)
 
 
-def where(cond, a, b):
-    """Elementwise ``cond ? a : b`` (cond: a bool Tensor; a, b: Tensors or scalars)."""
+def _scalar_dtype(*values):
+    """torch's dtype for Python scalars: float32 if any is a float, else int64, else bool."""
+    if builtins.any(isinstance(v, float) for v in values):
+        return np.dtype(np.float32)
+    if builtins.all(isinstance(v, (bool, np.bool_)) for v in values):
+        return np.dtype(np.bool_)
+    return np.dtype(np.int64)
+
+
+def where(cond, a=None, b=None):
+    """Elementwise ``cond ? a : b`` (cond: a bool Tensor; a, b: Tensors or scalars; two
+    scalars give torch's dtype: float32, int64 or bool). ``where(cond)`` is
+    ``nonzero(cond, as_tuple=True)``."""
     if not isinstance(cond, Tensor) or cond.dtype != np.bool_:
         raise TypeError(f"where: cond must be a bool Tensor, got "
                         f"{getattr(cond, 'dtype', type(cond).__name__)}")
+    if a is None and b is None:
+        return nonzero(cond, as_tuple=True)
     if not isinstance(a, Tensor):
         if not isinstance(b, Tensor):
-            raise TypeError("where: a or b must be a Tensor")
+            dt = _scalar_dtype(a, b)
+            b = wrap(cond.device.full((), b, dt), cond.device)
         a = wrap(b.device.full((), _operand(b, a, "where"), b.dtype), b.device)
     if not isinstance(b, Tensor):
         b = wrap(a.device.full((), _operand(a, b, "where"), a.dtype), a.device)
@@ -404,3 +446,130 @@ def compare(name, a, o):
             x, y = d.broadcast_to(x, shape), d.broadcast_to(y, shape)
         return wrap(d.binary(name, x, y), d)
     return wrap(d.scalar(name, a._data, o), d)
+
+
+def eq(a, o):
+    return compare("eq", a, o)
+
+
+def ne(a, o):
+    return compare("ne", a, o)
+
+
+def lt(a, o):
+    return compare("lt", a, o)
+
+
+def le(a, o):
+    return compare("le", a, o)
+
+
+def gt(a, o):
+    return compare("gt", a, o)
+
+
+def ge(a, o):
+    return compare("ge", a, o)
+
+
+# -- bitwise (& | ^ ~ on bool and integer tensors; no gradient) ----------------------------------
+def _bitwise(name, a, o):
+    if a._data.dtype.kind not in "biu":
+        raise TypeError(f"{name}: needs bool or integer tensors, got dtype {a._data.dtype}")
+    if not isinstance(o, Tensor):
+        if isinstance(o, (bool, np.bool_)) or (isinstance(o, numbers.Integral)
+                                               and a.dtype.kind != "b"):
+            o = wrap(a.device.full((), o, a.dtype), a.device)
+        else:
+            raise TypeError(f"{name}: unsupported operand {o!r} for a tensor of dtype {a.dtype}")
+    a, o = prepare(a, o, name)
+    return wrap(a.device.binary(name, a._data, o._data), a.device)
+
+
+def bitwise_and(a, o):
+    return _bitwise("bitwise_and", a, o)
+
+
+def bitwise_or(a, o):
+    return _bitwise("bitwise_or", a, o)
+
+
+def bitwise_xor(a, o):
+    return _bitwise("bitwise_xor", a, o)
+
+
+def bitwise_not(a):
+    """~a: logical not of a bool tensor, bitwise not of an integer one."""
+    kind = a._data.dtype.kind
+    if kind not in "biu":
+        raise TypeError(f"bitwise_not: needs a bool or integer tensor, got dtype {a.dtype}")
+    return wrap(a.device.unary("logical_not" if kind == "b" else "bitwise_not", a._data),
+                a.device)
+
+
+def logical_not(a):
+    return wrap(a.device.unary("logical_not", (a != 0)._data if a.dtype.kind != "b"
+                               else a._data), a.device)
+
+
+# -- clamp -------------------------------------------------------------------------------------
+class Clamp(Op):
+    """min(max(x, lo), hi) for scalar bounds; the gradient passes where lo <= x <= hi, the
+    bounds included (torch's)."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def compute(self, x):
+        d = self.device
+        if self.lo is not None:
+            x = d.scalar("maximum", x, self.lo)
+        return x if self.hi is None else d.scalar("minimum", x, self.hi)
+
+    def gradient(self, g, node):
+        x = node._inputs[0]
+        d = self.device
+        inside = None
+        if self.lo is not None:
+            inside = d.scalar("ge", x._data, self.lo)
+        if self.hi is not None:
+            le_hi = d.scalar("le", x._data, self.hi)
+            inside = le_hi if inside is None else d.binary("bitwise_and", inside, le_hi)
+        return (g * wrap(d.astype(inside, g.dtype), g.device),)
+
+
+def clamp(x, min=None, max=None):  # noqa: A002 - PyTorch's names
+    """Clamp to [min, max] (scalars or tensors; either may be None, not both). With min > max
+    every element becomes max, as in torch."""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x
+        if min is not None:  # NOTE: where, so x keeps the gradient at the bound (torch's)
+            out = where(out < min, min, out)
+        if max is not None:
+            out = where(out > max, max, out)
+        return out
+    lo = None if min is None else _operand(x, min, "clamp")
+    hi = None if max is None else _operand(x, max, "clamp")
+    return apply(Clamp(lo, hi), x)
+
+
+def clamp_min(x, min):  # noqa: A002
+    return clamp(x, min, None)
+
+
+def clamp_max(x, max):  # noqa: A002
+    return clamp(x, None, max)
+
+
+def nonzero(x, as_tuple=False):
+    """The indices of the non-zero elements: an (n, ndim) int64 tensor, or one int64 tensor
+    per dim with ``as_tuple`` (no gradient; the count is known only after a device sync)."""
+    d = x.device
+    idx = np.nonzero(np.asarray(x))
+    if as_tuple:
+        return tuple(wrap(d.from_numpy(i.astype(np.int64)), d) for i in idx)
+    return wrap(d.from_numpy(np.stack(idx, 1).astype(np.int64).reshape(-1, x.ndim)), d)

@@ -1,0 +1,109 @@
+"""The op methods of Tensor, and the ``ds.*`` functions of the same ops: one table.
+
+Each op function of ``dlsys.ops`` takes the tensor first, so it is attached to Tensor as it is
+(``Tensor.sum = ops.reduce.sum``): ``x.sum(1)`` is one call into the op, with no forwarding
+method in between, and ``ds.sum(x, 1)`` is the same function. Like PyTorch's
+native_functions.yaml, one entry gives both spellings; unlike a class body, the table keeps
+``tensor.py`` to the tensor itself (storage, conversion, autograd, in-place writes).
+
+``METHODS`` and ``OPERATORS`` are attached to Tensor when ``dlsys.tensor`` finishes importing;
+``FUNCTIONS`` are the names ``dlsys`` exports as ``ds.<name>``.
+"""
+
+from __future__ import annotations
+
+from .ops import einsum as _es
+from .ops import elementwise as _ew
+from .ops import index as _ix
+from .ops import matmul as _mm
+from .ops import nn as _nn
+from .ops import rearrange as _ra
+from .ops import reduce as _rd
+from .ops import shape as _sh
+from .ops import sort as _so
+from .tensor import Tensor
+
+__all__ = ["METHODS", "OPERATORS", "FUNCTIONS", "attach"]
+
+
+def _where(x, condition, y):
+    """``x.where(condition, y)``: torch's method spelling of ``where(condition, x, y)``."""
+    return _ew.where(condition, x, y)
+
+
+def _logsumexp(x, dim, keepdim=False):
+    return _nn.logsumexp(x, dim, keepdim=keepdim)
+
+
+def _softmax(x, dim=None, dtype=None):
+    return _nn.softmax(x, dim, dtype=dtype)
+
+
+def _log_softmax(x, dim=None, dtype=None):
+    return _nn.log_softmax(x, dim, dtype=dtype)
+
+
+OPERATORS = {
+    "__add__": _ew.add, "__radd__": _ew.add, "__sub__": _ew.sub, "__rsub__": _ew.rsub,
+    "__mul__": _ew.mul, "__rmul__": _ew.mul, "__truediv__": _ew.div, "__rtruediv__": _ew.rdiv,
+    "__pow__": _ew.power, "__rpow__": _ew.rpower, "__neg__": _ew.neg, "__abs__": _ew.abs,
+    "__matmul__": _mm.matmul, "__rmatmul__": _mm.rmatmul,
+    "__eq__": _ew.eq, "__ne__": _ew.ne, "__lt__": _ew.lt, "__le__": _ew.le, "__gt__": _ew.gt,
+    "__ge__": _ew.ge,
+    "__and__": _ew.bitwise_and, "__rand__": _ew.bitwise_and, "__or__": _ew.bitwise_or,
+    "__ror__": _ew.bitwise_or, "__xor__": _ew.bitwise_xor, "__rxor__": _ew.bitwise_xor,
+    "__invert__": _ew.bitwise_not, "__getitem__": _sh.getitem,
+}
+
+METHODS = {
+    # elementwise
+    "add": _ew.add, "sub": _ew.sub, "mul": _ew.mul, "div": _ew.div, "pow": _ew.power,
+    "neg": _ew.neg, "abs": _ew.abs, "exp": _ew.exp, "log": _ew.log, "log1p": _ew.log1p,
+    "sqrt": _ew.sqrt, "relu": _ew.relu, "tanh": _ew.tanh, "sigmoid": _ew.sigmoid,
+    "sin": _ew.sin, "cos": _ew.cos, "erf": _ew.erf, "maximum": _ew.maximum,
+    "minimum": _ew.minimum, "clamp": _ew.clamp, "clip": _ew.clamp, "clamp_min": _ew.clamp_min,
+    "clamp_max": _ew.clamp_max, "where": _where, "eq": _ew.eq, "ne": _ew.ne, "lt": _ew.lt,
+    "le": _ew.le, "gt": _ew.gt, "ge": _ew.ge, "bitwise_and": _ew.bitwise_and,
+    "bitwise_or": _ew.bitwise_or, "bitwise_xor": _ew.bitwise_xor,
+    "bitwise_not": _ew.bitwise_not, "logical_not": _ew.logical_not, "nonzero": _ew.nonzero,
+    "matmul": _mm.matmul,
+    # reductions
+    "sum": _rd.sum, "mean": _rd.mean, "prod": _rd.prod, "amax": _rd.amax, "amin": _rd.amin,
+    "max": _rd.max, "min": _rd.min, "argmax": _rd.argmax, "argmin": _rd.argmin,
+    "var": _rd.var, "std": _rd.std, "any": _rd.any, "all": _rd.all, "norm": _rd.norm,
+    "cumsum": _rd.cumsum, "logsumexp": _logsumexp, "softmax": _softmax,
+    "log_softmax": _log_softmax,
+    # shape and views
+    "reshape": _sh.reshape, "view": _sh.view, "permute": _sh.permute,
+    "transpose": _sh.transpose, "swapaxes": _sh.swapaxes, "movedim": _sh.movedim,
+    "broadcast_to": _sh.broadcast_to, "expand": _sh.expand, "flatten": _sh.flatten,
+    "squeeze": _sh.squeeze, "unsqueeze": _sh.unsqueeze, "flip": _sh.flip,
+    "contiguous": _sh.contiguous, "clone": _sh.clone,
+    "repeat": _ra.repeat, "roll": _ra.roll, "split": _ra.split, "chunk": _ra.chunk,
+    "unbind": _ra.unbind,
+    # indexing along a dim, masks, sorting
+    "gather": _ix.gather, "scatter": _ix.scatter, "scatter_add": _ix.scatter_add,
+    "index_select": _ix.index_select, "select": _ix.select, "narrow": _ix.narrow,
+    "masked_fill": _ix.masked_fill, "tril": _ix.tril, "triu": _ix.triu,
+    "sort": _so.sort, "argsort": _so.argsort, "topk": _so.topk, "msort": _so.msort,
+}
+
+PROPERTIES = {"T": _sh.T, "mT": _sh.mT}
+
+# ds.<name>: torch.<name>'s function of each op (the method names, minus the methods that
+# torch has only as methods, plus the functions that are not methods)
+_METHOD_ONLY = ("where", "view", "contiguous", "expand", "repeat", "scatter_add", "msort")
+FUNCTIONS = {name: fn for name, fn in METHODS.items() if name not in _METHOD_ONLY}
+FUNCTIONS.update({
+    "where": _ew.where, "scatter_add": _ix.scatter_add, "stack": _sh.stack,
+    "concatenate": _sh.concatenate, "cat": _sh.concatenate, "concat": _sh.concatenate,
+    "einsum": _es.einsum, "msort": _so.msort,
+})
+
+
+def attach(cls=Tensor) -> None:
+    """Put the table on the Tensor class (once, at import)."""
+    for name, fn in {**OPERATORS, **METHODS}.items():
+        setattr(cls, name, fn)
+    for name, fn in PROPERTIES.items():
+        setattr(cls, name, property(fn))
