@@ -225,17 +225,21 @@ def multinomial(probs: Tensor, num_samples, replacement=False) -> Tensor:
     if n <= 0 or (not replacement and n > rows.shape[1]):
         raise ValueError(f"multinomial: cannot draw {n} samples from {rows.shape[1]} "
                          f"categories {'with' if replacement else 'without'} replacement")
+    totals = rows.sum(1, keepdims=True)
+    if (totals <= 0).any():
+        raise ValueError(f"multinomial: a row of probs sums to {totals.min()}")
     gen = _random.generator()
-    out = np.empty((rows.shape[0], n), np.int64)
-    for i, r in enumerate(rows):
-        total = r.sum()
-        if total <= 0:
-            raise ValueError(f"multinomial: row {i} of probs sums to {total}")
-        if not replacement and np.count_nonzero(r) < n:
-            raise ValueError(f"multinomial: row {i} has {np.count_nonzero(r)} non-zero "
-                             f"categories, fewer than the {n} samples without replacement")
-        out[i] = gen.choice(r.size, n, replace=bool(replacement), p=r / total)
-    return tensor(out.reshape(p.shape[:-1] + (n,)), device=probs.device)
+    if replacement:  # the inverse CDF of each row, at uniforms below its total
+        cdf = np.cumsum(rows, 1)
+        u = gen.random((rows.shape[0], n)) * cdf[:, -1:]
+        out = np.stack([np.searchsorted(c, v, side="right") for c, v in zip(cdf, u,
+                                                                            strict=True)])
+    else:
+        # NOTE: as torch: the n largest p / E for E ~ Exp(1) (Efraimidis-Spirakis), so
+        # categories of probability 0 come last, once the others are drawn
+        keys = rows / gen.standard_exponential(rows.shape)
+        out = np.argsort(-keys, 1, kind="stable")[:, :n]
+    return tensor(out.reshape(p.shape[:-1] + (n,)).astype(np.int64), device=probs.device)
 
 
 def _like(fn, t, dtype, device, **kw):

@@ -12,6 +12,7 @@ native_functions.yaml, one entry gives both spellings; unlike a class body, the 
 
 from __future__ import annotations
 
+from .ops import compare as _cmp
 from .ops import einsum as _es
 from .ops import elementwise as _ew
 from .ops import index as _ix
@@ -43,29 +44,40 @@ def _log_softmax(x, dim=None, dtype=None):
     return _nn.log_softmax(x, dim, dtype=dtype)
 
 
+def _reshape_as(x, other):
+    return _sh.reshape(x, other.shape)
+
+
+def _view_as(x, other):
+    return _sh.view(x, other.shape)
+
+
 OPERATORS = {
     "__add__": _ew.add, "__radd__": _ew.add, "__sub__": _ew.sub, "__rsub__": _ew.rsub,
     "__mul__": _ew.mul, "__rmul__": _ew.mul, "__truediv__": _ew.div, "__rtruediv__": _ew.rdiv,
-    "__pow__": _ew.power, "__rpow__": _ew.rpower, "__neg__": _ew.neg, "__abs__": _ew.abs,
+    "__pow__": _ew.power, "__rpow__": _ew.rpower, "__mod__": _ew.remainder,
+    "__rmod__": _ew.rremainder, "__floordiv__": _ew.floor_divide,
+    "__rfloordiv__": _ew.rfloor_divide, "__neg__": _ew.neg, "__abs__": _ew.abs,
     "__matmul__": _mm.matmul, "__rmatmul__": _mm.rmatmul,
-    "__eq__": _ew.eq, "__ne__": _ew.ne, "__lt__": _ew.lt, "__le__": _ew.le, "__gt__": _ew.gt,
-    "__ge__": _ew.ge,
-    "__and__": _ew.bitwise_and, "__rand__": _ew.bitwise_and, "__or__": _ew.bitwise_or,
-    "__ror__": _ew.bitwise_or, "__xor__": _ew.bitwise_xor, "__rxor__": _ew.bitwise_xor,
-    "__invert__": _ew.bitwise_not, "__getitem__": _sh.getitem,
+    "__eq__": _cmp.eq, "__ne__": _cmp.ne, "__lt__": _cmp.lt, "__le__": _cmp.le, "__gt__": _cmp.gt,
+    "__ge__": _cmp.ge,
+    "__and__": _cmp.bitwise_and, "__rand__": _cmp.bitwise_and, "__or__": _cmp.bitwise_or,
+    "__ror__": _cmp.bitwise_or, "__xor__": _cmp.bitwise_xor, "__rxor__": _cmp.bitwise_xor,
+    "__invert__": _cmp.bitwise_not, "__getitem__": _sh.getitem,
 }
 
 METHODS = {
     # elementwise
     "add": _ew.add, "sub": _ew.sub, "mul": _ew.mul, "div": _ew.div, "pow": _ew.power,
+    "remainder": _ew.remainder, "floor_divide": _ew.floor_divide,
     "neg": _ew.neg, "abs": _ew.abs, "exp": _ew.exp, "log": _ew.log, "log1p": _ew.log1p,
     "sqrt": _ew.sqrt, "relu": _ew.relu, "tanh": _ew.tanh, "sigmoid": _ew.sigmoid,
     "sin": _ew.sin, "cos": _ew.cos, "erf": _ew.erf, "maximum": _ew.maximum,
     "minimum": _ew.minimum, "clamp": _ew.clamp, "clip": _ew.clamp, "clamp_min": _ew.clamp_min,
-    "clamp_max": _ew.clamp_max, "where": _where, "eq": _ew.eq, "ne": _ew.ne, "lt": _ew.lt,
-    "le": _ew.le, "gt": _ew.gt, "ge": _ew.ge, "bitwise_and": _ew.bitwise_and,
-    "bitwise_or": _ew.bitwise_or, "bitwise_xor": _ew.bitwise_xor,
-    "bitwise_not": _ew.bitwise_not, "logical_not": _ew.logical_not, "nonzero": _ew.nonzero,
+    "clamp_max": _ew.clamp_max, "where": _where, "eq": _cmp.eq, "ne": _cmp.ne, "lt": _cmp.lt,
+    "le": _cmp.le, "gt": _cmp.gt, "ge": _cmp.ge, "bitwise_and": _cmp.bitwise_and,
+    "bitwise_or": _cmp.bitwise_or, "bitwise_xor": _cmp.bitwise_xor,
+    "bitwise_not": _cmp.bitwise_not, "logical_not": _cmp.logical_not, "nonzero": _ew.nonzero,
     "matmul": _mm.matmul,
     # reductions
     "sum": _rd.sum, "mean": _rd.mean, "prod": _rd.prod, "amax": _rd.amax, "amin": _rd.amin,
@@ -75,8 +87,9 @@ METHODS = {
     "log_softmax": _log_softmax,
     # shape and views
     "reshape": _sh.reshape, "view": _sh.view, "permute": _sh.permute,
-    "transpose": _sh.transpose, "swapaxes": _sh.swapaxes, "movedim": _sh.movedim,
-    "broadcast_to": _sh.broadcast_to, "expand": _sh.expand, "flatten": _sh.flatten,
+    "transpose": _sh.transpose, "swapaxes": _sh.swapaxes, "movedim": _sh.movedim, "t": _sh.t,
+    "broadcast_to": _sh.broadcast_to, "expand": _sh.expand, "expand_as": _sh.expand_as,
+    "flatten": _sh.flatten, "reshape_as": _reshape_as, "view_as": _view_as,
     "squeeze": _sh.squeeze, "unsqueeze": _sh.unsqueeze, "flip": _sh.flip,
     "contiguous": _sh.contiguous, "clone": _sh.clone,
     "repeat": _ra.repeat, "roll": _ra.roll, "split": _ra.split, "chunk": _ra.chunk,
@@ -92,7 +105,8 @@ PROPERTIES = {"T": _sh.T, "mT": _sh.mT}
 
 # ds.<name>: torch.<name>'s function of each op (the method names, minus the methods that
 # torch has only as methods, plus the functions that are not methods)
-_METHOD_ONLY = ("where", "view", "contiguous", "expand", "repeat", "scatter_add", "msort")
+_METHOD_ONLY = ("where", "view", "contiguous", "expand", "expand_as", "reshape_as", "view_as",
+                "repeat", "scatter_add", "msort")
 FUNCTIONS = {name: fn for name, fn in METHODS.items() if name not in _METHOD_ONLY}
 FUNCTIONS.update({
     "where": _ew.where, "scatter_add": _ix.scatter_add, "stack": _sh.stack,

@@ -120,3 +120,24 @@ def test_logical_and_bitwise(D):
                   ("bitwise_xor", np.bitwise_xor)):
         same(D, D.binary(op, D.from_numpy(m), D.from_numpy(n)), f(m, n))
         same(D, D.binary(op, D.from_numpy(i), D.from_numpy(j)), f(i, j))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.int32])
+def test_remainder_and_floor_divide_round_toward_minus_infinity(D, dtype):
+    a = np.array([5.5, -3.2, 7.0, -7.0, 1.0, 0.0]).astype(dtype) if dtype in (
+        np.float32, np.float64) else np.array([5, -3, 7, -7, 1, 0], dtype)
+    b = np.array([2.0, 2.5, -3.0, 2.0, 0.1, 3.0]).astype(dtype) if a.dtype.kind == "f" else \
+        np.array([2, 2, -3, 2, 3, 3], dtype)
+    for op, f in (("remainder", np.remainder), ("floor_divide", np.floor_divide)):
+        same(D, D.binary(op, D.from_numpy(a), D.from_numpy(b)), f(a, b))
+        s = 2 if a.dtype.kind in "iu" else 2.5
+        same(D, D.scalar(op, D.from_numpy(a), s), f(a, a.dtype.type(s)))
+        same(D, D.scalar(op, D.from_numpy(b), s, reverse=True), f(b.dtype.type(s), b))
+
+
+def test_float_remainder_and_floor_divide_by_zero(D):
+    a = np.array([5.0, -3.0, 0.0], np.float32)
+    z = np.zeros(3, np.float32)
+    with np.errstate(all="ignore"):
+        for op, f in (("remainder", np.remainder), ("floor_divide", np.floor_divide)):
+            same(D, D.binary(op, D.from_numpy(a), D.from_numpy(z)), f(a, z))

@@ -208,3 +208,13 @@ def test_pickle_and_deepcopy_by_value():
         assert not np.shares_memory(u.numpy(), t.numpy())
         np.testing.assert_array_equal(u.numpy(), t.numpy())
         np.testing.assert_array_equal(u.grad.numpy(), t.grad.numpy())
+
+
+def test_multinomial_frequencies_follow_the_weights():
+    ds.manual_seed(0)
+    p = np.array([0.1, 0.0, 0.3, 0.6])
+    draws = ds.multinomial(ds.tensor(p * 5), 20000, replacement=True).numpy()
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / draws.size, p, atol=0.015)
+    firsts = np.array([ds.multinomial(ds.tensor(p), 2).numpy()[0] for _ in range(4000)])
+    np.testing.assert_allclose(np.bincount(firsts, minlength=4) / firsts.size, p, atol=0.03)
+    assert ds.multinomial(ds.tensor(p), 4).numpy()[-1] == 1  # probability 0 comes last

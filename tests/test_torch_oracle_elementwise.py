@@ -43,6 +43,13 @@ CASES = {  # name: (fn(L, *tensors), arrays)
                  (np.array([True, False, True]), np.array([True, True, False]))),
     "int_bitwise": (lambda L, i, j: (i & j, i | j, i ^ j, ~i), (np.array([3, -4, 5]),
                                                              np.array([6, 7, -8]))),
+    "remainder": (lambda L, a, b: (a % b, a % 0.7, L.remainder(a, -1.5), a.remainder(b)),
+                  (R(3, 4) * 4, B + 0.1)),
+    "floor_divide_forward": (lambda L, a, b: (a.detach() // b.detach(), a.detach() // 0.3,
+                                              1.0 // a.detach()), (R(3, 4) * 4, B + 0.1)),
+    "int_remainder_floor_divide": (lambda L, i, j: (i % j, i // j, i % 3, -7 // j, 7 % j),
+                                   (np.array([5, -3, 7, -7]), np.array([2, 2, -3, 3]))),
+    "float_mod_by_zero": (lambda L, a: (a % 0.0, a.detach() // 0.0), (np.array([1.0, -2.0, 0.0]),)),
     "matmul_2d": (lambda L, a, b: a @ b, (R(3, 4), R(4, 5))),
     "matmul_batched_bcast": (lambda L, a, b: a @ b, (R(2, 1, 3, 4), R(5, 4, 2))),
     "matmul_1d_1d": (lambda L, a, b: a @ b, (R(4), R(4, seed=1))),
@@ -109,6 +116,10 @@ ERRORS = {
     "float_invert": (lambda L, a: ~a, (A,)),
     "gelu_bad_approximate": (lambda L, a: L.nn.functional.gelu(a, approximate="x"), (A,)),
     "matmul_mixed_dtypes": (lambda L, a, b: a @ b.double(), (R(3, 4), R(4, 2))),
+    "int_remainder_by_zero": (lambda L, a, b: a.long() % 0, (A, A)),
+    "int_floor_divide_by_zero_tensor": (lambda L, a, b: a.long() // (b * 0).long(), (A, A)),
+    "floor_divide_backward": (lambda L, a, b: (a // 2.0).sum().backward(), (A, A)),
+    "rremainder_backward": (lambda L, a, b: (7.0 % a).sum().backward(), (A, A)),
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import dlsys as ds
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-9, atol=1e-12)}
-ERRORS = (ValueError, TypeError, IndexError, RuntimeError)
+ERRORS = (ValueError, TypeError, IndexError, RuntimeError, ZeroDivisionError)
 
 
 def _tensors(L, arrays, dtype, device):
@@ -36,16 +36,17 @@ def _tensors(L, arrays, dtype, device):
     return out
 
 
-def _flat(out):
-    """(name, tensor) of each output: a tensor, or the fields of a tuple / named tuple."""
+def _flat(out, prefix=""):
+    """(name, tensor) of each output: a tensor, or the fields of (nested) tuples and named
+    tuples (torch.return_types are structseqs with values/indices)."""
     if isinstance(out, (tuple, list)):
         names = getattr(out, "_fields", None)
         if names is None and hasattr(out, "values") and hasattr(out, "indices"):
-            names = ("values", "indices")  # torch.return_types: structseq
-        if names is not None:
-            return [(n, getattr(out, n)) for n in names]
-        return [(str(i), o) for i, o in enumerate(out)]
-    return [("out", out)]
+            names = ("values", "indices")
+        items = [(n, getattr(out, n)) for n in names] if names is not None else \
+            [(str(i), o) for i, o in enumerate(out)]
+        return [f for n, o in items for f in _flat(o, f"{prefix}{n}.")]
+    return [(prefix.rstrip(".") or "out", out)]
 
 
 def _np(t):
@@ -66,9 +67,9 @@ def run(L, fn, arrays, dtype, device="cpu", grad=True, seed=0):
         loss = None
         for _n, o in flat:
             if o.dtype.is_floating_point if L is not ds else o.dtype.kind == "f":
-                if not o.requires_grad:
+                w = rng.standard_normal(tuple(o.shape)).astype(_np(o).dtype)
+                if not o.requires_grad:  # NOTE: after the draw, so both sides draw alike
                     continue
-                w = rng.standard_normal(tuple(o.shape)).astype(dtype)
                 wt = L.tensor(w) if L is not ds else ds.tensor(w, device=o.device)
                 term = (o * wt).sum()
                 loss = term if loss is None else loss + term

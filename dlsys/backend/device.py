@@ -38,6 +38,7 @@ NUMPY_BINARY = {
     "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
     "gt": np.greater, "ge": np.greater_equal,
     "bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
+    "remainder": np.remainder, "floor_divide": np.floor_divide,  # Python's: toward -inf
 }
 BINARY_OPS = tuple(NUMPY_BINARY)
 COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")

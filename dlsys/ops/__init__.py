@@ -41,10 +41,11 @@ def check_same(a, b, what: str):
 
 
 # -- dimensions: PyTorch's rules, one place ------------------------------------------------------
-def wrap_dim(dim, ndim: int, what: str = "dim") -> int:
+def wrap_dim(dim, ndim: int, what: str = "dim", of: str | None = None) -> int:
     """``dim`` as a non-negative index for a tensor of ``ndim`` dims, as PyTorch wraps it: a
     0-d tensor takes dims -1 and 0 (as if it had one); IndexError naming the dim and the
-    range otherwise (never a silent wrap-around)."""
+    range otherwise (never a silent wrap-around). ``of`` names what has the ``ndim`` dims
+    when it is not the input (stack and unsqueeze address ndim + 1)."""
     n = ndim if ndim else 1
     try:
         d = operator.index(dim)
@@ -52,7 +53,7 @@ def wrap_dim(dim, ndim: int, what: str = "dim") -> int:
         raise TypeError(f"{what}: expected an int dimension, got {type(dim).__name__}") from None
     if not -n <= d < n:
         raise IndexError(f"{what}: dimension out of range (expected to be in range of "
-                         f"[{-n}, {n - 1}], but got {d}) for a tensor with {ndim} dims")
+                         f"[{-n}, {n - 1}], but got {d}) for {of or f'a tensor with {ndim} dims'}")
     return d % n if ndim else 0
 
 

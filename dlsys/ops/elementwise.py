@@ -1,4 +1,5 @@
-"""Elementwise ops: binary (+ - * / ** maximum minimum), with a scalar, unary, where, compare.
+"""Elementwise ops: binary (+ - * / ** maximum minimum), with a scalar, unary, where, clamp
+(comparisons and bitwise ops, which have no gradient: ``ops.compare``).
 
 Broadcasting and the strict dtype/device rules are resolved here, once, in ``prepare``.
 """
@@ -18,9 +19,9 @@ from . import shape as _sh
 
 __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg", "exp", "log",
            "log1p", "sqrt", "relu", "tanh", "sigmoid", "gelu", "sin", "cos", "erf", "abs",
-           "maximum", "minimum", "where", "compare", "eq", "ne", "lt", "le", "gt", "ge",
-           "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "logical_not", "clamp",
-           "clamp_min", "clamp_max", "nonzero", "prepare", "unary"]
+           "remainder", "rremainder", "floor_divide", "rfloor_divide", "maximum", "minimum",
+           "where", "clamp", "clamp_min", "clamp_max", "nonzero",
+           "prepare", "unary"]
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -182,7 +183,37 @@ class Scalar(Op):
             # NOTE: as torch: 0 ** a is constant where a >= 0; log(s) is -inf at 0, nan below
             log_s = -math.inf if s == 0 else math.nan
             return (where(a >= 0, 0.0, g * node * log_s) if s == 0 else g * node * log_s,)
-        raise RuntimeError(f"no gradient for scalar op {name}")
+        if name == "remainder" and not self.reverse:
+            return (g,)
+        raise RuntimeError(f"the derivative of {name} with a scalar "
+                           f"{'dividend' if self.reverse else 'divisor'} is not implemented "
+                           "(as in torch)")
+
+
+class Remainder(Op):
+    """a % b with the sign of b (Python's and torch's remainder); gradient (1, -floor(a/b))."""
+
+    __slots__ = ()
+
+    def compute(self, a, b):
+        return self.device.binary("remainder", a, b)
+
+    def gradient(self, g, node):
+        a, b = node._inputs
+        return (g if a._requires_grad else None,
+                -(g * floor_divide(a.detach(), b.detach())) if b._requires_grad else None)
+
+
+class FloorDivide(Op):
+    """a // b, rounded toward -inf; like torch, it has no derivative (backward raises)."""
+
+    __slots__ = ()
+
+    def compute(self, a, b):
+        return self.device.binary("floor_divide", a, b)
+
+    def gradient(self, g, node):
+        raise RuntimeError("the derivative of floor_divide is not implemented (as in torch)")
 
 
 def _binary(op_cls, name, a, o, what):
@@ -229,6 +260,44 @@ def rdiv(a, o):
     if isinstance(o, Tensor):
         return div(o, a)
     return apply(Scalar("div", o, True), a)
+
+
+def _no_int_zero(a, o, what):
+    """Integer division by zero raises ZeroDivisionError, as torch's (numpy would give 0).
+    NOTE: a divisor tensor is checked on the CPU only (a CUDA check would cost a sync)."""
+    if a._data.dtype.kind not in "iu":
+        return
+    if (o == 0 if not isinstance(o, Tensor) else
+            o.device.name == "cpu" and bool((o.numpy() == 0).any())):
+        raise ZeroDivisionError(f"{what}: integer division by zero")
+
+
+def remainder(a, b):
+    b = _operand(a, b, "remainder")
+    _no_int_zero(a, b, "remainder")
+    return _binary(Remainder, "remainder", a, b, "remainder")
+
+
+def rremainder(a, o):
+    o = _operand(a, o, "remainder")
+    if isinstance(o, Tensor):
+        return remainder(o, a)
+    _no_int_zero(a, a, "remainder")
+    return apply(Scalar("remainder", o, True), a)
+
+
+def floor_divide(a, b):
+    b = _operand(a, b, "floor_divide")
+    _no_int_zero(a, b, "floor_divide")
+    return _binary(FloorDivide, "floor_divide", a, b, "floor_divide")
+
+
+def rfloor_divide(a, o):
+    o = _operand(a, o, "floor_divide")
+    if isinstance(o, Tensor):
+        return floor_divide(o, a)
+    _no_int_zero(a, a, "floor_divide")
+    return apply(Scalar("floor_divide", o, True), a)
 
 
 def power(a, b):
@@ -369,7 +438,7 @@ def relu(x):
     return apply(Unary("relu"), x)
 
 
-# -- where / compare ---------------------------------------------------------------------------
+# -- where ---------------------------------------------------------------------------------------
 class Where(Op):
     __slots__ = ("cond",)
 
@@ -425,91 +494,6 @@ def where(cond, a=None, b=None):
         if a.shape != shape:
             a, b = _sh.broadcast_to(a, shape), _sh.broadcast_to(b, shape)
     return apply(Where(c), a, b)
-
-
-def compare(name, a, o):
-    """A bool Tensor (never requires grad). A float scalar may meet an integer tensor here:
-    the result is a bool, nothing is truncated."""
-    d = a.device
-    if isinstance(o, numbers.Real) and not isinstance(o, (bool, np.bool_)):
-        return wrap(d.scalar(name, a._data, o), d)
-    o = _operand(a, o, name)
-    if isinstance(o, Tensor):
-        check_same(a, o, name)
-        x, y = a._data, o._data
-        if x.shape != y.shape:
-            try:
-                shape = np.broadcast_shapes(x.shape, y.shape)
-            except ValueError:
-                raise ValueError(f"{name}: shapes {x.shape} and {y.shape} cannot be broadcast "
-                                 f"together") from None
-            x, y = d.broadcast_to(x, shape), d.broadcast_to(y, shape)
-        return wrap(d.binary(name, x, y), d)
-    return wrap(d.scalar(name, a._data, o), d)
-
-
-def eq(a, o):
-    return compare("eq", a, o)
-
-
-def ne(a, o):
-    return compare("ne", a, o)
-
-
-def lt(a, o):
-    return compare("lt", a, o)
-
-
-def le(a, o):
-    return compare("le", a, o)
-
-
-def gt(a, o):
-    return compare("gt", a, o)
-
-
-def ge(a, o):
-    return compare("ge", a, o)
-
-
-# -- bitwise (& | ^ ~ on bool and integer tensors; no gradient) ----------------------------------
-def _bitwise(name, a, o):
-    if a._data.dtype.kind not in "biu":
-        raise TypeError(f"{name}: needs bool or integer tensors, got dtype {a._data.dtype}")
-    if not isinstance(o, Tensor):
-        if isinstance(o, (bool, np.bool_)) or (isinstance(o, numbers.Integral)
-                                               and a.dtype.kind != "b"):
-            o = wrap(a.device.full((), o, a.dtype), a.device)
-        else:
-            raise TypeError(f"{name}: unsupported operand {o!r} for a tensor of dtype {a.dtype}")
-    a, o = prepare(a, o, name)
-    return wrap(a.device.binary(name, a._data, o._data), a.device)
-
-
-def bitwise_and(a, o):
-    return _bitwise("bitwise_and", a, o)
-
-
-def bitwise_or(a, o):
-    return _bitwise("bitwise_or", a, o)
-
-
-def bitwise_xor(a, o):
-    return _bitwise("bitwise_xor", a, o)
-
-
-def bitwise_not(a):
-    """~a: logical not of a bool tensor, bitwise not of an integer one."""
-    kind = a._data.dtype.kind
-    if kind not in "biu":
-        raise TypeError(f"bitwise_not: needs a bool or integer tensor, got dtype {a.dtype}")
-    return wrap(a.device.unary("logical_not" if kind == "b" else "bitwise_not", a._data),
-                a.device)
-
-
-def logical_not(a):
-    return wrap(a.device.unary("logical_not", (a != 0)._data if a.dtype.kind != "b"
-                               else a._data), a.device)
 
 
 # -- clamp -------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from ..autograd import apply, wrap
 from ..tensor import Tensor
 from . import Op, alias, wrap_dim
 
-__all__ = ["reshape", "view", "permute", "transpose", "swapaxes", "movedim", "mT", "T",
-           "broadcast_to", "expand", "flatten", "squeeze", "unsqueeze", "flip", "getitem",
+__all__ = ["reshape", "view", "permute", "transpose", "swapaxes", "movedim", "mT", "T", "t",
+           "broadcast_to", "expand", "expand_as", "flatten", "squeeze", "unsqueeze", "flip",
+           "getitem",
            "normalize_index", "setitem", "stack", "concatenate", "cast", "to_device",
            "contiguous", "clone"]
 
@@ -121,6 +122,14 @@ def T(x: Tensor) -> Tensor:  # noqa: N802 - PyTorch's name
     return x if n < 2 else apply(Permute(tuple(range(n - 1, -1, -1))), x)
 
 
+def t(x: Tensor) -> Tensor:
+    """The transpose of a tensor of at most 2 dims (torch's t())."""
+    if x.ndim > 2:
+        raise ValueError(f"t() expects a tensor with <= 2 dims, got shape {x.shape} (use "
+                         "transpose(dim0, dim1) or permute)")
+    return T(x)
+
+
 def mT(x: Tensor) -> Tensor:  # noqa: N802
     """The last two dims swapped (a batch of matrices transposed)."""
     if x.ndim < 2:
@@ -179,6 +188,10 @@ def expand(x: Tensor, *sizes) -> Tensor:
     return broadcast_to(x, tuple(shape))
 
 
+def expand_as(x: Tensor, other: Tensor) -> Tensor:
+    return broadcast_to(x, other.shape)
+
+
 def flatten(x: Tensor, start_dim=0, end_dim=-1) -> Tensor:
     n = x.ndim
     s, e = wrap_dim(start_dim, n, "flatten"), wrap_dim(end_dim, n, "flatten")
@@ -204,7 +217,8 @@ def unsqueeze(x: Tensor, dim=None, *, axis=None) -> Tensor:
     dim = alias(dim, axis, "dim", "axis")
     if dim is None:
         raise TypeError("unsqueeze: missing the dim argument")
-    a = wrap_dim(dim, x.ndim + 1, "unsqueeze")
+    a = wrap_dim(dim, x.ndim + 1, "unsqueeze", f"a tensor with {x.ndim} dims (the result has "
+                 f"{x.ndim + 1})")
     shp = list(x.shape)
     shp.insert(a, 1)
     return reshape(x, tuple(shp))
@@ -450,7 +464,9 @@ def stack(tensors, dim=0, *, axis=None) -> Tensor:
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
-    dim = wrap_dim(alias(dim, axis, "dim", "axis", 0), tensors[0].ndim + 1, "stack")
+    nd = tensors[0].ndim
+    dim = wrap_dim(alias(dim, axis, "dim", "axis", 0), nd + 1, "stack",
+                   f"stacking tensors with {nd} dims (the result has {nd + 1})")
     return apply(Stack(dim), *tensors)
 
 

@@ -97,6 +97,11 @@ def install_caching_allocator() -> bool:
     return memory.install()
 
 
+def _int_variant(op, dtype):
+    """The kernel name of ``op`` for results of ``dtype`` (see kernels.INT_VARIANTS)."""
+    return op + "_int" if op in K.INT_VARIANTS and np.dtype(dtype).kind in "iu" else op
+
+
 def _in_context(gpu, method):
     @functools.wraps(method)
     def run(*args, **kwargs):
@@ -290,8 +295,8 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
             raise ValueError(f"binary {op}: shapes differ, {a.shape} vs {b.shape}")
         rdt = binary_result_dtype(op, a.dtype, b.dtype)
         out = self.empty(a.shape, rdt)
-        launch_1d(K.binary_kernel(op), a.size, self.flat(a), self.flat(b), out.reshape(-1),
-                  a.size)
+        launch_1d(K.binary_kernel(_int_variant(op, a.dtype)), a.size, self.flat(a),
+                  self.flat(b), out.reshape(-1), a.size)
         return out
 
     @float16_via_float32(1)
@@ -305,8 +310,8 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
         else:
             sv = np.float64(s) if isinstance(s, (float, np.floating)) else np.int64(s)
         out = self.empty(a.shape, rdt)
-        launch_1d(K.scalar_kernel(op, bool(reverse)), a.size, self.flat(a), sv,
-                  out.reshape(-1), a.size)
+        launch_1d(K.scalar_kernel(_int_variant(op, rdt), bool(reverse)), a.size, self.flat(a),
+                  sv, out.reshape(-1), a.size)
         return out
 
     def where(self, cond, a, b):

@@ -215,10 +215,37 @@ def _bitwise_xor(a, b):
     return a ^ b
 
 
+@cuda.jit(device=True)
+def _remainder(a, b):
+    # NOTE: float % has Python's semantics in Numba (the sign of b, exact); x % 0 is nan
+    return a % b if b != 0 else math.nan
+
+
+@cuda.jit(device=True)
+def _floor_divide(a, b):
+    return a // b if b != 0 else _div(a, b)
+
+
+@cuda.jit(device=True)
+def _remainder_int(a, b):
+    # NOTE: integers get their own function so the result keeps their type (a float nan
+    # branch would unify it to float64); x % 0 is 0 as numpy's (the front end raises first)
+    return a % b if b != 0 else a * 0
+
+
+@cuda.jit(device=True)
+def _floor_divide_int(a, b):
+    return a // b if b != 0 else a * 0
+
+
 BINARY_FUNCS = {"add": _add, "sub": _sub, "mul": _mul, "div": _div, "pow": _pow,
                 "maximum": _maximum, "minimum": _minimum, "eq": _eq, "ne": _ne, "lt": _lt,
                 "le": _le, "gt": _gt, "ge": _ge, "bitwise_and": _bitwise_and,
-                "bitwise_or": _bitwise_or, "bitwise_xor": _bitwise_xor}
+                "bitwise_or": _bitwise_or, "bitwise_xor": _bitwise_xor, "remainder": _remainder,
+                "floor_divide": _floor_divide, "remainder_int": _remainder_int,
+                "floor_divide_int": _floor_divide_int}
+# the ops with an integer variant of their device function (see _remainder_int)
+INT_VARIANTS = ("remainder", "floor_divide")
 
 
 # fused backward of unary ops: f(a, g) = g * op'(x), a is x or y = op(x) (see BACKWARD_INPUT)
