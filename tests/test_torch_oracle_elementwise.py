@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from torch_oracle import P, R, U, check, check_raises
+from torch_oracle import DEVICES, P, R, U, check, check_raises
 
 torch = pytest.importorskip("torch")
 
@@ -70,10 +70,11 @@ CASES = {  # name: (fn(L, *tensors), arrays)
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name):
+def test_matches_torch(name, device):
     fn, arrays = CASES[name]
-    check(torch, fn, *arrays)
+    check(torch, fn, *arrays, device=device)
 
 
 # -- the gradients of issue 11 ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from torch_oracle import R, U, check, check_raises
+from torch_oracle import DEVICES, R, U, check, check_raises
 
 torch = pytest.importorskip("torch")
 
@@ -80,10 +80,11 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name):
+def test_matches_torch(name, device):
     fn, arrays = CASES[name]
-    check(torch, fn, *arrays)
+    check(torch, fn, *arrays, device=device)
 
 
 def test_scatter_with_a_larger_src_uses_its_leading_part():

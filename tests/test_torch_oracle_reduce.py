@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from torch_oracle import R, U, check, check_raises
+from torch_oracle import DEVICES, R, U, check, check_raises
 
 torch = pytest.importorskip("torch")
 
@@ -76,10 +76,12 @@ CASES.update({  # 0-d inputs, as torch accepts them
 })
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name):
+def test_matches_torch(name, device):
     fn, arrays = CASES[name]
-    check(torch, fn, *arrays, tol={"rtol": 1e-4, "atol": 1e-5} if "prod" in name else None)
+    check(torch, fn, *arrays, device=device,
+          tol={"rtol": 1e-4, "atol": 1e-5} if "prod" in name else None)
 
 
 def test_var_with_a_correction_beyond_n_is_inf_as_torch():

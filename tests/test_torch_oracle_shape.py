@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from torch_oracle import R, check, check_raises
+from torch_oracle import DEVICES, R, check, check_raises
 
 torch = pytest.importorskip("torch")
 
@@ -76,10 +76,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_matches_torch(name):
+def test_matches_torch(name, device):
     fn, arrays = CASES[name]
-    check(torch, fn, *arrays, tol={"rtol": 1e-4, "atol": 1e-5} if "einsum" in name else None)
+    check(torch, fn, *arrays, device=device,
+          tol={"rtol": 1e-4, "atol": 1e-5} if "einsum" in name else None)
 
 
 def test_transpose_of_a_2d_tensor_is_not_a_no_op():

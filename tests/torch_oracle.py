@@ -16,6 +16,7 @@ import numpy as np
 
 import dlsys as ds
 
+DEVICES = ["cpu"] + (["cuda"] if ds.cuda_is_available() else [])
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-9, atol=1e-12)}
 ERRORS = (ValueError, TypeError, IndexError, RuntimeError, ZeroDivisionError)
 

@@ -334,7 +334,9 @@ class GetItemBackward(Op):
 def _norm_index_item(i, x):
     if isinstance(i, Tensor):
         if i.device != x.device:
-            raise ValueError(f"index tensor is on {i.device}, indexed tensor on {x.device}")
+            if i.device.name != "cpu":  # NOTE: as torch, CPU indices may index any device
+                raise ValueError(f"index tensor is on {i.device}, indexed tensor on {x.device}")
+            i = i.to(x.device)
         if i.dtype.kind not in "iub":
             raise TypeError(f"index tensors must be integer or bool, got dtype {i.dtype}")
         if i.ndim == 0 and i.dtype.kind != "b":
