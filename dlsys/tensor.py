@@ -250,15 +250,18 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def to(self, *args, **kwargs) -> Tensor:
-        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or keywords; differentiable.
-        Returns self when nothing changes."""
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)`` (other's dtype
+        and device) or keywords; differentiable. Returns self when nothing changes."""
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)  # NOTE: accepted, as torch's; copies are synchronous
         if kwargs:
             raise TypeError(f"to() got unexpected keywords {sorted(kwargs)}")
         for a in args:
-            if isinstance(a, _backend.Device) or (isinstance(a, str) and a.split(":")[0] in
-                                                  ("cpu", "cuda")):
+            if isinstance(a, Tensor):
+                dtype, device = a.dtype, a.device
+            elif isinstance(a, _backend.Device) or (isinstance(a, str) and a.split(":")[0] in
+                                                    ("cpu", "cuda")):
                 device = a
             else:
                 dtype = a

@@ -12,6 +12,9 @@ native_functions.yaml, one entry gives both spellings; unlike a class body, the 
 
 from __future__ import annotations
 
+import numpy as np
+
+from . import creation as _cr
 from .ops import compare as _cmp
 from .ops import einsum as _es
 from .ops import elementwise as _ew
@@ -50,6 +53,67 @@ def _reshape_as(x, other):
 
 def _view_as(x, other):
     return _sh.view(x, other.shape)
+
+
+def _inplace(name, fn):
+    """``x.name_(...)``: fn's result written into x (the in-place rules of Tensor: x must not
+    require grad, or grad mode is off)."""
+    def method(x, *args, **kwargs):
+        x._check_inplace(name + "_")
+        out = fn(x, *args, **kwargs)
+        x.device.copy_(x._data, out._data)
+        return x
+
+    method.__name__ = name + "_"
+    method.__doc__ = f"In-place {name} (see Tensor.{name})."
+    return method
+
+
+def _new(fill):
+    def method(x, *size, dtype=None, device=None, requires_grad=False):
+        return _cr.full(size[0] if len(size) == 1 and isinstance(size[0], (tuple, list))
+                        else size, fill, dtype=x.dtype if dtype is None else dtype,
+                        device=x.device if device is None else device,
+                        requires_grad=requires_grad)
+    return method
+
+
+def _new_full(x, size, fill_value, dtype=None, device=None, requires_grad=False):
+    return _new(fill_value)(x, tuple(size), dtype=dtype, device=device,
+                            requires_grad=requires_grad)
+
+
+def _new_tensor(x, data, dtype=None, device=None, requires_grad=False):
+    return _cr.tensor(data, dtype=x.dtype if dtype is None else dtype,
+                      device=x.device if device is None else device, requires_grad=requires_grad)
+
+
+def square(x):
+    return x * x
+
+
+def rsqrt(x):
+    return _ew.sqrt(x) ** -1.0
+
+
+def reciprocal(x):
+    return 1.0 / x
+
+
+def _type_as(x, other):
+    return x.to(other.dtype)
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    """torch.allclose (on host copies; a Python bool)."""
+    _cmp.compare("eq", a, b)  # the dtype, device and shape checks of a comparison
+    return bool(np.allclose(np.asarray(a), np.asarray(b), rtol, atol, equal_nan))
+
+
+def equal(a, b) -> bool:
+    """torch.equal: the same shape and the same elements."""
+    return a.shape == b.shape and a.dtype == b.dtype and bool(
+        np.array_equal(np.asarray(a), np.asarray(b)))
 
 
 OPERATORS = {
@@ -101,13 +165,24 @@ METHODS = {
     "sort": _so.sort, "argsort": _so.argsort, "topk": _so.topk, "msort": _so.msort,
 }
 
+METHODS.update({
+    "square": square, "rsqrt": rsqrt, "reciprocal": reciprocal, "sign": _ew.sign,
+    "new_zeros": _new(0), "new_ones": _new(1), "new_full": _new_full, "new_tensor": _new_tensor,
+    "type_as": _type_as, "allclose": allclose, "equal": equal,
+})
+METHODS.update({f"{n}_": _inplace(n, METHODS[n]) for n in (
+    "clamp", "clip", "masked_fill", "scatter", "scatter_add", "tril", "triu", "exp", "log",
+    "sqrt", "relu", "sigmoid", "tanh", "neg", "abs", "pow", "sin", "cos", "square", "sign")})
+
 PROPERTIES = {"T": _sh.T, "mT": _sh.mT}
 
 # ds.<name>: torch.<name>'s function of each op (the method names, minus the methods that
 # torch has only as methods, plus the functions that are not methods)
 _METHOD_ONLY = ("where", "view", "contiguous", "expand", "expand_as", "reshape_as", "view_as",
-                "repeat", "scatter_add", "msort")
-FUNCTIONS = {name: fn for name, fn in METHODS.items() if name not in _METHOD_ONLY}
+                "repeat", "scatter_add", "msort", "new_zeros", "new_ones", "new_full",
+                "new_tensor", "type_as")
+FUNCTIONS = {name: fn for name, fn in METHODS.items()
+             if name not in _METHOD_ONLY and not name.endswith("_")}
 FUNCTIONS.update({
     "where": _ew.where, "scatter_add": _ix.scatter_add, "stack": _sh.stack,
     "concatenate": _sh.concatenate, "cat": _sh.concatenate, "concat": _sh.concatenate,

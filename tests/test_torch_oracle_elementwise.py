@@ -50,6 +50,12 @@ CASES = {  # name: (fn(L, *tensors), arrays)
     "int_remainder_floor_divide": (lambda L, i, j: (i % j, i // j, i % 3, -7 // j, 7 % j),
                                    (np.array([5, -3, 7, -7]), np.array([2, 2, -3, 3]))),
     "float_mod_by_zero": (lambda L, a: (a % 0.0, a.detach() // 0.0), (np.array([1.0, -2.0, 0.0]),)),
+    "square_rsqrt_reciprocal_sign": (lambda L, a: (a.square(), a.abs().rsqrt(),
+                                                   a.reciprocal(), a.sign(), L.square(a)),
+                                     (U(3, 4) + 0.05,)),
+    "new_and_type_as": (lambda L, a, i: (a.new_zeros(2, 3), a.new_ones((2,)),
+                                         a.new_full((2, 2), 3), a.new_tensor([1, 2]),
+                                         i.type_as(a), a.to(i)), (A, np.array([1, 2]))),
     "matmul_2d": (lambda L, a, b: a @ b, (R(3, 4), R(4, 5))),
     "matmul_batched_bcast": (lambda L, a, b: a @ b, (R(2, 1, 3, 4), R(5, 4, 2))),
     "matmul_1d_1d": (lambda L, a, b: a @ b, (R(4), R(4, seed=1))),
@@ -159,3 +165,34 @@ def test_pow_of_negative_base_scalar_has_no_math_domain_error():
     ((-3.0) ** x).sum().backward()
     assert np.isnan(x.grad.numpy()).all()  # torch: nan (log of a negative base)
     assert not math.isnan(float((-3.0) ** ds.tensor(2.0)))
+
+
+INPLACE = {  # name: fn(x) on a tensor that does not require grad; returns x
+    "clamp_": lambda x: x.clamp_(-0.5, 0.5),
+    "masked_fill_": lambda x: x.masked_fill_(x > 0, 2.0),
+    "scatter_": lambda x: x.scatter_(1, x.new_tensor([[0], [2], [1]]).long(), 7.0),
+    "tril_": lambda x: x.tril_(1),
+    "exp_sin_abs_": lambda x: x.exp_().sin_().abs_(),
+    "pow_": lambda x: x.abs_().pow_(1.5),
+}
+
+
+@pytest.mark.parametrize("name", list(INPLACE))
+def test_inplace_variants_as_torch(name):
+    import dlsys as ds
+
+    a = R(3, 4)
+    t, d = torch.tensor(a), ds.tensor(a)
+    assert INPLACE[name](d) is d
+    INPLACE[name](t)
+    np.testing.assert_allclose(d.numpy(), t.numpy(), rtol=1e-12)
+
+
+def test_allclose_and_equal_as_torch():
+    import dlsys as ds
+
+    a, b = R(3), R(3) + 1e-9
+    for L in (torch, ds):
+        x, y = L.tensor(a), L.tensor(b)
+        assert L.allclose(x, y) and not L.equal(x, y) and L.equal(x, x.clone())
+        assert not L.allclose(x, y + 1.0)

@@ -63,6 +63,8 @@ def normalize_dims(dim, ndim: int, what: str = "dim") -> tuple:
     ValueError on repeats). A 0-d tensor reduces over nothing: ()."""
     if dim is None:
         return tuple(range(ndim))
+    if type(dim) is int and 0 <= dim < ndim:  # NOTE: the common case, without the checks
+        return (dim,)
     dims = (dim,) if not isinstance(dim, (tuple, list)) else tuple(dim)
     if not dims:
         return tuple(range(ndim))

@@ -20,7 +20,7 @@ from . import shape as _sh
 __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg", "exp", "log",
            "log1p", "sqrt", "relu", "tanh", "sigmoid", "gelu", "sin", "cos", "erf", "abs",
            "remainder", "rremainder", "floor_divide", "rfloor_divide", "maximum", "minimum",
-           "where", "clamp", "clamp_min", "clamp_max", "nonzero",
+           "where", "sign", "clamp", "clamp_min", "clamp_max", "nonzero",
            "prepare", "unary"]
 
 
@@ -432,6 +432,22 @@ gelu = _float_unary("gelu")
 sin = _float_unary("sin")
 cos = _float_unary("cos")
 erf = _float_unary("erf")
+
+
+class Sign(Op):
+    """-1, 0 or 1 (nan stays nan); a gradient of 0, as torch's."""
+
+    __slots__ = ()
+
+    def compute(self, x):
+        return self.device.unary("sign", x)
+
+    def gradient(self, g, node):
+        return (wrap(self.device.full(g.shape, 0, g.dtype), g.device),)
+
+
+def sign(x):
+    return apply(Sign(), x)
 
 
 def relu(x):

@@ -35,9 +35,11 @@ def _kd_shape(shape, axes):
 
 
 def _dims(x, dim, axis, keepdim, keepdims, what):
-    dim = alias(dim, axis, "dim", "axis")
-    keepdim = bool(alias(keepdim, keepdims, "keepdim", "keepdims", False))
-    return normalize_dims(dim, x.ndim, what), keepdim
+    if axis is not None:
+        dim = alias(dim, axis, "dim", "axis")
+    if keepdims is not None:
+        keepdim = alias(keepdim, keepdims, "keepdim", "keepdims", False)
+    return normalize_dims(dim, x.ndim, what), bool(keepdim)
 
 
 class Sum(Op):
