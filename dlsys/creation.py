@@ -35,7 +35,7 @@ def _infer_dtype(arr: np.ndarray, dtype, data):
     if dtype is not None:
         return _dt.as_dtype(dtype)
     if isinstance(data, (np.ndarray, np.generic)):
-        if data.dtype not in _dt.SUPPORTED:
+        if data.dtype not in _dt.SUPPORTED_SET:
             raise TypeError(f"tensor: numpy data of dtype {data.dtype} is not supported (dlsys "
                             f"has {', '.join(str(d) for d in _dt.SUPPORTED)}); pass dtype= to "
                             "convert it")

@@ -183,6 +183,15 @@ class Tensor:
         strides = self.device.strides(self._data)
         return strides if dim is None else strides[dim]
 
+    def is_contiguous(self) -> bool:
+        """True when the elements lie in C order without gaps (size-1 dims aside)."""
+        expect = 1
+        for n, st in zip(reversed(self.shape), reversed(self.stride()), strict=True):
+            if n != 1 and st != expect:
+                return False
+            expect *= n
+        return True
+
     def is_set_to(self, other) -> bool:
         """True when both tensors are the same memory: device, dtype, address, shape and
         strides all equal (as ``torch.Tensor.is_set_to``)."""

@@ -139,3 +139,27 @@ ERRORS = {  # name: (fn, expected, message); X is 3-D
 def test_raises_where_torch_raises(name):
     fn, exc, match = ERRORS[name]
     check_raises(torch, fn, X, expected=exc, match=match)
+
+
+def test_is_contiguous_and_view_sharing_as_torch_on_the_cpu():
+    import dlsys as ds
+
+    a = np.arange(24.0).reshape(2, 3, 4)
+    for f in (lambda x: x, lambda x: x.transpose(0, 1), lambda x: x[:, :1], lambda x: x[:, 1],
+              lambda x: x[..., ::2], lambda x: x.permute(2, 0, 1), lambda x: x.unsqueeze(1)):
+        assert f(ds.tensor(a)).is_contiguous() == f(torch.tensor(a)).is_contiguous()
+    d, t = ds.tensor(a), torch.tensor(a)
+    dv, tv = d.transpose(0, 1).view(3, 2, 2, 2), t.transpose(0, 1).view(3, 2, 2, 2)
+    dv[0, 0, 0, 0] = -1.0  # a view: the write reaches the base tensor, as in torch
+    tv[0, 0, 0, 0] = -1.0
+    np.testing.assert_array_equal(d.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_view_of_a_strided_tensor_on_cuda_raises_instead_of_copying(device):
+    import dlsys as ds
+
+    x = ds.zeros(2, 3, 4, device=device)
+    assert x[0].view(-1).shape == (12,)
+    with pytest.raises(RuntimeError, match="reshape"):
+        x[..., ::2].view(-1)

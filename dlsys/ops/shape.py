@@ -228,6 +228,11 @@ def view(x: Tensor, *shape) -> Tensor:
     """reshape that shares memory, or RuntimeError where torch's view would raise (the new
     shape cannot be expressed with x's strides; reshape copies there)."""
     shape = _resolve(_shape_args(shape), x.shape, x.numel())
+    if x.device.name != "cpu" and not x.is_contiguous():
+        # NOTE: CUDA's reshape gathers a strided array into a new one: a copy, not a view
+        raise RuntimeError(f"view: a non-contiguous tensor on {x.device} (shape {x.shape}, "
+                           f"strides {x.stride()}) cannot be viewed on this device; use "
+                           ".reshape(...) (a copy) or .contiguous() first")
     if not _viewable(x.shape, x.stride(), shape):
         raise RuntimeError(f"view size is not compatible with input tensor's size and stride "
                            f"(shape {x.shape}, strides {x.stride()}, view {shape}): at least "
@@ -332,6 +337,11 @@ class GetItemBackward(Op):
 
 
 def _norm_index_item(i, x):
+    t = type(i)
+    if t is int or t is slice or i is None or i is Ellipsis:  # NOTE: the common items first
+        return i
+    if isinstance(i, np.integer):
+        return int(i)
     if isinstance(i, Tensor):
         if i.device != x.device:
             if i.device.name != "cpu":  # NOTE: as torch, CPU indices may index any device
@@ -372,16 +382,15 @@ def torch_steps(index: tuple):
     ``x[0, :, idx]`` puts the indexed dim first; PyTorch selects the int first and then
     indexes, so the dim stays in place. Applying the basic part (ints, slices, None) first and
     the arrays second gives PyTorch's shape with numpy's rules."""
-    arrays = [hasattr(i, "dtype") for i in index]
-    if not any(arrays) or not any(
-            isinstance(i, numbers.Integral) for i in index):
+    arrays = [hasattr(i, "dtype") for i in index]  # NOTE: ints are Python ints here
+    if not any(arrays) or int not in {type(i) for i in index}:
         return None
     first, second = [], []
     for i, is_array in zip(index, arrays, strict=True):
         if is_array:  # a bool mask spans as many dims as it has
             first.extend([slice(None)] * (i.ndim if i.dtype == np.bool_ else 1))
             second.append(i)
-        elif isinstance(i, numbers.Integral):
+        elif type(i) is int:
             first.append(i)
         else:  # a slice, None or Ellipsis: kept by the first step, passed by the second
             first.append(i)
