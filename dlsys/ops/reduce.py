@@ -15,6 +15,8 @@ import numpy as np
 from ..autograd import apply, wrap
 from ..tensor import Tensor
 from . import Op, alias, normalize_dims, wrap_dim
+from . import elementwise as _ew
+from . import index as _ix
 from . import shape as _sh
 
 __all__ = ["sum", "mean", "prod", "amax", "amin", "max", "min", "argmax", "argmin", "var",
@@ -104,9 +106,8 @@ def prod(x: Tensor, dim=None, keepdim=False, *, dtype=None, axis=None,
 def _prod_last(x: Tensor) -> Tensor:
     """Product over the last dim, halving it with one elementwise multiply per level."""
     n = x.shape[-1]
-    if n == 0:
-        return _sh.reshape(wrap(x.device.full(x.shape[:-1], 1, x.dtype), x.device),
-                           x.shape[:-1])
+    if n == 0:  # the empty product
+        return wrap(x.device.full(x.shape[:-1], 1, x.dtype), x.device)
     while n > 1:
         h = n // 2
         head = x[..., :h] * x[..., h:2 * h]
@@ -192,9 +193,6 @@ def argmin(x: Tensor, dim=None, keepdim=False, *, axis=None, keepdims=None) -> T
 
 
 def _max_min(name, x, dim, keepdim, axis, keepdims):
-    from . import elementwise as _ew
-    from . import index as _ix
-
     dim = alias(dim, axis, "dim", "axis")
     keepdim = bool(alias(keepdim, keepdims, "keepdim", "keepdims", False))
     if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum
@@ -256,8 +254,9 @@ def var(x: Tensor, dim=None, unbiased=None, keepdim=False, *, correction=None, a
 
 def std(x: Tensor, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None,
         keepdims=None) -> Tensor:
-    return var(x, dim, unbiased, keepdim, correction=correction, axis=axis,
-               keepdims=keepdims).sqrt()
+    # NOTE: a root whose gradient is 0 where the variance is 0 (a constant input): torch's
+    return apply(Root(2.0), var(x, dim, unbiased, keepdim, correction=correction, axis=axis,
+                                keepdims=keepdims))
 
 
 # -- logical ---------------------------------------------------------------------------------------
@@ -293,10 +292,8 @@ class Root(Op):
 
     def gradient(self, g, node):
         s = node._inputs[0]
-        from .elementwise import where
-
-        safe = where(s == 0, 1.0, s)
-        return (where(s == 0, 0.0, g * node / (safe * self.p)),)
+        safe = _ew.where(s == 0, 1.0, s)
+        return (_ew.where(s == 0, 0.0, g * node / (safe * self.p)),)
 
 
 def norm(x: Tensor, p="fro", dim=None, keepdim=False, *, dtype=None, axis=None,
@@ -321,7 +318,11 @@ def norm(x: Tensor, p="fro", dim=None, keepdim=False, *, dtype=None, axis=None,
         return sum((x != 0).to(x.dtype), axes, kd)
     if p == 1:
         return sum(a, axes, kd)
-    s = sum(x * x, axes, kd) if p == 2 else sum(a ** float(p), axes, kd)
+    if p == 2:
+        s = sum(x * x, axes, kd)
+    else:  # NOTE: |x| ** p with 0 (and a gradient of 0) at x == 0, where a ** (p - 1) is inf
+        zero = a == 0
+        s = sum(_ew.where(zero, 0.0, _ew.where(zero, 1.0, a) ** float(p)), axes, kd)
     return apply(Root(float(p)), s)
 
 
