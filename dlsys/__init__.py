@@ -11,6 +11,7 @@ from .backend.registry import cpu, cuda, cuda_is_available
 from .creation import (
     arange,
     empty,
+    empty_like,
     eye,
     from_numpy,
     full,
@@ -43,7 +44,7 @@ bool, long, int, float, double, half = bool_, int64, int32, float32, float64, fl
 __all__ = [
     "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
     "linspace", "eye", "randint", "randperm", "multinomial",
-    "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
+    "zeros_like", "ones_like", "full_like", "randn_like", "rand_like", "empty_like",
     "float16", "float32", "float64", "int32", "int64", "bool_", "dtypes",
     "cpu", "cuda", "cuda_is_available", "backend",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "autograd",

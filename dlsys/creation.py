@@ -16,6 +16,7 @@ from .tensor import Tensor
 
 __all__ = ["tensor", "from_numpy", "zeros", "ones", "full", "empty", "randn", "rand", "arange",
            "linspace", "eye", "randint", "randperm", "multinomial", "zeros_like", "ones_like",
+           "empty_like",
            "full_like", "randn_like", "rand_like"]
 
 
@@ -253,6 +254,10 @@ def zeros_like(t, dtype=None, device=None, requires_grad=False):
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
     return _like(ones, t, dtype, device, requires_grad=requires_grad)
+
+
+def empty_like(t, dtype=None, device=None, requires_grad=False):
+    return _like(empty, t, dtype, device, requires_grad=requires_grad)
 
 
 def randn_like(t, dtype=None, device=None, requires_grad=False):

@@ -15,12 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import creation as _cr
+from . import random as _random
 from .ops import compare as _cmp
 from .ops import einsum as _es
 from .ops import elementwise as _ew
 from .ops import index as _ix
 from .ops import matmul as _mm
 from .ops import nn as _nn
+from .ops import piecewise as _pw
 from .ops import rearrange as _ra
 from .ops import reduce as _rd
 from .ops import shape as _sh
@@ -88,6 +90,24 @@ def _new_tensor(x, data, dtype=None, device=None, requires_grad=False):
                       device=x.device if device is None else device, requires_grad=requires_grad)
 
 
+def _fill_random(draw):
+    def method(x, *args, **kwargs):
+        """In place: random values from the global generator (ds.manual_seed)."""
+        x._check_inplace(draw.__name__ + "_")
+        host = draw(_random.generator(), x.shape, *args, **kwargs)
+        x.device.copy_(x._data, host.astype(x.dtype, copy=False))
+        return x
+    return method
+
+
+def normal(gen, shape, mean=0.0, std=1.0):
+    return gen.normal(mean, std, shape)
+
+
+def uniform(gen, shape, a=0.0, b=1.0):  # noqa: A002 - torch's names
+    return gen.uniform(a, b, shape)
+
+
 def square(x):
     return x * x
 
@@ -137,16 +157,20 @@ METHODS = {
     "neg": _ew.neg, "abs": _ew.abs, "exp": _ew.exp, "log": _ew.log, "log1p": _ew.log1p,
     "sqrt": _ew.sqrt, "relu": _ew.relu, "tanh": _ew.tanh, "sigmoid": _ew.sigmoid,
     "sin": _ew.sin, "cos": _ew.cos, "erf": _ew.erf, "maximum": _ew.maximum,
-    "minimum": _ew.minimum, "clamp": _ew.clamp, "clip": _ew.clamp, "clamp_min": _ew.clamp_min,
-    "clamp_max": _ew.clamp_max, "where": _where, "eq": _cmp.eq, "ne": _cmp.ne, "lt": _cmp.lt,
+    "minimum": _ew.minimum, "clamp": _pw.clamp, "clip": _pw.clamp, "clamp_min": _pw.clamp_min,
+    "clamp_max": _pw.clamp_max, "where": _where, "eq": _cmp.eq, "ne": _cmp.ne, "lt": _cmp.lt,
     "le": _cmp.le, "gt": _cmp.gt, "ge": _cmp.ge, "bitwise_and": _cmp.bitwise_and,
     "bitwise_or": _cmp.bitwise_or, "bitwise_xor": _cmp.bitwise_xor,
-    "bitwise_not": _cmp.bitwise_not, "logical_not": _cmp.logical_not, "nonzero": _ew.nonzero,
-    "matmul": _mm.matmul,
+    "bitwise_not": _cmp.bitwise_not, "logical_not": _cmp.logical_not,
+    "logical_and": _cmp.logical_and, "logical_or": _cmp.logical_or,
+    "logical_xor": _cmp.logical_xor, "isnan": _cmp.isnan, "isinf": _cmp.isinf,
+    "isfinite": _cmp.isfinite, "nonzero": _ew.nonzero,
+    "matmul": _mm.matmul, "mm": _mm.mm, "bmm": _mm.bmm, "dot": _mm.dot, "outer": _mm.outer,
     # reductions
     "sum": _rd.sum, "mean": _rd.mean, "prod": _rd.prod, "amax": _rd.amax, "amin": _rd.amin,
     "max": _rd.max, "min": _rd.min, "argmax": _rd.argmax, "argmin": _rd.argmin,
     "var": _rd.var, "std": _rd.std, "any": _rd.any, "all": _rd.all, "norm": _rd.norm,
+    "count_nonzero": _rd.count_nonzero,
     "cumsum": _rd.cumsum, "logsumexp": _logsumexp, "softmax": _softmax,
     "log_softmax": _log_softmax,
     # shape and views
@@ -166,9 +190,11 @@ METHODS = {
 }
 
 METHODS.update({
-    "square": square, "rsqrt": rsqrt, "reciprocal": reciprocal, "sign": _ew.sign,
+    "square": square, "rsqrt": rsqrt, "reciprocal": reciprocal, "sign": _pw.sign,
+    "floor": _pw.floor, "ceil": _pw.ceil, "trunc": _pw.trunc,
     "new_zeros": _new(0), "new_ones": _new(1), "new_full": _new_full, "new_tensor": _new_tensor,
     "type_as": _type_as, "allclose": allclose, "equal": equal,
+    "normal_": _fill_random(normal), "uniform_": _fill_random(uniform),
 })
 METHODS.update({f"{n}_": _inplace(n, METHODS[n]) for n in (
     "clamp", "clip", "masked_fill", "scatter", "scatter_add", "tril", "triu", "exp", "log",

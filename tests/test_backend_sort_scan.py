@@ -141,3 +141,10 @@ def test_float_remainder_and_floor_divide_by_zero(D):
     with np.errstate(all="ignore"):
         for op, f in (("remainder", np.remainder), ("floor_divide", np.floor_divide)):
             same(D, D.binary(op, D.from_numpy(a), D.from_numpy(z)), f(a, z))
+
+
+def test_sign_of_infinities_and_nan(D):
+    x = np.array([np.inf, -np.inf, 2.0, -0.5, 0.0, np.nan], np.float32)
+    same(D, D.unary("sign", D.from_numpy(x)), np.sign(x))  # CUDA gave nan for +-inf
+    i = np.array([5, -3, 0], np.int32)
+    same(D, D.unary("sign", D.from_numpy(i)), np.sign(i))

@@ -13,7 +13,8 @@ from . import check_same
 from .elementwise import _operand, prepare
 
 __all__ = ["compare", "eq", "ne", "lt", "le", "gt", "ge", "bitwise_and", "bitwise_or",
-           "bitwise_xor", "bitwise_not", "logical_not"]
+           "bitwise_xor", "bitwise_not", "logical_not", "logical_and", "logical_or", "logical_xor",
+           "isnan", "isinf", "isfinite"]
 
 
 def compare(name, a, o):
@@ -99,3 +100,36 @@ def bitwise_not(a):
 def logical_not(a):
     return wrap(a.device.unary("logical_not", (a != 0)._data if a.dtype.kind != "b"
                                else a._data), a.device)
+
+
+def _truth(a):
+    return a if a.dtype == np.bool_ else a != 0
+
+
+def logical_and(a, b):
+    return bitwise_and(_truth(a), _truth(b))
+
+
+def logical_or(a, b):
+    return bitwise_or(_truth(a), _truth(b))
+
+
+def logical_xor(a, b):
+    return bitwise_xor(_truth(a), _truth(b))
+
+
+def isnan(a):
+    return a != a
+
+
+def isinf(a):
+    if a.dtype.kind != "f":
+        return wrap(a.device.full(a.shape, False, np.bool_), a.device)
+    return wrap(a.device.scalar("eq", a.device.unary("abs", a._data), np.inf), a.device)
+
+
+def isfinite(a):
+    """Neither inf nor nan: x - x is 0 exactly for finite x."""
+    if a.dtype.kind != "f":
+        return wrap(a.device.full(a.shape, True, np.bool_), a.device)
+    return wrap(a.device.scalar("eq", a.device.binary("sub", a._data, a._data), 0), a.device)

@@ -1,5 +1,6 @@
-"""Elementwise ops: binary (+ - * / ** maximum minimum), with a scalar, unary, where, clamp
-(comparisons and bitwise ops, which have no gradient: ``ops.compare``).
+"""Elementwise ops: binary (+ - * / ** % // maximum minimum), with a scalar, unary, where
+(comparisons and bitwise ops, which have no gradient: ``ops.compare``; clamp, sign and
+rounding: ``ops.piecewise``).
 
 Broadcasting and the strict dtype/device rules are resolved here, once, in ``prepare``.
 """
@@ -20,7 +21,7 @@ from . import shape as _sh
 __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg", "exp", "log",
            "log1p", "sqrt", "relu", "tanh", "sigmoid", "gelu", "sin", "cos", "erf", "abs",
            "remainder", "rremainder", "floor_divide", "rfloor_divide", "maximum", "minimum",
-           "where", "sign", "clamp", "clamp_min", "clamp_max", "nonzero",
+           "where", "nonzero",
            "prepare", "unary"]
 
 
@@ -434,22 +435,6 @@ cos = _float_unary("cos")
 erf = _float_unary("erf")
 
 
-class Sign(Op):
-    """-1, 0 or 1 (nan stays nan); a gradient of 0, as torch's."""
-
-    __slots__ = ()
-
-    def compute(self, x):
-        return self.device.unary("sign", x)
-
-    def gradient(self, g, node):
-        return (wrap(self.device.full(g.shape, 0, g.dtype), g.device),)
-
-
-def sign(x):
-    return apply(Sign(), x)
-
-
 def relu(x):
     return apply(Unary("relu"), x)
 
@@ -510,59 +495,6 @@ def where(cond, a=None, b=None):
         if a.shape != shape:
             a, b = _sh.broadcast_to(a, shape), _sh.broadcast_to(b, shape)
     return apply(Where(c), a, b)
-
-
-# -- clamp -------------------------------------------------------------------------------------
-class Clamp(Op):
-    """min(max(x, lo), hi) for scalar bounds; the gradient passes where lo <= x <= hi, the
-    bounds included (torch's)."""
-
-    __slots__ = ("lo", "hi")
-
-    def __init__(self, lo, hi):
-        self.lo, self.hi = lo, hi
-
-    def compute(self, x):
-        d = self.device
-        if self.lo is not None:
-            x = d.scalar("maximum", x, self.lo)
-        return x if self.hi is None else d.scalar("minimum", x, self.hi)
-
-    def gradient(self, g, node):
-        x = node._inputs[0]
-        d = self.device
-        inside = None
-        if self.lo is not None:
-            inside = d.scalar("ge", x._data, self.lo)
-        if self.hi is not None:
-            le_hi = d.scalar("le", x._data, self.hi)
-            inside = le_hi if inside is None else d.binary("bitwise_and", inside, le_hi)
-        return (g * wrap(d.astype(inside, g.dtype), g.device),)
-
-
-def clamp(x, min=None, max=None):  # noqa: A002 - PyTorch's names
-    """Clamp to [min, max] (scalars or tensors; either may be None, not both). With min > max
-    every element becomes max, as in torch."""
-    if min is None and max is None:
-        raise ValueError("clamp: at least one of min and max must not be None")
-    if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = x
-        if min is not None:  # NOTE: where, so x keeps the gradient at the bound (torch's)
-            out = where(out < min, min, out)
-        if max is not None:
-            out = where(out > max, max, out)
-        return out
-    lo = None if min is None else _operand(x, min, "clamp")
-    hi = None if max is None else _operand(x, max, "clamp")
-    return apply(Clamp(lo, hi), x)
-
-
-def clamp_min(x, min):  # noqa: A002
-    return clamp(x, min, None)
-
-
-def clamp_max(x, max):  # noqa: A002
-    return clamp(x, None, max)
 
 
 def nonzero(x, as_tuple=False):

@@ -12,7 +12,7 @@ from ..tensor import Tensor
 from . import Op, check_same
 from . import shape as _sh
 
-__all__ = ["matmul", "rmatmul", "linear"]
+__all__ = ["matmul", "rmatmul", "mm", "bmm", "dot", "outer", "linear"]
 
 
 def _mT(x: Tensor) -> Tensor:  # noqa: N802
@@ -66,6 +66,39 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         a = _sh.broadcast_to(a, batch + sa[-2:])
         b = _sh.broadcast_to(b, batch + sb[-2:])
     return apply(MatMul(), a, b)
+
+
+def _ndims(what, want, *xs):
+    for x in xs:
+        if not isinstance(x, Tensor) or x.ndim != want:
+            raise ValueError(f"{what}: expects {want}-D tensors, got shapes "
+                             f"{[getattr(t, 'shape', type(t).__name__) for t in xs]}")
+
+
+def mm(a: Tensor, b: Tensor) -> Tensor:
+    """(n, k) @ (k, m), both 2-D (torch.mm)."""
+    _ndims("mm", 2, a, b)
+    return matmul(a, b)
+
+
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    """(B, n, k) @ (B, k, m), both 3-D with the same batch (torch.bmm: no broadcasting)."""
+    _ndims("bmm", 3, a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"bmm: batch sizes differ, shapes {a.shape} and {b.shape}")
+    return matmul(a, b)
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    """The dot product of two 1-D tensors of the same size (a 0-d tensor)."""
+    _ndims("dot", 1, a, b)
+    return matmul(a, b)
+
+
+def outer(a: Tensor, b: Tensor) -> Tensor:
+    """a[i] * b[j] for 1-D a and b."""
+    _ndims("outer", 1, a, b)
+    return _sh.reshape(a, -1, 1) * _sh.reshape(b, 1, -1)
 
 
 def rmatmul(a: Tensor, o) -> Tensor:

@@ -20,7 +20,7 @@ from . import index as _ix
 from . import shape as _sh
 
 __all__ = ["sum", "mean", "prod", "amax", "amin", "max", "min", "argmax", "argmin", "var",
-           "std", "any", "all", "norm", "cumsum", "normalize_axes"]
+           "std", "any", "all", "count_nonzero", "norm", "cumsum", "normalize_axes"]
 
 # torch.return_types.max / min: named tuples of (values, indices)
 max_result = collections.namedtuple("max", ("values", "indices"))
@@ -271,6 +271,11 @@ def any(x: Tensor, dim=None, keepdim=False, *, axis=None, keepdims=None) -> Tens
     """True where any element along ``dim`` is non-zero; a bool tensor, no gradient."""
     d = x.device
     return wrap(d.scalar("gt", _count(x, "ne", dim, keepdim, axis, keepdims, "any"), 0), d)
+
+
+def count_nonzero(x: Tensor, dim=None, *, axis=None) -> Tensor:
+    """The number of non-zero elements along ``dim`` (all when None), int64."""
+    return wrap(_count(x, "ne", dim, False, axis, None, "count_nonzero"), x.device)
 
 
 def all(x: Tensor, dim=None, keepdim=False, *, axis=None, keepdims=None) -> Tensor:  # noqa: A001

@@ -54,11 +54,12 @@ def _abs(v):
 
 @cuda.jit(device=True)
 def _sign(v):
-    # NOTE: v * 0 + 1 (not a literal) keeps v's type; NaN stays NaN as in np.sign
+    # NOTE: literals, not v * 0 + 1, which is nan for v = +-inf (the store casts them to the
+    # output's type); 0 * v keeps NaN a NaN, as np.sign
     if v > 0:
-        return v * 0 + 1
+        return 1
     if v < 0:
-        return v * 0 - 1
+        return -1
     return v * 0
 
 
