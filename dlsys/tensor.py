@@ -229,6 +229,12 @@ class Tensor:
     def __int__(self):
         return int(self.item())
 
+    def __index__(self):  # range(t), [..][t], as torch: one-element integer tensors only
+        if self._data.dtype.kind not in "iub" or self.numel() != 1:
+            raise TypeError(f"only integer tensors of a single element can be converted to an "
+                            f"index, got dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
+
     def __bool__(self):
         if self.numel() != 1:
             raise RuntimeError(f"Boolean value of Tensor with {self.numel()} elements is ambiguous")

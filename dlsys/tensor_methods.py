@@ -108,6 +108,11 @@ def uniform(gen, shape, a=0.0, b=1.0):  # noqa: A002 - torch's names
     return gen.uniform(a, b, shape)
 
 
+def positive(x):
+    """+x: x itself."""
+    return x
+
+
 def square(x):
     return x * x
 
@@ -147,7 +152,7 @@ OPERATORS = {
     "__ge__": _cmp.ge,
     "__and__": _cmp.bitwise_and, "__rand__": _cmp.bitwise_and, "__or__": _cmp.bitwise_or,
     "__ror__": _cmp.bitwise_or, "__xor__": _cmp.bitwise_xor, "__rxor__": _cmp.bitwise_xor,
-    "__invert__": _cmp.bitwise_not, "__getitem__": _sh.getitem,
+    "__invert__": _cmp.bitwise_not, "__pos__": positive, "__getitem__": _sh.getitem,
 }
 
 METHODS = {
@@ -190,7 +195,8 @@ METHODS = {
 }
 
 METHODS.update({
-    "square": square, "rsqrt": rsqrt, "reciprocal": reciprocal, "sign": _pw.sign,
+    "positive": positive, "square": square, "rsqrt": rsqrt, "reciprocal": reciprocal,
+    "sign": _pw.sign,
     "floor": _pw.floor, "ceil": _pw.ceil, "trunc": _pw.trunc,
     "new_zeros": _new(0), "new_ones": _new(1), "new_full": _new_full, "new_tensor": _new_tensor,
     "type_as": _type_as, "allclose": allclose, "equal": equal,

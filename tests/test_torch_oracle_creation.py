@@ -137,6 +137,12 @@ def test_tensor_attributes_as_torch():
         ).dtype
     for m in ("int", "long", "bool", "float", "double", "half"):
         assert getattr(d, m)().dtype == _dtype_of(getattr(t, m)()), m
+    assert list(range(ds.tensor(3))) == list(range(torch.tensor(3)))  # __index__
+    assert [10, 20, 30][ds.tensor(1)] == [10, 20, 30][torch.tensor(1)]
+    assert (+ds.tensor([1.5])).tolist() == (+torch.tensor([1.5])).tolist()
+    for bad in (ds.tensor(2.5), ds.tensor([1, 2])):
+        with pytest.raises(TypeError, match="single element"):
+            range(bad)
 
 
 ERRORS = {  # name: (fn(L), expected exception, message)

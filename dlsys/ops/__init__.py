@@ -5,6 +5,11 @@ functional wrapper that checks its inputs and resolves broadcasting once.
 ``gradient`` returns one entry per input, None for inputs that do not require grad (they are
 skipped, never computed). ``self.device`` is set by ``dlsys.autograd.apply`` before ``compute``;
 ``compute`` calls only device methods. Inputs are validated here, in the functional wrappers.
+
+The helpers every op module shares live here: ``check_same`` (device and dtype), and
+PyTorch's dimension rules (``wrap_dim``, ``normalize_dims``: IndexError out of range, a 0-d
+tensor taking dims -1 and 0) with ``alias`` for torch's ``dim=`` beside numpy's ``axis=``.
+Which ops are Tensor methods and ``ds.*`` functions: ``dlsys.tensor_methods``.
 """
 
 from __future__ import annotations
