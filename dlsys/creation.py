@@ -41,15 +41,16 @@ def _infer_dtype(arr: np.ndarray, dtype, data):
                             f"has {', '.join(str(d) for d in _dt.SUPPORTED)}); pass dtype= to "
                             "convert it")
         return np.dtype(data.dtype)
-    k = arr.dtype.kind
-    if k == "f":
-        return _dt.float64 if arr.dtype == np.float64 and _has_numpy_float64(data) \
-            else _dt.default_float
-    if k in "iu":
-        return _dt.int64
-    if k == "b":
-        return _dt.bool_
-    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+    # NOTE: numpy's dtype of Python data is torch's, but for Python floats (float64 in numpy,
+    # the default float32 in torch, unless numpy float64 values are among them); numpy
+    # values of other dtypes (np.int32, np.float16) give theirs, as in torch
+    dt = arr.dtype
+    if dt == np.float64:
+        return _dt.float64 if _has_numpy_float64(data) else _dt.default_float
+    if dt in _dt.SUPPORTED_SET:
+        return np.dtype(dt)
+    raise TypeError(f"cannot make a tensor from data of dtype {dt} (dlsys has "
+                    f"{', '.join(str(d) for d in _dt.SUPPORTED)}); pass dtype= to convert it")
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:

@@ -32,6 +32,12 @@ DATA = {  # name: data given to both ds.tensor and torch.tensor
     "numpy_int32_scalar": np.int32(4),
     "numpy_0d_float64": np.array(2.0),
     "list_with_numpy_float64": [np.float64(1.5), 2.0],
+    "list_of_numpy_int32": [np.int32(1), np.int32(2)],
+    "list_of_numpy_float16": [np.float16(1.5)],
+    "list_of_numpy_int32_arrays": [np.array([1, 2], np.int32)],
+    "list_numpy_int32_and_python_int": [np.int32(1), 5],
+    "list_numpy_float32_and_python_float": [np.float32(1.5), 2.0],
+    "nested_mixed": [[1, 2], [3.5, 4]],
 }
 
 
