@@ -441,8 +441,10 @@ class Device:
                            self.full(s.shape, -np.inf, s.dtype))
         rowmax, _ = self.max(s, 2, keepdims=True)
         live = self.compact(self.broadcast_to(self.scalar("gt", rowmax, -np.inf), s.shape))
+        zero = self.full(s.shape, 0, s.dtype)
+        s = self.where(live, s, zero)  # NOTE: a row that sees nothing: zeros, not 0/0 = nan
         p = self.reshape(self.softmax(self.reshape(s, (-1, s.shape[2]))), s.shape)
-        p = self.where(live, p, self.full(s.shape, 0, s.dtype))  # NOTE: not 0/0 = nan
+        p = self.where(live, p, zero)
         a = p if drop is None else self.binary("mul", p, drop)
         return self.matmul(a, v), p
 

@@ -78,7 +78,8 @@ def softmax_rows_kernel(dtype):
 def cross_entropy_backward_kernel(probs, target, g, count, ignore, out, ncols, n):
     # d(mean loss)/d logits = (probs - onehot(target)) * grad_loss / (rows kept), 0 on ignored
     # rows; g and count are 1-element arrays (so no host synchronisation is needed)
-    scale = g[0] / count[0]
+    c = count[0]
+    scale = g[0] / c if c > 0 else g[0] * 0  # NOTE: every row ignored: all zeros
     for e in range(cuda.grid(1), n, cuda.gridsize(1)):
         r = e // ncols
         c = e % ncols
