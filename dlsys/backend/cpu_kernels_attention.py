@@ -101,7 +101,7 @@ def exp_le0_nb(x, out):
 def attention_softmax_nb(s, scale, mask, use_mask, causal, out):
     """out[b, i] = softmax over j of scale * s[b, i, j] + mask[b or 0, i, j] (j <= i when
     causal), in one sweep of the row in cache: scale, mask and max, then exp and sum, then
-    normalise; out may be s itself (the scores are overwritten in place)."""
+    normalise."""
     B, L, S = s.shape
     mb = mask.shape[0]
     for b in range(B):
@@ -133,7 +133,7 @@ def attention_softmax_nb(s, scale, mask, use_mask, causal, out):
 
 @jit(fastmath={"reassoc", "contract"})
 def attention_softmax_backward_nb(p, da, drop, use_drop, out):
-    """out = p * (dp - sum_j dp * p) with dp = da * drop; out may be da itself."""
+    """out = p * (dp - sum_j dp * p) with dp = da * drop."""
     B, L, S = p.shape
     for b in range(B):
         for i in range(L):
@@ -152,8 +152,11 @@ def attention_fast(q, k, v, mask, scale, causal, drop):
         return attention_ref(q, k, v, mask, scale, causal, drop)
     s = np.matmul(q, _t(k))
     m = np.zeros((1, 1, 1), s.dtype) if mask is None else np.ascontiguousarray(mask, s.dtype)
-    attention_softmax_nb(s, float(scale), m, mask is not None, bool(causal), s)
-    return np.matmul(s if drop is None else s * drop, v), s
+    # NOTE: into a second array, not in place: LLVM's vector loops check that the arrays do
+    # not overlap and take their scalar fallback when they do (2-4x slower)
+    p = np.empty_like(s)
+    attention_softmax_nb(s, float(scale), m, mask is not None, bool(causal), p)
+    return np.matmul(p if drop is None else p * drop, v), p
 
 
 def attention_backward_fast(q, k, v, probs, drop, g, scale):
@@ -162,9 +165,10 @@ def attention_backward_fast(q, k, v, probs, drop, g, scale):
         return attention_backward_ref(q, k, v, probs, drop, g, scale)
     a = probs if drop is None else probs * drop
     dv = np.matmul(_t(a), g)
-    ds = np.matmul(g, _t(v))
+    da = np.matmul(g, _t(v))
     dr = np.zeros((1, 1, 1), probs.dtype) if drop is None else np.ascontiguousarray(drop)
-    attention_softmax_backward_nb(probs, ds, dr, drop is not None, ds)
+    ds = np.empty_like(da)  # NOTE: not in place (see attention_fast)
+    attention_softmax_backward_nb(probs, da, dr, drop is not None, ds)
     dq = np.matmul(ds, k)
     dq *= q.dtype.type(scale)
     dk = np.matmul(_t(ds), q)
