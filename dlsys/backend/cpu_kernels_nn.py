@@ -130,8 +130,13 @@ def cross_entropy_nb(logits, target, ignore, probs):
 
 
 @jit()
-def cross_entropy_backward_nb(probs, target, ignore, scale, out):
+def cross_entropy_backward_nb(probs, target, ignore, grad_loss, out):
+    """out = (probs - onehot) * grad_loss / (rows kept), zero on the ignored rows."""
     n, c = probs.shape
+    kept = 0
+    for r in range(n):
+        kept += target[r] != ignore
+    scale = grad_loss / max(kept, 1)
     for r in range(n):
         t = target[r]
         s = scale if t != ignore else 0.0
@@ -175,8 +180,6 @@ def cross_entropy_backward_fast(probs, target, grad_loss, ignore_index=-100):
     if not numba_ok(probs) or probs.size == 0:
         return cross_entropy_backward_ref(probs, target, grad_loss, ignore_index)
     out = np.empty_like(probs)
-    target = np.ascontiguousarray(target, dtype=np.int64)
-    count = int(np.count_nonzero(target != ignore_index))
-    cross_entropy_backward_nb(probs, target, int(ignore_index), float(grad_loss) / max(count, 1),
-                              out)
+    cross_entropy_backward_nb(probs, np.ascontiguousarray(target, dtype=np.int64),
+                              int(ignore_index), float(grad_loss), out)
     return out

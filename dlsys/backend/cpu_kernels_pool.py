@@ -98,6 +98,33 @@ def max_pool2d_nb(x, kh, kw, sh, sw, ph, pw, dh, dw, out, argmax):
 
 
 @jit()
+def max_pool2d_dense_nb(x, kh, kw, sh, sw, out, argmax):
+    """max_pool2d_nb for windows that lie inside the input (no padding, no dilation, no
+    window past the edge): fixed tap counts, 2x faster on LeNet's 2x2 pools."""
+    w = x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    for b in range(x.shape[0]):
+        for ch in range(x.shape[1]):
+            xp = x[b, ch]
+            op = out[b, ch]
+            ap = argmax[b, ch]
+            for y in range(oh):
+                for z in range(ow):
+                    r0 = y * sh
+                    c0 = z * sw
+                    best = xp[r0, c0]
+                    arg = r0 * w + c0
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = xp[r0 + i, c0 + j]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            arg = (r0 + i) * w + c0 + j if take else arg
+                    op[y, z] = best
+                    ap[y, z] = arg
+
+
+@jit()
 def max_pool2d_backward_nb(grad_out, argmax, out):
     """out: zeroed (N, C, H*W); repeated argmax (overlapping windows) adds up."""
     n, c, oh, ow = grad_out.shape
@@ -178,6 +205,36 @@ def avg_pool2d_nb(x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, out):
                     out[b, ch, y, z] = s / div if cnt > 0 else 0.0
 
 
+@jit(fastmath={"reassoc", "contract"})
+def avg_pool2d_dense_nb(x, kh, kw, sh, sw, inv, out):
+    """avg_pool2d_nb for windows inside the input (no padding, none past the edge): fixed
+    tap counts and one divisor (1.4x faster at LeNet's sizes)."""
+    oh, ow = out.shape[2], out.shape[3]
+    for b in range(x.shape[0]):
+        for ch in range(x.shape[1]):
+            xp = x[b, ch]
+            op = out[b, ch]
+            for y in range(oh):
+                for z in range(ow):
+                    s = 0.0
+                    for i in range(kh):
+                        for j in range(kw):
+                            s += xp[y * sh + i, z * sw + j]
+                    op[y, z] = s * inv
+
+
+def _avg_backward_dense(grad_out, x_shape, kh, kw, sh, sw, inv):
+    """The backward of avg_pool2d_dense_nb as strided numpy adds, one per tap. NOTE: measured
+    1.45x faster than the scatter kernel below for windows inside the input."""
+    oh, ow = grad_out.shape[2:]
+    gx = np.zeros(x_shape, dtype=grad_out.dtype)
+    g = grad_out * grad_out.dtype.type(inv)
+    for i in range(kh):
+        for j in range(kw):
+            gx[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += g
+    return gx
+
+
 @jit()
 def avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor, out):
     """out: zeroed (N, C, H, W); each window adds grad / divisor to its inputs (the writes
@@ -201,6 +258,14 @@ def avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, ph, pw, count_include_pad, 
 
 
 # -- wrappers ------------------------------------------------------------------------------------
+def _inside(x_shape, oh, ow, kh, kw, sh, sw, ph, pw):
+    """True when every (undilated) window lies inside the input: no padding, and ceil_mode
+    added no window past the edge."""
+    return (ph, pw) == (0, 0) and (oh - 1) * sh + kh <= x_shape[2] \
+        and (ow - 1) * sw + kw <= x_shape[3]
+
+
+
 def max_pool2d_fast(x, kh, kw, sh, sw, ph=0, pw=0, dh=1, dw=1, ceil_mode=False):
     x = np.ascontiguousarray(x)
     if not numba_ok(x) or x.size == 0:
@@ -209,7 +274,10 @@ def max_pool2d_fast(x, kh, kw, sh, sw, ph=0, pw=0, dh=1, dw=1, ceil_mode=False):
     oh, ow = _sizes(x.shape, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int64)
-    max_pool2d_nb(x, kh, kw, sh, sw, ph, pw, dh, dw, out, argmax)
+    if (dh, dw) == (1, 1) and _inside(x.shape, oh, ow, kh, kw, sh, sw, ph, pw):
+        max_pool2d_dense_nb(x, kh, kw, sh, sw, out, argmax)
+    else:
+        max_pool2d_nb(x, kh, kw, sh, sw, ph, pw, dh, dw, out, argmax)
     return out, argmax
 
 
@@ -232,8 +300,11 @@ def avg_pool2d_fast(x, kh, kw, sh, sw, ph=0, pw=0, ceil_mode=False, count_includ
     n, c = x.shape[:2]
     oh, ow = _sizes(x.shape, kh, kw, sh, sw, ph, pw, 1, 1, ceil_mode)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    avg_pool2d_nb(x, kh, kw, sh, sw, ph, pw, bool(count_include_pad),
-                  int(divisor_override or 0), out)
+    if _inside(x.shape, oh, ow, kh, kw, sh, sw, ph, pw):
+        avg_pool2d_dense_nb(x, kh, kw, sh, sw, 1.0 / (divisor_override or kh * kw), out)
+    else:
+        avg_pool2d_nb(x, kh, kw, sh, sw, ph, pw, bool(count_include_pad),
+                      int(divisor_override or 0), out)
     return out
 
 
@@ -243,6 +314,10 @@ def avg_pool2d_backward_fast(grad_out, x_shape, kh, kw, sh, sw, ph=0, pw=0, ceil
     if not numba_ok(grad_out):
         return avg_pool2d_backward_ref(grad_out, x_shape, kh, kw, sh, sw, ph, pw, ceil_mode,
                                        count_include_pad, divisor_override)
+    oh, ow = grad_out.shape[2:]
+    if _inside(x_shape, oh, ow, kh, kw, sh, sw, ph, pw):
+        return _avg_backward_dense(grad_out, x_shape, kh, kw, sh, sw,
+                                   1.0 / (divisor_override or kh * kw))
     out = np.zeros(x_shape, dtype=grad_out.dtype)
     avg_pool2d_backward_nb(grad_out, kh, kw, sh, sw, ph, pw, bool(count_include_pad),
                            int(divisor_override or 0), out)

@@ -148,6 +148,8 @@ def _check_classes(t: Tensor, given, n_classes, ignore_index, what):
             return
         given = t.numpy()
     h = np.asarray(given).reshape(-1)
+    if not h.size or (h.min() >= 0 and h.max() < n_classes):
+        return
     h = h[h != ignore_index]
     if h.size and (h.min() < 0 or h.max() >= n_classes):
         raise ValueError(f"{what}: target values must lie in [0, {n_classes}), got min "
