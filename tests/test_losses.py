@@ -268,6 +268,11 @@ def test_elementwise_losses_reject_bad_inputs(device):
             fn(a, a, reduction="max")
     with pytest.raises(ValueError, match="beta"):
         F.smooth_l1_loss(a, a, beta=-1.0)
+    # options are keyword-only: PyTorch's third positional slot is size_average (or weight)
+    with pytest.raises(TypeError):
+        F.mse_loss(a, a, "sum")
+    with pytest.raises(TypeError):
+        ds.nn.MSELoss("sum")
     if device == "cpu":
         with pytest.raises(ValueError, match="between 0 and 1"):
             F.binary_cross_entropy(ds.full((2,), 1.5), ds.zeros(2))

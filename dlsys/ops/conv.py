@@ -147,9 +147,9 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0, d
         raise ValueError(f"conv2d: out_channels {o} (weight {w.shape}) is not divisible by "
                          f"groups={groups}")
     if x.shape[1] != cg * groups:
-        raise ValueError(f"conv2d: given groups={groups}, weight of shape {w.shape}, expected "
-                         f"input of shape {x.shape} to have {cg * groups} channels, got "
-                         f"{x.shape[1]}")
+        raise ValueError(f"conv2d: input of shape {x.shape} has {x.shape[1]} channels, but "
+                         f"weight of shape {w.shape} with groups={groups} expects "
+                         f"{cg * groups}")
     check_bias(x, w, b, "conv2d")
     stride, dilation = _ints(stride, "stride"), _ints(dilation, "dilation")
     if min(stride) <= 0 or min(dilation) <= 0:

@@ -4,6 +4,10 @@ label_smoothing), nll_loss, binary_cross_entropy (with its clamped logs and PyTo
 gradient), binary_cross_entropy_with_logits (weight, pos_weight), mse_loss, l1_loss,
 smooth_l1_loss; every one with reduction "mean" | "sum" | "none".
 
+NOTE: the options after input, target (and weight) are keyword-only: PyTorch's signatures
+still hold the deprecated size_average and reduce there, so a positional option would bind
+to a different parameter than in PyTorch; here it is a TypeError instead.
+
 The common case of cross_entropy, (N, C) logits with integer targets, mean, no weight and no
 smoothing, is one fused kernel forward and one backward (ignored rows included); the other
 cases are composed from log_softmax and indexing, whose gradients follow.
@@ -306,7 +310,7 @@ def _elementwise_weight(loss, weight, what):
     return _ew.mul(loss, weight)
 
 
-def binary_cross_entropy(input: Tensor, target, weight: Tensor | None = None,
+def binary_cross_entropy(input: Tensor, target, weight: Tensor | None = None, *,
                          reduction: str = "mean") -> Tensor:
     """torch.nn.functional.binary_cross_entropy on probabilities; weight broadcasts."""
     what = "binary_cross_entropy"
@@ -331,7 +335,7 @@ class LogSigmoid(Op):
         return (g * (1.0 - node._inputs[0].sigmoid()),)
 
 
-def binary_cross_entropy_with_logits(input: Tensor, target, weight: Tensor | None = None,
+def binary_cross_entropy_with_logits(input: Tensor, target, weight: Tensor | None = None, *,
                                      reduction: str = "mean",
                                      pos_weight: Tensor | None = None) -> Tensor:
     """torch.nn.functional.binary_cross_entropy_with_logits:
@@ -360,18 +364,19 @@ def _regression(input, target, reduction, what):
     return input - t
 
 
-def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
+def mse_loss(input: Tensor, target, *, reduction: str = "mean") -> Tensor:
     """(input - target) ** 2; the shapes must be equal (no silent broadcasting)."""
     d = _regression(input, target, reduction, "mse_loss")
     return _reduce(d * d, reduction)
 
 
-def l1_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
+def l1_loss(input: Tensor, target, *, reduction: str = "mean") -> Tensor:
     """|input - target| (gradient sign(d), 0 at 0, as PyTorch)."""
     return _reduce(_regression(input, target, reduction, "l1_loss").abs(), reduction)
 
 
-def smooth_l1_loss(input: Tensor, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:
+def smooth_l1_loss(input: Tensor, target, *, reduction: str = "mean",
+                   beta: float = 1.0) -> Tensor:
     """0.5 d**2 / beta where |d| < beta, else |d| - 0.5 beta (beta = 0: l1_loss)."""
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
