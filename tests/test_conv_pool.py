@@ -322,6 +322,14 @@ def test_second_order(fn, arrays, device):
     assert gradgradcheck(fn, *arrays, device=device) < 1e-5
 
 
+def test_conv2d_takes_pytorchs_bias_keyword():
+    x, w, b = ds.randn(1, 2, 4, 4), ds.randn(3, 2, 3, 3), ds.randn(3)
+    np.testing.assert_array_equal(F.conv2d(x, w, bias=b, padding=1).numpy(),
+                                  F.conv2d(x, w, b, padding=1).numpy())
+    with pytest.raises(TypeError, match="twice"):
+        F.conv2d(x, w, b, bias=b)
+
+
 def test_max_pool_return_indices_are_flat_plane_positions():
     x = ds.tensor(np.arange(2 * 16, dtype=np.float32).reshape(1, 2, 4, 4))
     out, idx = F.max_pool2d(x, 2, return_indices=True)

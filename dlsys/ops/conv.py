@@ -123,9 +123,13 @@ def _padding(padding, w_shape, stride, dilation):
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0, dilation=1,
-           groups=1) -> Tensor:
+           groups=1, *, bias: Tensor | None = None) -> Tensor:
     """torch.nn.functional.conv2d: x (N, C, H, W) or unbatched (C, H, W), weight
-    (O, C/groups, kh, kw), bias (O,)."""
+    (O, C/groups, kh, kw), bias (O,) (``b``, or PyTorch's keyword ``bias=``)."""
+    if bias is not None:
+        if b is not None:
+            raise TypeError("conv2d: got the bias twice (b and bias=)")
+        b = bias
     if not isinstance(x, Tensor) or not isinstance(w, Tensor):
         raise TypeError("conv2d: input and weight must be Tensors")
     check_same(x, w, "conv2d")
