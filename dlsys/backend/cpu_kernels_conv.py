@@ -182,11 +182,10 @@ def col2im_block_nb(cols, b0, b1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, out):
                             for ix in range(w):
                                 zz = ix + off
                                 out[b, ch, iy, ix] += cols[r, base + zz] if 0 <= zz < ow else 0
-                        else:
-                            for ix in range(w):
-                                zz = ix + off
-                                ok = zz >= 0 and zz % sw == 0 and zz // sw < ow
-                                out[b, ch, iy, ix] += cols[r, base + zz // sw] if ok else 0
+                        else:  # NOTE: the inputs that output z reads, no division per element
+                            zlo, zhi = _valid(ow, sw, pl, j * dw, w)
+                            for z in range(zlo, zhi):
+                                out[b, ch, iy, z * sw - off] += cols[r, base + z]
 
 
 @jit(fastmath={"reassoc", "contract"})
