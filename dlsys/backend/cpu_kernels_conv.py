@@ -7,15 +7,17 @@ functions route between two implementations (see ``conv_route``):
 
 - ``gemm``: im2col of a block of samples into a (C*kh*kw, block*L) column matrix, then one
   GEMM per group (BLAS) for the whole block, L = OH*OW output positions per sample.
-- ``direct``: a Numba loop nest with the output row innermost (depthwise and other convs
-  whose per-group GEMM would be too small for BLAS to pay off).
+- ``direct``: Numba loops for depthwise and other convs whose per-group GEMM would be too
+  small for BLAS to pay off: at stride 1 each tap is one long multiply-add over a flat padded
+  plane (``conv2d_flat_nb``, whose input gradient is a stride-1 conv too); other strides take
+  row loops.
 
 NOTE: blocks instead of one im2col of the whole batch: the columns are kh*kw times the input
 (38 MB for ResNet's 16-channel 3x3 layer at batch 64), so a whole-batch im2col streams them
-through DRAM twice and a whole-batch GEMM of that size ran at half the speed of cache-sized
-ones (benchmarks/conv.py --block). A block of ~COLS_PER_BLOCK output positions keeps the
-columns in L2 while each GEMM is still large enough for BLAS; the backward recomputes the
-columns block by block instead of keeping them (memory: the input, as PyTorch saves).
+through DRAM twice; one whole-batch GEMM measured 1.3-2x slower for forward + backward than
+GEMMs over blocks of ~COLS_PER_BLOCK output positions, whose columns stay in L2
+(benchmarks/nn_ops.py --block). The backward recomputes the columns block by block instead of
+keeping them (memory: the input, as PyTorch saves).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from numpy.lib.stride_tricks import as_strided
 from .cpu_kernels import jit, numba_ok
 from .device import conv_out_size as out_size
 
-# NOTE: measured on the project machine (benchmarks/conv.py --block): 512 output positions
-# per block (one sample at 32x32, 8 at 8x8) were the fastest for ResNet's 16..64-channel
-# layers, forward and backward, within a few percent of 256 and 1024; 4096 and more were
-# 20-60% slower (the columns leave L2).
+# NOTE: measured on the project machine (benchmarks/nn_ops.py --block): 256-1024 output
+# positions per block (512: one sample at 32x32, 8 at 8x8) were the fastest for ResNet's
+# 16..64-channel layers, forward and backward; 2048 and more were slower (the columns leave
+# L2, and the blocks of the whole batch were 1.3-2x slower).
 COLS_PER_BLOCK = 512
 # Per-group GEMMs smaller than this (rows of the weight x reduction length) take the direct
 # kernel: a depthwise 3x3 conv is a (1, 9) @ (9, L) GEMM per channel. NOTE: measured at
