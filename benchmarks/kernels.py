@@ -28,8 +28,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dlsys.backend import cpu_kernels as K  # noqa: E402
+from dlsys.backend import cpu_kernels_attention as KA  # noqa: E402
+from dlsys.backend import cpu_kernels_conv as KC  # noqa: E402
 from dlsys.backend import cpu_kernels_nn as KN  # noqa: E402
 from dlsys.backend import cpu_kernels_optim as KO  # noqa: E402
+from dlsys.backend import cpu_kernels_pool as KP  # noqa: E402
 
 
 def _inner(fn):
@@ -76,32 +79,55 @@ def cases(dt, rng):
             ("log_softmax", shape, lambda x=lg: KN.log_softmax_ref(x),
              lambda x=lg: KN.log_softmax_fast(x)),
         ]
-    # LeNet-style convolutions: conv1 5x5 pad 2 on 1x28x28, conv2 5x5 on 6x14x14
-    for xs, k, p in [((128, 1, 28, 28), 5, 2), ((128, 6, 14, 14), 5, 0), ((32, 16, 16, 16), 3, 1)]:
-        x = r(*xs)
-        cols = KN.im2col_ref(x, k, k, 1, 1, p, p).copy()
-        tag = f"{xs} k{k} p{p}"
+    # convolutions: LeNet's conv1 5x5 pad 2 and conv2 5x5, ResNet's 3x3 (gemm route),
+    # a depthwise 3x3 (direct route); the reference is im2col (numpy windows) + matmul
+    for xs, ws, p, g in [((128, 1, 28, 28), (6, 1, 5, 5), 2, 1), ((128, 6, 14, 14),
+                                                                 (16, 6, 5, 5), 0, 1),
+                         ((64, 16, 32, 32), (16, 16, 3, 3), 1, 1),
+                         ((64, 32, 16, 16), (32, 1, 3, 3), 1, 32)]:
+        x, w = r(*xs), r(*ws)
+        geom = ((1, 1), (p, p, p, p), (1, 1), g)
+        gr = r(*KC.conv2d_ref(x, w, *geom).shape)
+        tag = f"{xs} k{ws[2]} g{g}"
         out += [
-            ("im2col", tag, lambda x=x, k=k, p=p: KN.im2col_ref(x, k, k, 1, 1, p, p),
-             lambda x=x, k=k, p=p: KN.im2col_fast(x, k, k, 1, 1, p, p)),
-            ("col2im", tag, lambda c=cols, xs=xs, k=k, p=p: KN.col2im_ref(c, xs, k, k, 1, 1, p, p),
-             lambda c=cols, xs=xs, k=k, p=p: KN.col2im_fast(c, xs, k, k, 1, 1, p, p)),
+            ("conv2d", tag, lambda x=x, w=w, geom=geom: KC.conv2d_ref(x, w, *geom),
+             lambda x=x, w=w, geom=geom: KC.conv2d_fast(x, w, *geom)),
+            ("conv2d_backward_input", tag,
+             lambda g=gr, w=w, s=xs, geom=geom: KC.conv2d_backward_input_ref(g, w, s, *geom),
+             lambda g=gr, w=w, s=xs, geom=geom: KC.conv2d_backward_input_fast(g, w, s, *geom)),
+            ("conv2d_backward_weight", tag,
+             lambda x=x, g=gr, s=ws, geom=geom: KC.conv2d_backward_weight_ref(x, g, s, *geom),
+             lambda x=x, g=gr, s=ws, geom=geom: KC.conv2d_backward_weight_fast(x, g, s, *geom)),
         ]
-    for xs in [(128, 6, 28, 28), (128, 16, 10, 10)]:
+    for xs, geom in [((128, 6, 28, 28), (2, 2, 2, 2)), ((128, 16, 10, 10), (2, 2, 2, 2)),
+                     ((64, 16, 32, 32), (3, 3, 2, 2, 1, 1))]:
         x = r(*xs)
-        o, am = KN.max_pool2d_ref(x, 2, 2, 2, 2)
+        o, am = KP.max_pool2d_ref(x, *geom)
         g = r(*o.shape)
         out += [
-            ("max_pool2d", xs, lambda x=x: KN.max_pool2d_ref(x, 2, 2, 2, 2),
-             lambda x=x: KN.max_pool2d_fast(x, 2, 2, 2, 2)),
-            ("max_pool2d_backward", xs, lambda g=g, a=am, s=xs: KN.max_pool2d_backward_ref(g, a, s),
-             lambda g=g, a=am, s=xs: KN.max_pool2d_backward_fast(g, a, s)),
-            ("avg_pool2d", xs, lambda x=x: KN.avg_pool2d_ref(x, 2, 2, 2, 2),
-             lambda x=x: KN.avg_pool2d_fast(x, 2, 2, 2, 2)),
-            ("avg_pool2d_backward", xs,
-             lambda g=g, s=xs: KN.avg_pool2d_backward_ref(g, s, 2, 2, 2, 2),
-             lambda g=g, s=xs: KN.avg_pool2d_backward_fast(g, s, 2, 2, 2, 2)),
+            ("max_pool2d", (xs, geom), lambda x=x, ge=geom: KP.max_pool2d_ref(x, *ge),
+             lambda x=x, ge=geom: KP.max_pool2d_fast(x, *ge)),
+            ("max_pool2d_backward", (xs, geom),
+             lambda g=g, a=am, s=xs: KP.max_pool2d_backward_ref(g, a, s),
+             lambda g=g, a=am, s=xs: KP.max_pool2d_backward_fast(g, a, s)),
+            ("avg_pool2d", (xs, geom), lambda x=x, ge=geom: KP.avg_pool2d_ref(x, *ge),
+             lambda x=x, ge=geom: KP.avg_pool2d_fast(x, *ge)),
+            ("avg_pool2d_backward", (xs, geom),
+             lambda g=g, s=xs, ge=geom: KP.avg_pool2d_backward_ref(g, s, *ge),
+             lambda g=g, s=xs, ge=geom: KP.avg_pool2d_backward_fast(g, s, *ge)),
         ]
+    # attention at the GPT's shape (B*H=64, T=64, D=32), causal
+    qkv = (r(64, 64, 32), r(64, 64, 32), r(64, 64, 32))
+    pa = KA.attention_ref(*qkv, None, 0.18, True, None)[1]
+    ga = r(64, 64, 32)
+    out += [
+        ("attention", "(64, 64, 32) causal",
+         lambda t=qkv: KA.attention_ref(*t, None, 0.18, True, None),
+         lambda t=qkv: KA.attention_fast(*t, None, 0.18, True, None)),
+        ("attention_backward", "(64, 64, 32) causal",
+         lambda t=qkv: KA.attention_backward_ref(*t, pa, None, ga, 0.18),
+         lambda t=qkv: KA.attention_backward_fast(*t, pa, None, ga, 0.18)),
+    ]
     n = 784 * 256
     p, g, b, m, v = r(n), r(n), r(n), np.zeros(n, dt), np.zeros(n, dt)
     out += [
@@ -147,14 +173,14 @@ def main():
     args = ap.parse_args()
     dt = np.float32 if args.dtype == "f32" else np.float64
     rows = []
-    print(f"{'kernel':<24} {'shape':<26} {'numpy ms':>10} {'numba ms':>10} {'ratio':>7}")
+    print(f"{'kernel':<24} {'shape':<34} {'numpy ms':>10} {'numba ms':>10} {'ratio':>7}")
     for name, shape, ref, fast in cases(dt, np.random.default_rng(0)):
         if args.only and args.only not in name:
             continue
         t_ref, t_nb = _time_pair(ref, fast, args.repeat)
         rows.append(dict(kernel=name, shape=str(shape), numpy_ms=t_ref, numba_ms=t_nb,
                          ratio=t_ref / t_nb))
-        print(f"{name:<24} {str(shape):<26} {t_ref:>10.4f} {t_nb:>10.4f} {t_ref / t_nb:>7.2f}",
+        print(f"{name:<24} {str(shape):<34} {t_ref:>10.4f} {t_nb:>10.4f} {t_ref / t_nb:>7.2f}",
               flush=True)
     if args.json:
         meta = dict(dtype=args.dtype, repeat=args.repeat, numpy=np.__version__,

@@ -118,18 +118,20 @@ def cases(K, KN, MM, OPT):
         add((f"put {dt}", K.put_kernel, (arr(dt), arr("int64"), arr(dt), I)))
     for dt in FLOATS:
         add((f"softmax_rows {dt}", KN.softmax_rows_kernel(np.dtype(dt).str),
-             (arr(dt), arr(dt), arr(dt), arr("int64"), I, I, I, sc(dt))))
+             (arr(dt), arr(dt), arr(dt), arr("int64"), I, I, I, I, sc(dt))))
         add((f"ce_backward {dt}", KN.cross_entropy_backward_kernel,
-             (arr(dt), arr("int64"), arr(dt), sc(dt), arr(dt), I, I)))
-        add((f"im2col {dt}", KN.im2col_kernel, (arr(dt), arr(dt)) + (I,) * 11 + (sc(dt), I)))
-        add((f"col2im {dt}", KN.col2im_kernel, (arr(dt), arr(dt)) + (I,) * 11 + (sc(dt), I)))
+             (arr(dt), arr("int64"), arr(dt), arr(dt), I, arr(dt), I, I)))
+        add((f"log_sigmoid {dt}", KN.log_sigmoid_kernel, (arr(dt), arr(dt), I)))
+        add((f"im2col {dt}", KN.im2col_kernel, (arr(dt), arr(dt)) + (I,) * 13 + (sc(dt), I)))
+        add((f"col2im {dt}", KN.col2im_kernel, (arr(dt), arr(dt)) + (I,) * 13 + (sc(dt), I)))
         add((f"max_pool {dt}", KN.max_pool_kernel,
-             (arr(dt), arr(dt), arr("int64")) + (I,) * 8 + (I,)))
+             (arr(dt), arr(dt), arr("int64")) + (I,) * 12 + (I,)))
         add((f"max_pool_backward {dt}", KN.max_pool_backward_kernel,
              (arr(dt), arr("int64"), arr(dt), I, I, I)))
-        add((f"avg_pool {dt}", KN.avg_pool_kernel, (arr(dt), arr(dt)) + (I,) * 8 + (sc(dt), I)))
+        add((f"avg_pool {dt}", KN.avg_pool_kernel,
+             (arr(dt), arr(dt)) + (I,) * 12 + (sc(dt), I)))
         add((f"avg_pool_backward {dt}", KN.avg_pool_backward_kernel,
-             (arr(dt), arr(dt)) + (I,) * 8 + (sc(dt), I)))
+             (arr(dt), arr(dt)) + (I,) * 12 + (sc(dt), I)))
         s = sc(dt)
         add((f"sgd {dt}", OPT.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
         add((f"adam {dt}", OPT.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))

@@ -53,8 +53,9 @@ def test_pooling_window_must_fit(device, pool):
 
 @pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
 def test_pooling_needs_nchw(device, pool):
-    with pytest.raises(ValueError, match=r"4-D \(N, C, H, W\) input, got shape \(2, 4, 4\)"):
-        pool(ds.zeros(2, 4, 4, device=device), 2)
+    # NOTE: a 3-D input is an unbatched (C, H, W) one, as in PyTorch
+    with pytest.raises(ValueError, match=r"4-D \(N, C, H, W\) input, got shape \(4, 4\)"):
+        pool(ds.zeros(4, 4, device=device), 2)
 
 
 def test_conv2d_kernel_must_fit_the_padded_input(device):
@@ -66,7 +67,7 @@ def test_conv2d_kernel_must_fit_the_padded_input(device):
 
 def test_conv2d_needs_nchw(device):
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        F.conv2d(ds.zeros(2, 4, 4, device=device), ds.zeros(3, 2, 3, 3, device=device))
+        F.conv2d(ds.zeros(4, 4, device=device), ds.zeros(3, 2, 3, 3, device=device))
 
 
 # -- in-place binary ops: one shared check --------------------------------------------------------

@@ -14,9 +14,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import cpu_kernels as K
+from . import cpu_kernels_attention as KA
+from . import cpu_kernels_conv as KC
 from . import cpu_kernels_nn as KN
 from . import cpu_kernels_optim  # noqa: F401 - registers the CPU's optimizer updates
-from .device import BINARY_OPS, COMPARE_OPS, NUMPY_BINARY, UNARY_OPS, Device, float16_via_float32
+from . import cpu_kernels_pool as KP
+from .device import (
+    BINARY_OPS,
+    COMPARE_OPS,
+    NUMPY_BINARY,
+    UNARY_OPS,
+    Device,
+    float16_via_float32,
+    pads4,
+)
 from .device import pair as _pair
 
 # NOTE: routing follows benchmarks/kernels.py (one thread, float32; see the table there): a
@@ -258,34 +269,55 @@ class CPUDevice(Device):
         return _arr(np.matmul(a, b))
 
     # -- convolution and pooling ---------------------------------------------------------------
-    def im2col(self, x, kh, kw, stride, padding):
-        sh, sw = _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        return KN.im2col_fast(x, kh, kw, sh, sw, ph, pw)
+    def im2col(self, x, kh, kw, stride, padding, dilation=1):
+        return np.ascontiguousarray(KC.im2col_ref(x, kh, kw, _pair(stride, "stride"),
+                                                  pads4(padding), _pair(dilation, "dilation")))
 
-    def col2im(self, cols, x_shape, kh, kw, stride, padding):
-        sh, sw = _pair(stride, "stride")
-        ph, pw = _pair(padding, "padding")
-        return KN.col2im_fast(cols, tuple(x_shape), kh, kw, sh, sw, ph, pw)
+    def col2im(self, cols, x_shape, kh, kw, stride, padding, dilation=1):
+        return KC.col2im_ref(cols, tuple(x_shape), kh, kw, _pair(stride, "stride"),
+                             pads4(padding), _pair(dilation, "dilation"))
 
-    def max_pool2d(self, x, kernel, stride):
+    @float16_via_float32(0, 1)  # NOTE: no float16 BLAS
+    def conv2d(self, x, w, stride, padding, dilation, groups):
+        return KC.conv2d_fast(x, w, _pair(stride), pads4(padding), _pair(dilation), groups)
+
+    @float16_via_float32(0, 1)
+    def conv2d_backward_input(self, g, w, x_shape, stride, padding, dilation, groups):
+        return KC.conv2d_backward_input_fast(g, w, tuple(x_shape), _pair(stride),
+                                             pads4(padding), _pair(dilation), groups)
+
+    @float16_via_float32(0, 1)
+    def conv2d_backward_weight(self, x, g, w_shape, stride, padding, dilation, groups):
+        return KC.conv2d_backward_weight_fast(x, g, tuple(w_shape), _pair(stride),
+                                              pads4(padding), _pair(dilation), groups)
+
+    @float16_via_float32(0)
+    def max_pool2d(self, x, kernel, stride, padding=0, dilation=1, ceil_mode=False):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        return KN.max_pool2d_fast(x, kh, kw, sh, sw)
+        return KP.max_pool2d_fast(x, kh, kw, sh, sw, *_pair(padding), *_pair(dilation),
+                                  bool(ceil_mode))
 
+    @float16_via_float32(0)
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
-        return KN.max_pool2d_backward_fast(grad_out, argmax, tuple(x_shape))
+        return KP.max_pool2d_backward_fast(grad_out, argmax, tuple(x_shape))
 
-    def avg_pool2d(self, x, kernel, stride):
+    @float16_via_float32(0)
+    def avg_pool2d(self, x, kernel, stride, padding=0, ceil_mode=False, count_include_pad=True,
+                   divisor_override=None):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        return KN.avg_pool2d_fast(x, kh, kw, sh, sw)
+        return KP.avg_pool2d_fast(x, kh, kw, sh, sw, *_pair(padding), bool(ceil_mode),
+                                  count_include_pad, divisor_override)
 
-    def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):
+    @float16_via_float32(0)
+    def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride, padding=0, ceil_mode=False,
+                            count_include_pad=True, divisor_override=None):
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
-        # NOTE: numpy's strided adds measured faster than the Numba kernel on large inputs.
-        return KN.avg_pool2d_backward_ref(grad_out, tuple(x_shape), kh, kw, sh, sw)
+        return KP.avg_pool2d_backward_fast(grad_out, tuple(x_shape), kh, kw, sh, sw,
+                                           *_pair(padding), bool(ceil_mode), count_include_pad,
+                                           divisor_override)
 
     # -- softmax family ------------------------------------------------------------------------
     @float16_via_float32(0)
@@ -302,11 +334,25 @@ class CPUDevice(Device):
         return _arr(KN.logsumexp_ref(x))
 
     @float16_via_float32(0)
-    def cross_entropy(self, logits, target):
+    def cross_entropy(self, logits, target, ignore_index=-100):
         if _short_rows(logits):
-            return KN.cross_entropy_fast(logits, target)
-        return KN.cross_entropy_ref(logits, target)
+            return KN.cross_entropy_fast(logits, target, ignore_index)
+        return KN.cross_entropy_ref(logits, target, ignore_index)
 
     @float16_via_float32(0)
-    def cross_entropy_backward(self, probs, target, grad_loss):
-        return KN.cross_entropy_backward_fast(probs, target, grad_loss)
+    def cross_entropy_backward(self, probs, target, grad_loss, ignore_index=-100):
+        return KN.cross_entropy_backward_fast(probs, target, grad_loss, ignore_index)
+
+    def log_sigmoid(self, x):
+        # NOTE: -logaddexp(0, -x) = -log1p(exp(-x)) without overflow or cancellation
+        return _arr(-np.logaddexp(x.dtype.type(0), -x))
+
+    # -- attention -----------------------------------------------------------------------------
+    @float16_via_float32(0, 1, 2, 3, 6)
+    def attention(self, q, k, v, mask, scale, causal, drop):
+        return KA.attention_fast(q, k, v, mask, scale, causal, drop)
+
+    @float16_via_float32(0, 1, 2, 3, 4, 5)
+    def attention_backward(self, q, k, v, probs, drop, g, scale):
+        return KA.attention_backward_fast(q, k, v, probs, drop, g, scale)
+

@@ -118,6 +118,30 @@ def pair(v, name="value"):
     return int(v), int(v)
 
 
+def pads4(padding):
+    """(top, bottom, left, right) from an int, a (ph, pw) pair or a 4-tuple (asymmetric
+    padding, as conv2d's padding="same" with an even kernel needs)."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(int(p) for p in padding)
+    ph, pw = pair(padding, "padding")
+    return ph, ph, pw, pw
+
+
+def conv_out_size(n, k, s, p0, p1, d):
+    """Output length of a convolution along one axis (PyTorch's formula, floor division)."""
+    return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def pool_out_size(n, k, s, p, d, ceil_mode):
+    """Output length of a pooling window along one axis, PyTorch's rule: with ceil_mode the
+    last window may run past the input, but must start inside the input or its left pad."""
+    span = n + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
 class Device:
     """Base class of devices. Subclasses implement every method that raises here."""
 
@@ -310,26 +334,81 @@ class Device:
         """(..., m, k) @ (..., k, n) with equal batch shapes (the front end broadcasts them)."""
         raise NotImplementedError
 
-    # -- convolution and pooling (NCHW) ---------------------------------------------------------
-    def im2col(self, x, kh, kw, stride, padding):
-        """(N, C, H, W) -> compact (N*OH*OW, C*kh*kw), rows in (n, oh, ow) order."""
+    # -- convolution (NCHW) --------------------------------------------------------------------
+    # stride and dilation are (h, w) pairs, padding (top, bottom, left, right) (``pads4``);
+    # the front end has checked the shapes (C == w.shape[1] * groups, output size >= 1).
+    def im2col(self, x, kh, kw, stride, padding, dilation=1):
+        """(N, C, H, W) -> compact (N*OH*OW, C*kh*kw), rows in (n, oh, ow) order, columns in
+        (c, i, j) order; padding as ``pads4`` takes it."""
         raise NotImplementedError
 
-    def col2im(self, cols, x_shape, kh, kw, stride, padding):
+    def col2im(self, cols, x_shape, kh, kw, stride, padding, dilation=1):
         """The adjoint of im2col: scatter-add columns back to a (N, C, H, W) array."""
         raise NotImplementedError
 
-    def max_pool2d(self, x, kernel, stride):
-        """(out, argmax) where argmax holds each output's flat index into its (H*W) plane."""
+    def _conv_cols(self, x, w_shape, stride, padding, dilation, groups):
+        """im2col of x split by group: (G, N*L, C/G*kh*kw), and (OH, OW)."""
+        n, c, h, wd = x.shape
+        o, cg, kh, kw = w_shape
+        pt, pb, pl, pr = pads4(padding)
+        oh = conv_out_size(h, kh, stride[0], pt, pb, dilation[0])
+        ow = conv_out_size(wd, kw, stride[1], pl, pr, dilation[1])
+        cols = self.im2col(x, kh, kw, stride, (pt, pb, pl, pr), dilation)
+        cols = self.permute(self.reshape(cols, (n * oh * ow, groups, -1)), (1, 0, 2))
+        return self.compact(cols), (oh, ow)
+
+    def _conv_g(self, g, groups):
+        """(N, O, OH, OW) -> compact (G, N*L, O/G)."""
+        n, o, oh, ow = g.shape
+        g4 = self.reshape(self.compact(g), (n, groups, o // groups, oh * ow))
+        return self.compact(self.reshape(self.permute(g4, (1, 0, 3, 2)),
+                                         (groups, n * oh * ow, o // groups)))
+
+    def conv2d(self, x, w, stride, padding, dilation, groups):
+        """(N, C, H, W) * (O, C/groups, kh, kw) -> (N, O, OH, OW), cross-correlation. This
+        default is im2col and one batched GEMM over the groups; a device may fuse it."""
+        n = x.shape[0]
+        o, cg, kh, kw = w.shape
+        cols, (oh, ow) = self._conv_cols(x, w.shape, stride, padding, dilation, groups)
+        wg = self.reshape(self.compact(w), (groups, o // groups, cg * kh * kw))
+        out = self.matmul(cols, self.compact(self.permute(wg, (0, 2, 1))))  # G, NL, Og
+        out = self.permute(self.reshape(out, (groups, n, oh * ow, o // groups)), (1, 0, 3, 2))
+        return self.reshape(self.compact(out), (n, o, oh, ow))
+
+    def conv2d_backward_input(self, g, w, x_shape, stride, padding, dilation, groups):
+        """d(conv2d)/dx applied to the output gradient g (the transposed convolution)."""
+        o, cg, kh, kw = w.shape
+        wg = self.reshape(self.compact(w), (groups, o // groups, cg * kh * kw))
+        dcols = self.matmul(self._conv_g(g, groups), wg)  # G, NL, Ckg
+        dcols = self.reshape(self.compact(self.permute(dcols, (1, 0, 2))), (dcols.shape[1], -1))
+        return self.col2im(dcols, tuple(x_shape), kh, kw, stride, pads4(padding), dilation)
+
+    def conv2d_backward_weight(self, x, g, w_shape, stride, padding, dilation, groups):
+        """d(conv2d)/dw applied to the output gradient g: (O, C/groups, kh, kw)."""
+        cols, _ = self._conv_cols(x, w_shape, stride, padding, dilation, groups)
+        gt = self.compact(self.permute(self._conv_g(g, groups), (0, 2, 1)))  # G, Og, NL
+        return self.reshape(self.matmul(gt, cols), tuple(w_shape))
+
+    # -- pooling (NCHW) ------------------------------------------------------------------------
+    # kernel, stride, padding, dilation: ints or (h, w) pairs (stride None: the kernel); the
+    # output size follows ``pool_out_size``; the front end has checked padding <= kernel / 2.
+    def max_pool2d(self, x, kernel, stride, padding=0, dilation=1, ceil_mode=False):
+        """(out, argmax): argmax holds each output's flat index into its (H*W) input plane;
+        the first maximum of a window wins, a NaN beats every number (the last NaN wins), as
+        PyTorch's CPU kernel."""
         raise NotImplementedError
 
     def max_pool2d_backward(self, grad_out, argmax, x_shape):
         raise NotImplementedError
 
-    def avg_pool2d(self, x, kernel, stride):
+    def avg_pool2d(self, x, kernel, stride, padding=0, ceil_mode=False, count_include_pad=True,
+                   divisor_override=None):
+        """Window means; the divisor is PyTorch's: the window clipped to the padded input
+        (count_include_pad) or to the input, or divisor_override."""
         raise NotImplementedError
 
-    def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride):
+    def avg_pool2d_backward(self, grad_out, x_shape, kernel, stride, padding=0, ceil_mode=False,
+                            count_include_pad=True, divisor_override=None):
         raise NotImplementedError
 
     # -- fused softmax family (over the last axis of a compact 2-D array) -----------------------
@@ -345,11 +424,57 @@ class Device:
         ls = self.log_softmax(x)
         return self.binary("sub", self.getitem(x, (Ellipsis, 0)), self.getitem(ls, (Ellipsis, 0)))
 
-    def cross_entropy(self, logits, target):
-        """Mean cross-entropy of (N, C) logits and int64 (N,) targets, and the softmax of the
-        logits (saved for the backward): returns (loss as a 0-d array, probs)."""
+    def cross_entropy(self, logits, target, ignore_index=-100):
+        """Mean cross-entropy of (N, C) logits and int64 (N,) targets over the rows whose
+        target is not ``ignore_index`` (nan if none), and the softmax of the logits (saved for
+        the backward): returns (loss as a 0-d array, probs)."""
         raise NotImplementedError
 
-    def cross_entropy_backward(self, probs, target, grad_loss):
-        """d(mean loss)/d(logits) = (probs - onehot(target)) * grad_loss / N."""
+    def cross_entropy_backward(self, probs, target, grad_loss, ignore_index=-100):
+        """d(mean loss)/d(logits) = (probs - onehot(target)) * grad_loss / (rows kept), zero
+        on the ignored rows."""
         raise NotImplementedError
+
+    def log_sigmoid(self, x):
+        """log(sigmoid(x)) = -log1p(exp(-x)), accurate for large |x| (binary cross-entropy
+        with logits)."""
+        raise NotImplementedError
+
+    # -- attention ---------------------------------------------------------------------------
+    # q (B, L, E), k (B, S, E), v (B, S, Ev): compact 3-D batches (the front end flattens the
+    # batch dims); mask None or an additive float (1 or B, L, S) array; causal masks j > i;
+    # drop None or a (B, L, S) multiplier of the probabilities (dropout: keep / (1 - p)).
+    def attention(self, q, k, v, mask, scale, causal, drop):
+        """(out (B, L, Ev), probs (B, L, S)): probs = softmax(scale * q @ k^T + mask) with the
+        causal and mask exclusions (a row excluded everywhere gives zeros, as PyTorch), out =
+        (probs * drop) @ v. This default composes matmul and softmax kernels."""
+        s = self.scalar("mul", self.matmul(q, self.compact(self.permute(k, (0, 2, 1)))), scale)
+        if mask is not None:
+            s = self.binary("add", s, self.compact(self.broadcast_to(mask, s.shape)))
+        if causal:
+            L, S = s.shape[1:]
+            keep = self.from_numpy(np.tril(np.ones((L, S), bool)))
+            s = self.where(self.compact(self.broadcast_to(keep, s.shape)), s,
+                           self.full(s.shape, -np.inf, s.dtype))
+        rowmax, _ = self.max(s, 2, keepdims=True)
+        live = self.compact(self.broadcast_to(self.scalar("gt", rowmax, -np.inf), s.shape))
+        zero = self.full(s.shape, 0, s.dtype)
+        s = self.where(live, s, zero)  # NOTE: a row that sees nothing: zeros, not 0/0 = nan
+        p = self.reshape(self.softmax(self.reshape(s, (-1, s.shape[2]))), s.shape)
+        p = self.where(live, p, zero)
+        a = p if drop is None else self.binary("mul", p, drop)
+        return self.matmul(a, v), p
+
+    def attention_backward(self, q, k, v, probs, drop, g, scale):
+        """(dq, dk, dv, dscores) for the output gradient g; dscores is the gradient of the
+        masked scores (that of a float mask, before broadcasting)."""
+        a = probs if drop is None else self.binary("mul", probs, drop)
+        dv = self.matmul(self.compact(self.permute(a, (0, 2, 1))), g)
+        da = self.matmul(g, self.compact(self.permute(v, (0, 2, 1))))
+        dp = da if drop is None else self.binary("mul", da, drop)
+        dot = self.sum(self.binary("mul", dp, probs), (2,), keepdims=True)
+        ds = self.binary("mul", probs, self.binary("sub", dp, self.compact(
+            self.broadcast_to(dot, dp.shape))))
+        dq = self.scalar("mul", self.matmul(ds, k), scale)
+        dk = self.scalar("mul", self.matmul(self.compact(self.permute(ds, (0, 2, 1))), q), scale)
+        return dq, dk, dv, ds

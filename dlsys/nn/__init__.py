@@ -6,18 +6,27 @@ from .container import ModuleList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout, Flatten
 from .linear import Identity, Linear
-from .loss import CrossEntropyLoss, MSELoss
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
-from .pooling import AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .sparse import Embedding
 
 __all__ = [
     "functional", "init", "utils",
     "Module", "Parameter", "Sequential", "ModuleList",
-    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d",
+    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Flatten", "Embedding",
     "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
-    "CrossEntropyLoss", "MSELoss",
+    "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss",
+    "SmoothL1Loss",
 ]

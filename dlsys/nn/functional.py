@@ -7,25 +7,27 @@ TypeError naming the dtypes involved; nothing is broadcast or cast silently.
 from __future__ import annotations
 
 from dlsys.ops.activation import gelu, silu, softplus
+from dlsys.ops.attention import scaled_dot_product_attention
+from dlsys.ops.conv import conv2d
 from dlsys.ops.elementwise import relu, sigmoid, tanh
 from dlsys.ops.index import one_hot
-from dlsys.ops.matmul import linear
-from dlsys.ops.nn import (
-    avg_pool2d,
-    conv2d,
+from dlsys.ops.loss import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
     cross_entropy,
-    dropout,
-    embedding,
-    layer_norm,
-    log_softmax,
-    logsumexp,
-    max_pool2d,
+    l1_loss,
     mse_loss,
-    softmax,
+    nll_loss,
+    smooth_l1_loss,
 )
+from dlsys.ops.matmul import linear
+from dlsys.ops.nn import dropout, embedding, layer_norm, log_softmax, logsumexp, softmax
+from dlsys.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from dlsys.ops.rearrange import pad
 
 __all__ = ["relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "logsumexp",
-           "cross_entropy", "mse_loss", "linear", "conv2d", "max_pool2d", "avg_pool2d",
-           "dropout", "layer_norm", "embedding"]
-__all__ += ["silu", "softplus", "one_hot", "pad"]
+           "cross_entropy", "nll_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "mse_loss", "l1_loss", "smooth_l1_loss",
+           "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+           "scaled_dot_product_attention", "dropout", "layer_norm", "embedding",
+           "silu", "softplus", "one_hot", "pad"]
