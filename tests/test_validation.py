@@ -38,8 +38,9 @@ def test_cross_entropy_rejects_a_target_of_the_wrong_length(device):
         F.cross_entropy(logits(device), ds.tensor([0, 1, 2], device=device))
 
 
-def test_cross_entropy_rejects_a_float_target(device):
-    with pytest.raises(TypeError, match="integer class indices"):
+def test_cross_entropy_rejects_a_probability_target_of_another_dtype(device):
+    # NOTE: a float target is class probabilities (as in torch); it must match the logits' dtype
+    with pytest.raises(TypeError, match="target dtype float32 differs from input dtype"):
         F.cross_entropy(logits(device), np.zeros(5, np.float32))
 
 
