@@ -5,7 +5,7 @@ __version__ = "0.2.0.dev0"  # NOTE: the same string as pyproject.toml's version 
 # NOTE: importing dlsys changes nothing in the process: the first use of a device prepares it
 # (dlsys.backend.registry). nn/optim/data import dlsys.tensor themselves, so the order of this
 # line does not matter.
-from . import autograd, backend, config, data, dtypes, nn, optim, random  # noqa: F401
+from . import autograd, backend, config, data, dtypes, nn, optim, random, utils  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend.registry import cpu, cuda, cuda_is_available
 from .creation import (
@@ -39,5 +39,5 @@ __all__ = [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "autograd",
     "stack", "concatenate", "maximum", "minimum", "where",
     "manual_seed", "get_rng_state", "set_rng_state", "random",
-    "nn", "optim", "data", "config", "save", "load",
+    "nn", "optim", "data", "config", "save", "load", "utils",
 ]
