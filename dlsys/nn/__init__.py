@@ -1,14 +1,14 @@
 """Neural-network modules (a PyTorch-like ``torch.nn``)."""
 
 from . import functional, init, utils
-from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .container import ModuleList, Sequential
+from .activation import GELU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout, Flatten
 from .linear import Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
 from .sparse import Embedding
@@ -21,3 +21,4 @@ __all__ = [
     "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "MSELoss",
 ]
+__all__ += ["ModuleDict", "ParameterList", "ParameterDict", "GroupNorm", "RMSNorm", "SiLU"]

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from . import functional as F
 from .module import Module
+
+
+def _gelu_tanh(x):
+    """GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
+    return x * 0.5 * (inner.tanh() + 1.0)
 
 
 class ReLU(Module):
@@ -12,8 +20,26 @@ class ReLU(Module):
 
 
 class GELU(Module):
+    """GELU, exact (``approximate="none"``, with erf) or its tanh approximation."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
     def forward(self, x):
-        return F.gelu(x)
+        return F.gelu(x) if self.approximate == "none" else _gelu_tanh(x)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """x * sigmoid(x) (swish)."""
+
+    def forward(self, x):
+        return x * x.sigmoid()
 
 
 class Tanh(Module):

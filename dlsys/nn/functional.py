@@ -21,7 +21,9 @@ from dlsys.ops.nn import (
     mse_loss,
     softmax,
 )
+from dlsys.ops.norm import group_norm, rms_norm
 
 __all__ = ["relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "logsumexp",
            "cross_entropy", "mse_loss", "linear", "conv2d", "max_pool2d", "avg_pool2d",
            "dropout", "layer_norm", "embedding"]
+__all__ += ["group_norm", "rms_norm"]
