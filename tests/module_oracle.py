@@ -41,7 +41,9 @@ def compare(torch, dmod, tmod, inputs, dtype=np.float64, device="cpu", tol=None,
     rtol, atol = tol or TOL[dtype]
     tdt = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
     tmod = tmod.to(tdt)
+    tmod.zero_grad(set_to_none=True)
     dmod = dmod.to(dtype).to(device)
+    dmod.zero_grad(set_to_none=True)
     copy_weights(dmod, tmod)
     call = call or (lambda m, *a: m(*a))
     din, tin = [], []

@@ -2,6 +2,7 @@
 
 from . import functional, init, utils
 from .activation import GELU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .attention import MultiheadAttention
 from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout, Flatten
@@ -11,6 +12,7 @@ from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
+from .rnn import GRU, LSTM, RNN, RNNBase
 from .sparse import Embedding
 
 __all__ = [
@@ -21,4 +23,5 @@ __all__ = [
     "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "MSELoss",
 ]
-__all__ += ["ModuleDict", "ParameterList", "ParameterDict", "GroupNorm", "RMSNorm", "SiLU"]
+__all__ += ["ModuleDict", "ParameterList", "ParameterDict", "GroupNorm", "RMSNorm", "SiLU",
+            "RNNBase", "RNN", "LSTM", "GRU", "MultiheadAttention"]
