@@ -129,3 +129,19 @@ def test_functional_norms_as_torch():
         nn.GroupNorm(2, 6)(ds.tensor(x))
     with pytest.raises(TypeError, match="floating"):
         F.group_norm(ds.tensor([[1, 2]]), 1)
+
+
+def test_embedding_from_pretrained_and_pickled_modules():
+    import pickle
+
+    w = RNG.standard_normal((4, 3)).astype(np.float32)
+    e = nn.Embedding.from_pretrained(ds.tensor(w))
+    t = tnn.Embedding.from_pretrained(torch.tensor(w))
+    assert e.weight.requires_grad == t.weight.requires_grad is False
+    np.testing.assert_array_equal(e(ds.tensor([[1, 3]])).numpy(), t(torch.tensor([[1, 3]])).numpy())
+    assert nn.Embedding.from_pretrained(w, freeze=False).weight.requires_grad
+    m = pickle.loads(pickle.dumps(nn.Sequential(nn.Linear(2, 2), nn.SiLU())))
+    seen = []
+    m.register_forward_hook(lambda mod, a, o: seen.append(o.shape))
+    m(ds.ones(1, 2))
+    assert seen == [(1, 2)]

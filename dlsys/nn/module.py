@@ -48,6 +48,14 @@ class Module:
         object.__setattr__(self, "_hooks_with_kwargs", set())
         object.__setattr__(self, "_hooks_always_called", set())
 
+    def __setstate__(self, state):
+        # NOTE: a module pickled before it had hooks still unpickles into a working module
+        self.__dict__.update(state)
+        for name in ("_forward_pre_hooks", "_forward_hooks"):
+            self.__dict__.setdefault(name, OrderedDict())
+        for name in ("_hooks_with_kwargs", "_hooks_always_called"):
+            self.__dict__.setdefault(name, set())
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 

@@ -51,6 +51,19 @@ class Embedding(Module):
         self.weight = empty_parameter((num_embeddings, embedding_dim), device, dtype)
         self.reset_parameters()
 
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx: int | None = None):
+        """An Embedding holding a copy of the 2-D ``embeddings`` (a Tensor or array); frozen
+        (no gradient) unless ``freeze=False``, as in PyTorch."""
+        if embeddings.ndim != 2:
+            raise ValueError(f"Embeddings parameter is expected to be 2-dimensional, got shape "
+                             f"{tuple(embeddings.shape)}")
+        w = embeddings if isinstance(embeddings, Tensor) else tensor(np.asarray(embeddings))
+        m = cls(w.shape[0], w.shape[1], padding_idx=padding_idx, device=w.device, dtype=w.dtype)
+        m.load_state_dict({"weight": w})
+        m.weight.requires_grad = not freeze
+        return m
+
     def reset_parameters(self):
         init.normal_(self.weight)
         if self.padding_idx is not None:
