@@ -278,7 +278,7 @@ def backward(tensor, gradient=None, retain_graph=False, create_graph=False):
         raise RuntimeError("element 0 of tensors does not require grad and does not have a "
                            "grad_fn")
     if gradient is None:
-        if tensor.size != 1:
+        if tensor.numel() != 1:
             raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
                                f"(got shape {tensor.shape}); pass gradient=")
         gradient = _ones_like(tensor)
@@ -426,7 +426,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     gos = []
     for o, go in zip(outputs, grad_outputs, strict=False):
         if go is None:
-            if o.size != 1:
+            if o.numel() != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
             go = _ones_like(o)
         gos.append(go)

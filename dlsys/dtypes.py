@@ -8,8 +8,11 @@ Rules (checked once per op in the front end, never in the kernels):
   promoted or cast silently: cast explicitly with ``x.to(ds.float64)``.
 - A Python scalar takes the tensor's dtype (``x * 2`` stays float32 for a float32 ``x``); a float
   scalar with an integer tensor is a ``TypeError`` (it would truncate), an int scalar is fine.
-- ``ds.tensor(data)``: float data (Python floats, numpy float64 too) -> float32 unless ``dtype``
-  is given; integer data -> int64; bool stays bool.
+- ``ds.tensor(data)``, as ``torch.tensor``: a numpy array (or numpy scalar) keeps its dtype
+  (float64 stays float64; dtypes dlsys has no kernels for, e.g. uint8, are a TypeError asking
+  for ``dtype=``); Python floats -> float32 (the default dtype), ints -> int64, bools -> bool.
+  ``ds.full`` takes its fill value's dtype the same way; ``ds.arange`` is int64 unless an
+  argument is a float.
 - Only floating tensors can require grad. Comparisons return bool tensors that never do.
 """
 
@@ -26,6 +29,7 @@ bool_ = np.dtype("bool")
 
 default_float = float32
 SUPPORTED = (float16, float32, float64, int32, int64, bool_)
+SUPPORTED_SET = frozenset(SUPPORTED)
 
 __all__ = ["float16", "float32", "float64", "int32", "int64", "bool_", "default_float",
            "as_dtype", "is_floating"]

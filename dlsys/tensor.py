@@ -1,8 +1,9 @@
 """Tensor: an n-d array on a device plus the autograd graph node that made it.
 
 Internals others rely on: ``t._data`` (the backend array), ``t.device``, ``t.dtype``, ``t.shape``,
-``Tensor.from_array`` (wraps without a copy). Ops live in ``dlsys.ops``; the methods here are thin
-forwards to them, and every array operation is a device method (no device-specific code here).
+``Tensor.from_array`` (wraps without a copy). Ops live in ``dlsys.ops``: their methods
+(``x.sum()``, ``x + y``, ...) are the op functions themselves, attached from one table
+(``dlsys.tensor_methods``); every array operation is a device method (no device code here).
 Creation functions (``ds.tensor``, ``ds.zeros``, ...) live in ``dlsys.creation``, graph
 recording in ``dlsys.autograd``. dtype rules: see ``dlsys.dtypes``.
 """
@@ -63,13 +64,26 @@ class Tensor:
     def ndim(self) -> int:
         return len(self._data.shape)
 
-    @property
-    def size(self) -> int:
-        """The number of elements (numpy's ``size``; PyTorch's ``numel()``)."""
-        return math.prod(self._data.shape)
+    def size(self, dim=None):
+        """The shape (PyTorch's ``size()``), or the size of dim ``dim``."""
+        shape = self._data.shape
+        if dim is None:
+            return shape
+        if not shape:
+            raise IndexError(f"size({dim}): a 0-d tensor has no dimensions")
+        return shape[_ops.wrap_dim(dim, len(shape), "size")]
 
     def numel(self) -> int:
-        return self.size
+        """The number of elements."""
+        return math.prod(self._data.shape)
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self._data.dtype.itemsize
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
 
     def dim(self) -> int:
         return self.ndim
@@ -130,14 +144,6 @@ class Tensor:
         self._data = other._data
         self.device = other.device
 
-    @property
-    def T(self) -> Tensor:  # noqa: N802 - numpy/PyTorch name
-        return self.permute(*range(self.ndim - 1, -1, -1))
-
-    @property
-    def mT(self) -> Tensor:  # noqa: N802
-        return self.swapaxes(-2, -1)
-
     def detach(self) -> Tensor:
         return _ag.wrap(self._data, self.device)
 
@@ -177,6 +183,15 @@ class Tensor:
         strides = self.device.strides(self._data)
         return strides if dim is None else strides[dim]
 
+    def is_contiguous(self) -> bool:
+        """True when the elements lie in C order without gaps (size-1 dims aside)."""
+        expect = 1
+        for n, st in zip(reversed(self.shape), reversed(self.stride()), strict=True):
+            if n != 1 and st != expect:
+                return False
+            expect *= n
+        return True
+
     def is_set_to(self, other) -> bool:
         """True when both tensors are the same memory: device, dtype, address, shape and
         strides all equal (as ``torch.Tensor.is_set_to``)."""
@@ -200,7 +215,7 @@ class Tensor:
         return a.copy() if copy else a
 
     def item(self):
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"only one element tensors can be converted to Python scalars, "
                              f"got shape {self.shape}")
         return self.device.to_numpy(self._data).reshape(-1)[0].item()
@@ -214,9 +229,15 @@ class Tensor:
     def __int__(self):
         return int(self.item())
 
+    def __index__(self):  # range(t), [..][t], as torch: one-element integer tensors only
+        if self._data.dtype.kind not in "iub" or self.numel() != 1:
+            raise TypeError(f"only integer tensors of a single element can be converted to an "
+                            f"index, got dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
+
     def __bool__(self):
-        if self.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with {self.size} elements is ambiguous")
+        if self.numel() != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.numel()} elements is ambiguous")
         return bool(self.item())
 
     def __len__(self):
@@ -244,15 +265,18 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def to(self, *args, **kwargs) -> Tensor:
-        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or keywords; differentiable.
-        Returns self when nothing changes."""
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)`` (other's dtype
+        and device) or keywords; differentiable. Returns self when nothing changes."""
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)  # NOTE: accepted, as torch's; copies are synchronous
         if kwargs:
             raise TypeError(f"to() got unexpected keywords {sorted(kwargs)}")
         for a in args:
-            if isinstance(a, _backend.Device) or (isinstance(a, str) and a.split(":")[0] in
-                                                  ("cpu", "cuda")):
+            if isinstance(a, Tensor):
+                dtype, device = a.dtype, a.device
+            elif isinstance(a, _backend.Device) or (isinstance(a, str) and a.split(":")[0] in
+                                                    ("cpu", "cuda")):
                 device = a
             else:
                 dtype = a
@@ -285,8 +309,11 @@ class Tensor:
     def long(self) -> Tensor:
         return self.to(_dt.int64)
 
-    def contiguous(self) -> Tensor:
-        return _sh.contiguous(self)
+    def int(self) -> Tensor:  # NOTE: shadows nothing: methods see the builtins, not the class
+        return self.to(_dt.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(_dt.bool_)
 
     # -- autograd ------------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False, create_graph=False):
@@ -385,7 +412,7 @@ class Tensor:
         if isinstance(value, Tensor):
             value = value.device.to_numpy(value._data) if value.device != self.device \
                 else value._data
-        self.device.setitem(self._data, _sh.normalize_index(self, index), value)
+        _sh.setitem(self, index, value)
 
     def fill_(self, value) -> Tensor:
         self._check_inplace("fill_")
@@ -430,163 +457,15 @@ class Tensor:
             self.device.binary_("div", self._data, o)
         return self
 
-    # -- operators (ops.elementwise resolves broadcasting, scalars, dtypes) ---------------------
-    def __add__(self, o):
-        return _ew.add(self, o)
-
-    __radd__ = __add__
-
-    def __sub__(self, o):
-        return _ew.sub(self, o)
-
-    def __rsub__(self, o):
-        return _ew.rsub(self, o)
-
-    def __mul__(self, o):
-        return _ew.mul(self, o)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, o):
-        return _ew.div(self, o)
-
-    def __rtruediv__(self, o):
-        return _ew.rdiv(self, o)
-
-    def __pow__(self, o):
-        return _ew.power(self, o)
-
-    def __rpow__(self, o):
-        return _ew.rpower(self, o)
-
-    def __neg__(self):
-        return _ew.neg(self)
-
-    def __matmul__(self, o):
-        return _mm.matmul(self, o)
-
-    def __rmatmul__(self, o):
-        o = _ew._operand(self, o, "matmul")
-        if not isinstance(o, Tensor):
-            raise TypeError(f"matmul: unsupported operand type {type(o).__name__}")
-        return _mm.matmul(o, self)
-
-    def __eq__(self, o):
-        return _ew.compare("eq", self, o)
-
-    def __ne__(self, o):
-        return _ew.compare("ne", self, o)
-
-    def __lt__(self, o):
-        return _ew.compare("lt", self, o)
-
-    def __le__(self, o):
-        return _ew.compare("le", self, o)
-
-    def __gt__(self, o):
-        return _ew.compare("gt", self, o)
-
-    def __ge__(self, o):
-        return _ew.compare("ge", self, o)
-
-    def __getitem__(self, index):
-        return _sh.getitem(self, index)
-
-    # -- methods -------------------------------------------------------------------------------
-    def exp(self):
-        return _ew.exp(self)
-
-    def log(self):
-        return _ew.log(self)
-
-    def sqrt(self):
-        return _ew.sqrt(self)
-
-    def relu(self):
-        return _ew.relu(self)
-
-    def tanh(self):
-        return _ew.tanh(self)
-
-    def sigmoid(self):
-        return _ew.sigmoid(self)
-
-    def abs(self):
-        return _ew.abs(self)
-
-    def __abs__(self):
-        return _ew.abs(self)
-
-    def pow(self, o):
-        return _ew.power(self, o)
-
-    def matmul(self, o):
-        return _mm.matmul(self, o)
-
-    def clamp(self, min=None, max=None):  # noqa: A002 - PyTorch's names
-        t = self if min is None else _ew.maximum(self, min)
-        return t if max is None else _ew.minimum(t, max)
-
-    clip = clamp
-
-    def min(self, axis=None, keepdims=False):
-        return -_rd.max(-self, axis, keepdims)
-
-    def var(self, axis=None, keepdims=False, correction=0):
-        """Variance (population by default, as numpy; correction=1 gives PyTorch's default)."""
-        d = self - _rd.mean(self, axis, keepdims=True)
-        n = math.prod(self.shape[a] for a in _rd.normalize_axes(axis, self.ndim))
-        return _rd.sum(d * d, axis, keepdims) * (1.0 / max(n - correction, 1))
-
-    def sum(self, axis=None, keepdims=False):
-        return _rd.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _rd.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return _rd.max(self, axis, keepdims)
-
-    def argmax(self, axis=None, keepdims=False):
-        return _rd.argmax(self, axis, keepdims)
-
-    def reshape(self, *shape):
-        return _sh.reshape(self, *shape)
-
-    def view(self, *shape):
-        return _sh.reshape(self, *shape)
-
-    def transpose(self, *axes):
-        return _sh.transpose(self, *axes)
-
-    def permute(self, *axes):
-        return _sh.permute(self, *axes)
-
-    def swapaxes(self, a, b):
-        return _sh.swapaxes(self, a, b)
-
-    def broadcast_to(self, *shape):
-        return _sh.broadcast_to(self, *shape)
-
-    def expand(self, *shape):
-        return _sh.broadcast_to(self, *shape)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        return _sh.flatten(self, start_dim, end_dim)
-
-    def squeeze(self, axis=None):
-        return _sh.squeeze(self, axis)
-
-    def unsqueeze(self, axis):
-        return _sh.unsqueeze(self, axis)
-
 
 # NOTE: imported last: autograd and the op modules import Tensor from here, and the methods
-# above only look these names up when called.
+# above only look these names up when called. The op methods (x.sum(), x + y, ...) come from
+# one table, attached here (see dlsys.tensor_methods).
 from . import autograd as _ag  # noqa: E402
 from . import creation as _cr  # noqa: E402
 from . import ops as _ops  # noqa: E402
+from . import tensor_methods as _methods  # noqa: E402
 from .ops import elementwise as _ew  # noqa: E402
-from .ops import matmul as _mm  # noqa: E402
-from .ops import reduce as _rd  # noqa: E402
 from .ops import shape as _sh  # noqa: E402
+
+_methods.attach(Tensor)

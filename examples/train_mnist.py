@@ -318,7 +318,7 @@ def main(argv=None):
         first_epoch, step = resume(args.resume, col, rank, model, optimizer, scheduler, log)
     if world > 1:
         optimizer = col.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
-    n_params = sum(p.size for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())
     ranks = f" x {world} ranks (global batch {args.batch_size * world})" if world > 1 else ""
     log.info(f"{args.model} ({n_params} parameters) on {args.dataset}: {args.epochs} epochs, "
              f"batch {args.batch_size}{ranks}, {args.optimizer} lr {args.lr}, {args.schedule} "

@@ -37,6 +37,13 @@ def cases(K, KN, MM, OPT):
     out = []
     add = out.append
     for op in K.UNARY_FUNCS:
+        if op == "bitwise_not":  # integers only (bool takes logical_not)
+            for dt in ("int32", "int64"):
+                add((f"unary {op} {dt}", K.unary_kernel(op), (arr(dt), arr(dt), I)))
+            continue
+        if op == "logical_not":
+            add((f"unary {op} bool", K.unary_kernel(op), (arr("bool"), arr("bool"), I)))
+            continue
         for dt in FLOATS:
             add((f"unary {op} {dt}", K.unary_kernel(op), (arr(dt), arr(dt), I)))
         if op in ("neg", "abs", "sign", "relu"):
@@ -46,8 +53,20 @@ def cases(K, KN, MM, OPT):
             add((f"unary {op} int64->float64", K.unary_kernel(op),
                  (arr("int64"), arr("float64"), I)))
     compare = ("eq", "ne", "lt", "le", "gt", "ge")
+    bitwise = ("bitwise_and", "bitwise_or", "bitwise_xor")
+    for op in bitwise:
+        for dt in ("bool", "int32", "int64"):
+            add((f"binary {op} {dt}", K.binary_kernel(op), (arr(dt), arr(dt), arr(dt), I)))
+    for op in ("eq", "ne"):  # any() / all() of bool tensors compare them with 0
+        add((f"scalar {op} bool", K.scalar_kernel(op, False),
+             (arr("bool"), sc("int64"), arr("bool"), I)))
     for op in K.BINARY_FUNCS:
+        if op in bitwise:
+            continue
         for dt in FLOATS + ("int32", "int64"):
+            if (op.endswith("_int") or op in K.INT_VARIANTS) and \
+                    op.endswith("_int") != (dt[0] == "i"):
+                continue  # the device takes the _int variant exactly for integers
             res = "bool" if op in compare else ("float64" if op == "div" and dt[0] == "i"
                                                  else dt)
             add((f"binary {op} {dt}", K.binary_kernel(op), (arr(dt), arr(dt), arr(res), I)))
@@ -85,8 +104,16 @@ def cases(K, KN, MM, OPT):
         add((f"copy_block {dt}", K.copy_block_kernel, (arr(dt), arr(dt), I, I, I, I)))
         add((f"row_sum {dt}", K.row_sum_kernel(np.dtype(dt).str),
              (arr(dt), arr(dt), I, I, sc(dt))))
-        add((f"row_argmax {dt}", K.row_argmax_kernel(np.dtype(dt).str),
-             (arr(dt), arr(dt), arr("int64"), I, I)))
+        for is_min in (False, True):
+            add((f"row_argmax {dt} min={is_min}", K.row_argmax_kernel(np.dtype(dt).str, is_min),
+                 (arr(dt), arr(dt), arr("int64"), I, I)))
+        add((f"cumsum {dt}", K.cumsum_kernel, (arr(dt), arr(dt), I, I, I, sc(dt))))
+    for dt in FLOATS + ("int32", "int64", "bool"):
+        add((f"argsort_rank {dt}", K.argsort_rank_kernel,
+             (arr(dt), arr("int64"), I, I, I, B)))
+    for is_min in (False, True):  # max/min of bool tensors
+        add((f"row_argmax bool min={is_min}", K.row_argmax_kernel("|b1", is_min),
+             (arr("bool"), arr("bool"), arr("int64"), I, I)))
     for dt in ("bool", "float16"):  # __setitem__ writes any dtype
         add((f"put {dt}", K.put_kernel, (arr(dt), arr("int64"), arr(dt), I)))
     for dt in FLOATS:

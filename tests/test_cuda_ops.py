@@ -111,8 +111,8 @@ def test_elementwise_broadcast_and_grads():
 def test_reductions_and_shapes():
     def f(d):
         x = leaf(RNG_X, d)
-        s = x.sum(axis=(0, 2)) + x.mean(axis=0).sum(axis=1) + x.max(axis=2).max(axis=0)
-        t = x.transpose(2, 0, 1).reshape(4, 6)[1:3, ::2] * 2
+        s = x.sum(axis=(0, 2)) + x.mean(axis=0).sum(axis=1) + x.amax(axis=2).max(dim=0).values
+        t = x.permute(2, 0, 1).reshape(4, 6)[1:3, ::2] * 2
         u = (ds.stack([x[0], x[1]], axis=1).flatten()
              + ds.concatenate([x[:, 0], x[:, 2], x[:, 1]], 1).flatten())
         loss = s.sum() + t.sum() + (u * u).sum() + x.max()

@@ -181,8 +181,8 @@ def test_batchnorm1d_cumulative_momentum_and_grad():
 
 
 def test_clip_grad_norm():
-    a = nn.Parameter(ds.tensor(np.zeros(3)))
-    b = nn.Parameter(ds.tensor(np.zeros(4)))
+    a = nn.Parameter(ds.tensor(np.zeros(3, np.float32)))
+    b = nn.Parameter(ds.tensor(np.zeros(4, np.float32)))
     a.grad = ds.tensor(np.array([3.0, 0.0, 0.0], np.float32))
     b.grad = ds.tensor(np.array([0.0, 4.0, 0.0, 0.0], np.float32))
     total = nn.utils.clip_grad_norm_([a, b], max_norm=1.0)

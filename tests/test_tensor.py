@@ -16,10 +16,14 @@ class FakeDevice(CPUDevice):
 
 def test_tensor_dtype_inference():
     assert ds.tensor([1.0, 2.0]).dtype == ds.float32
-    assert ds.tensor(np.zeros(3)).dtype == ds.float32  # float64 numpy data -> float32
-    assert ds.tensor(np.zeros(3), dtype=ds.float64).dtype == ds.float64
+    assert ds.tensor(np.zeros(3)).dtype == ds.float64  # a numpy array keeps its dtype (torch)
+    assert ds.tensor(np.zeros(3), dtype=ds.float32).dtype == ds.float32
     assert ds.tensor([1, 2]).dtype == ds.int64
-    assert ds.tensor(np.array([1, 2], dtype=np.int32)).dtype == ds.int64
+    assert ds.tensor(np.array([1, 2], dtype=np.int32)).dtype == ds.int32
+    assert ds.tensor(np.float64(1.5)).dtype == ds.float64
+    assert ds.tensor([np.float64(1.5), 2.0]).dtype == ds.float64  # as torch
+    with pytest.raises(TypeError, match="uint8.*dtype="):
+        ds.tensor(np.zeros(2, np.uint8))
     assert ds.tensor([True, False]).dtype == ds.bool_
     assert ds.tensor(3.5).shape == () and ds.tensor(3.5).item() == 3.5
     assert ds.tensor([1, 2], dtype="float64").dtype == ds.float64
@@ -41,15 +45,20 @@ def test_tensor_copies_and_from_array_does_not():
 
 
 FACTORY_CHECKS = {
-    "zeros": lambda: (ds.zeros(2, 3).shape, ds.zeros(2, 3).ndim, ds.zeros(2, 3).size,
-                      ds.zeros(2, 3).dtype) == ((2, 3), 2, 6, ds.float32),
+    "zeros": lambda: (ds.zeros(2, 3).shape, ds.zeros(2, 3).ndim, ds.zeros(2, 3).numel(),
+                      ds.zeros(2, 3).size(), ds.zeros(2, 3).size(-1), ds.zeros(2, 3).dtype)
+    == ((2, 3), 2, 6, (2, 3), 3, ds.float32),
     "ones_dtype": lambda: ds.ones((2, 3), dtype=ds.float64).dtype == ds.float64,
     "full": lambda: ds.full((2,), 7.0).numpy().tolist() == [7.0, 7.0],
+    "full_dtype_of_fill": lambda: (ds.full((2,), 7).dtype, ds.full((2,), True).dtype,
+                                   ds.full((2,), 7.0).dtype) == (ds.int64, ds.bool_, ds.float32),
     "zeros_like": lambda: ds.zeros_like(ds.zeros(2, 3)).shape == (2, 3),
     "ones_like_dtype": lambda: ds.ones_like(ds.zeros(2, 3), dtype=ds.int64).dtype == ds.int64,
     "randn_requires_grad": lambda: ds.randn(3, 4, requires_grad=True).requires_grad,
     "rand_range": lambda: ds.rand(5).numpy().min() >= 0,
     "arange": lambda: ds.arange(5).numpy().tolist() == [0, 1, 2, 3, 4],
+    "arange_dtypes": lambda: (ds.arange(5).dtype, ds.arange(0.5, 2).dtype,
+                              ds.arange(0, 2, 0.5).dtype) == (ds.int64, ds.float32, ds.float32),
     "randn_like": lambda: ds.randn_like(ds.zeros(2, 3)).shape == (2, 3),
     "rand_like": lambda: ds.rand_like(ds.zeros(2, 3)).shape == (2, 3),
     "full_like": lambda: ds.full_like(ds.zeros(2, 3), 2).numpy().sum() == 12,
@@ -176,9 +185,9 @@ def test_methods_shapes():
     x = ds.randn(2, 3, 4)
     assert x.sum().shape == () and x.sum(1).shape == (2, 4) and x.mean((0, 2), True).shape == \
         (1, 3, 1)
-    assert x.max(2).shape == (2, 3) and x.flatten().shape == (24,)
+    assert x.amax(2).shape == (2, 3) and x.flatten().shape == (24,)
     assert x.flatten(1).shape == (2, 12) and x.permute(2, 0, 1).shape == (4, 2, 3)
-    assert x.transpose().shape == (4, 3, 2) and x.transpose(0, 1).shape == (3, 2, 4)
+    assert x.T.shape == (4, 3, 2) and x.transpose(0, 1).shape == (3, 2, 4)
     assert x.reshape(6, -1).shape == (6, 4) and x.reshape((4, 6)).shape == (4, 6)
     assert ds.stack([x, x], 1).shape == (2, 2, 3, 4)
     assert ds.concatenate([x, x], -1).shape == (2, 3, 8)
@@ -199,3 +208,13 @@ def test_pickle_and_deepcopy_by_value():
         assert not np.shares_memory(u.numpy(), t.numpy())
         np.testing.assert_array_equal(u.numpy(), t.numpy())
         np.testing.assert_array_equal(u.grad.numpy(), t.grad.numpy())
+
+
+def test_multinomial_frequencies_follow_the_weights():
+    ds.manual_seed(0)
+    p = np.array([0.1, 0.0, 0.3, 0.6])
+    draws = ds.multinomial(ds.tensor(p * 5), 20000, replacement=True).numpy()
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / draws.size, p, atol=0.015)
+    firsts = np.array([ds.multinomial(ds.tensor(p), 2).numpy()[0] for _ in range(4000)])
+    np.testing.assert_allclose(np.bincount(firsts, minlength=4) / firsts.size, p, atol=0.03)
+    assert ds.multinomial(ds.tensor(p), 4).numpy()[-1] == 1  # probability 0 comes last

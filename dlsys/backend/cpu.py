@@ -46,6 +46,11 @@ _UNARY = {
     "gelu": K.gelu_ref,
     "erf": K.erf_ref,
     "gelu_grad": K.gelu_grad_ref,
+    "sin": np.sin,
+    "cos": np.cos,
+    "log1p": np.log1p,
+    "logical_not": np.logical_not,
+    "bitwise_not": np.invert,
 }
 
 
@@ -78,6 +83,25 @@ def _via_numba(kernel, op, *arrays):
 
 def _short_rows(x):
     return x.ndim >= 1 and x.shape[-1] <= _SOFTMAX_NUMBA_MAX_C
+
+
+def _arg_extreme(arg, x, axis, keepdims):
+    """(values, indices) of np.argmax / np.argmin along ``axis`` (all of x when None)."""
+    if axis is None:
+        idx = np.asarray(arg(x), dtype=np.int64)
+        val = _arr(x.reshape(-1)[idx])
+        if keepdims:
+            shp = (1,) * x.ndim
+            return val.reshape(shp), idx.reshape(shp)
+        return val, idx
+    if x.shape[axis] == 0:
+        raise ValueError(f"max/min: zero-size axis {axis} in shape {x.shape}")
+    idx = arg(x, axis=axis, keepdims=True)
+    val = np.take_along_axis(x, idx, axis=axis)
+    idx = idx.astype(np.int64, copy=False)
+    if not keepdims:
+        val, idx = val.squeeze(axis), idx.squeeze(axis)
+    return _arr(val), _arr(idx)
 
 
 class CPUDevice(Device):
@@ -233,21 +257,18 @@ class CPUDevice(Device):
         return _arr(np.sum(x, axis=axes, keepdims=keepdims))
 
     def max(self, x, axis, keepdims=False):
-        if axis is None:
-            idx = np.asarray(np.argmax(x), dtype=np.int64)
-            val = _arr(x.reshape(-1)[idx])
-            if keepdims:
-                shp = (1,) * x.ndim
-                return val.reshape(shp), idx.reshape(shp)
-            return val, idx
-        if x.shape[axis] == 0:
-            raise ValueError(f"max: zero-size axis {axis} in shape {x.shape}")
-        idx = np.argmax(x, axis=axis, keepdims=True)
-        val = np.take_along_axis(x, idx, axis=axis)
-        idx = idx.astype(np.int64, copy=False)
-        if not keepdims:
-            val, idx = val.squeeze(axis), idx.squeeze(axis)
-        return _arr(val), _arr(idx)
+        return _arg_extreme(np.argmax, x, axis, keepdims)
+
+    def min(self, x, axis, keepdims=False):
+        return _arg_extreme(np.argmin, x, axis, keepdims)
+
+    def cumsum(self, x, axis):
+        if x.dtype == np.float16:  # NOTE: accumulate in float32, as sum
+            return np.cumsum(x, axis=axis, dtype=np.float32).astype(np.float16)
+        return _arr(np.cumsum(x, axis=axis))
+
+    def argsort(self, x, axis, descending=False):
+        return K.argsort_ref(x, axis, descending)
 
     # -- linear algebra ------------------------------------------------------------------------
     @float16_via_float32(0, 1)  # NOTE: numpy has no float16 BLAS (a slow loop)

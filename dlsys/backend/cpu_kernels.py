@@ -235,3 +235,15 @@ def index_add_fast(out, index, values):
         idx = np.where(idx < 0, idx + rows, idx)
     vals = np.ascontiguousarray(values).reshape(idx.size, -1)
     index_add_rows_nb(out.reshape(rows, -1), idx, vals)
+
+
+# -- sorting ----------------------------------------------------------------------------------
+def argsort_ref(x, axis, descending=False):
+    """Stable argsort along ``axis``, int64. Descending sorts the reversed array ascending and
+    reverses back, so equal elements still keep their order and NaN comes first."""
+    if not descending:
+        return np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False)
+    n = x.shape[axis]
+    rev = np.flip(x, axis)
+    idx = np.flip(np.argsort(rev, axis=axis, kind="stable"), axis)
+    return np.ascontiguousarray(n - 1 - idx).astype(np.int64, copy=False)

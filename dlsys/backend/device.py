@@ -27,7 +27,8 @@ import numpy as np
 from . import updates
 
 UNARY_OPS = ("neg", "exp", "log", "sqrt", "abs", "sign", "relu", "tanh", "sigmoid", "gelu",
-             "erf", "gelu_grad")  # gelu is exact (erf); gelu_grad(x) = Phi(x) + x * phi(x)
+             "erf", "gelu_grad",  # gelu is exact (erf); gelu_grad(x) = Phi(x) + x * phi(x)
+             "sin", "cos", "log1p", "logical_not", "bitwise_not")  # the last two: bool, ints
 # The binary ops of every device, as numpy's ufuncs: the CPU computes with them, and every
 # device takes its result dtypes from them (comparisons return bool arrays).
 # Scalar ops: any binary op with a Python scalar on the right; reverse=True puts it on the left.
@@ -36,6 +37,8 @@ NUMPY_BINARY = {
     "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
     "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
     "gt": np.greater, "ge": np.greater_equal,
+    "bitwise_and": np.bitwise_and, "bitwise_or": np.bitwise_or, "bitwise_xor": np.bitwise_xor,
+    "remainder": np.remainder, "floor_divide": np.floor_divide,  # Python's: toward -inf
 }
 BINARY_OPS = tuple(NUMPY_BINARY)
 COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
@@ -285,7 +288,21 @@ class Device:
         raise NotImplementedError
 
     def max(self, x, axis, keepdims=False):
-        """(values, argmax) along one axis; argmax is int64 with the values' shape."""
+        """(values, argmax) along one axis; argmax is int64 with the values' shape (the first
+        maximum; a NaN counts as the maximum)."""
+        raise NotImplementedError
+
+    def min(self, x, axis, keepdims=False):
+        """(values, argmin) along one axis, as ``max``."""
+        raise NotImplementedError
+
+    def cumsum(self, x, axis):
+        """The cumulative sum along ``axis`` (numpy's result dtype: integers give int64)."""
+        raise NotImplementedError
+
+    def argsort(self, x, axis, descending=False):
+        """int64 indices that sort x along ``axis``, stably (equal elements keep their order);
+        NaN sorts as the largest value (last ascending, first descending), as torch."""
         raise NotImplementedError
 
     # -- linear algebra ------------------------------------------------------------------------

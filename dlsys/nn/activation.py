@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 from . import functional as F
 from .module import Module
-
-
-def _gelu_tanh(x):
-    """GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
-    inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
-    return x * 0.5 * (inner.tanh() + 1.0)
 
 
 class ReLU(Module):
@@ -29,7 +21,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, x):
-        return F.gelu(x) if self.approximate == "none" else _gelu_tanh(x)
+        return F.gelu(x, approximate=self.approximate)
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
@@ -39,7 +31,7 @@ class SiLU(Module):
     """x * sigmoid(x) (swish)."""
 
     def forward(self, x):
-        return x * x.sigmoid()
+        return F.silu(x)
 
 
 class Tanh(Module):

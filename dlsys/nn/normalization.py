@@ -78,7 +78,7 @@ class _BatchNorm(Module):
             xc = x - mean
             var = (xc * xc).mean(axis=axes, keepdims=True)
             if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, x.size // self.num_features)
+                self._update_running_stats(mean, var, x.numel() // self.num_features)
             y = xc / (var + self.eps).sqrt()
             if self.affine:
                 y = y * self.weight.reshape(*bshape) + self.bias.reshape(*bshape)

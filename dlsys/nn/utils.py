@@ -22,7 +22,7 @@ def _norm(g: Tensor, p: float) -> np.generic:
     """The p-norm of one tensor as a host scalar of its dtype (reduced on its device; float16
     accumulates in float32, as torch's vector_norm does)."""
     acc = g.to(np.float32) if g.dtype == np.float16 else g
-    if g.size == 0:
+    if g.numel() == 0:
         value = 0.0
     elif p == math.inf:
         value = acc.abs().max().numpy()

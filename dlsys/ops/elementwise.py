@@ -1,10 +1,13 @@
-"""Elementwise ops: binary (+ - * / ** maximum minimum), with a scalar, unary, where, compare.
+"""Elementwise ops: binary (+ - * / ** % // maximum minimum), with a scalar, unary, where
+(comparisons and bitwise ops, which have no gradient: ``ops.compare``; clamp, sign and
+rounding: ``ops.piecewise``).
 
 Broadcasting and the strict dtype/device rules are resolved here, once, in ``prepare``.
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 import numbers
 
@@ -16,8 +19,10 @@ from . import Op, check_same
 from . import shape as _sh
 
 __all__ = ["add", "sub", "rsub", "mul", "div", "rdiv", "power", "rpower", "neg", "exp", "log",
-           "sqrt", "relu", "tanh", "sigmoid", "gelu", "abs", "maximum", "minimum", "where",
-           "compare", "prepare", "unary"]
+           "log1p", "sqrt", "relu", "tanh", "sigmoid", "gelu", "sin", "cos", "erf", "abs",
+           "remainder", "rremainder", "floor_divide", "rfloor_divide", "maximum", "minimum",
+           "where", "nonzero",
+           "prepare", "unary"]
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -107,6 +112,9 @@ class Div(Op):
 
 
 class Pow(Op):
+    """a ** b. Gradients as torch: 0 for a where b == 0 (also at a == 0), 0 for b where a == 0
+    and b >= 0 (0 ** b is constant there); nan for b where a < 0 (log a)."""
+
     __slots__ = ()
 
     def compute(self, a, b):
@@ -114,8 +122,12 @@ class Pow(Op):
 
     def gradient(self, g, node):
         a, b = node._inputs
-        return (g * b * a ** (b - 1) if a._requires_grad else None,
-                g * node * a.log() if b._requires_grad else None)
+        ga = gb = None
+        if a._requires_grad:
+            ga = where(b == 0, 0.0, g * b * a ** (b - 1))
+        if b._requires_grad:
+            gb = where((a == 0) & (b >= 0), 0.0, g * node * a.log())
+        return (ga, gb)
 
 
 class MaxMin(Op):
@@ -163,10 +175,46 @@ class Scalar(Op):
         if name == "div":
             return (-(g * node) / a if self.reverse else g * (1.0 / s),)
         if name == "pow":
-            if self.reverse:
+            if not self.reverse:  # a ** s: a constant when s == 0 (torch's 0, also at a == 0)
+                if s == 0:
+                    return (wrap(self.device.full(g.shape, 0, g.dtype), g.device),)
+                return (g * s * a ** (s - 1),)
+            if s > 0:  # s ** a
                 return (g * node * math.log(s),)
-            return (g * s * a ** (s - 1),)
-        raise RuntimeError(f"no gradient for scalar op {name}")
+            # NOTE: as torch: 0 ** a is constant where a >= 0; log(s) is -inf at 0, nan below
+            log_s = -math.inf if s == 0 else math.nan
+            return (where(a >= 0, 0.0, g * node * log_s) if s == 0 else g * node * log_s,)
+        if name == "remainder" and not self.reverse:
+            return (g,)
+        raise RuntimeError(f"the derivative of {name} with a scalar "
+                           f"{'dividend' if self.reverse else 'divisor'} is not implemented "
+                           "(as in torch)")
+
+
+class Remainder(Op):
+    """a % b with the sign of b (Python's and torch's remainder); gradient (1, -floor(a/b))."""
+
+    __slots__ = ()
+
+    def compute(self, a, b):
+        return self.device.binary("remainder", a, b)
+
+    def gradient(self, g, node):
+        a, b = node._inputs
+        return (g if a._requires_grad else None,
+                -(g * floor_divide(a.detach(), b.detach())) if b._requires_grad else None)
+
+
+class FloorDivide(Op):
+    """a // b, rounded toward -inf; like torch, it has no derivative (backward raises)."""
+
+    __slots__ = ()
+
+    def compute(self, a, b):
+        return self.device.binary("floor_divide", a, b)
+
+    def gradient(self, g, node):
+        raise RuntimeError("the derivative of floor_divide is not implemented (as in torch)")
 
 
 def _binary(op_cls, name, a, o, what):
@@ -213,6 +261,44 @@ def rdiv(a, o):
     if isinstance(o, Tensor):
         return div(o, a)
     return apply(Scalar("div", o, True), a)
+
+
+def _no_int_zero(a, o, what):
+    """Integer division by zero raises ZeroDivisionError, as torch's (numpy would give 0).
+    NOTE: a divisor tensor is checked on the CPU only (a CUDA check would cost a sync)."""
+    if a._data.dtype.kind not in "iu":
+        return
+    if (o == 0 if not isinstance(o, Tensor) else
+            o.device.name == "cpu" and bool((o.numpy() == 0).any())):
+        raise ZeroDivisionError(f"{what}: integer division by zero")
+
+
+def remainder(a, b):
+    b = _operand(a, b, "remainder")
+    _no_int_zero(a, b, "remainder")
+    return _binary(Remainder, "remainder", a, b, "remainder")
+
+
+def rremainder(a, o):
+    o = _operand(a, o, "remainder")
+    if isinstance(o, Tensor):
+        return remainder(o, a)
+    _no_int_zero(a, a, "remainder")
+    return apply(Scalar("remainder", o, True), a)
+
+
+def floor_divide(a, b):
+    b = _operand(a, b, "floor_divide")
+    _no_int_zero(a, b, "floor_divide")
+    return _binary(FloorDivide, "floor_divide", a, b, "floor_divide")
+
+
+def rfloor_divide(a, o):
+    o = _operand(a, o, "floor_divide")
+    if isinstance(o, Tensor):
+        return floor_divide(o, a)
+    _no_int_zero(a, a, "floor_divide")
+    return apply(Scalar("floor_divide", o, True), a)
 
 
 def power(a, b):
@@ -270,6 +356,14 @@ class Unary(Op):
             return ((g * 0.5) / node,)
         if name == "abs":
             return (g * wrap(self.device.unary("sign", x._data), x.device),)
+        if name == "sin":
+            return (g * x.cos(),)
+        if name == "cos":
+            return (-(g * x.sin()),)
+        if name == "erf":
+            return (g * (x * x * -1.0).exp() * (2.0 / math.sqrt(math.pi)),)
+        if name == "log1p":
+            return (g / (x + 1.0),)
         raise RuntimeError(f"no gradient for unary op {name}")
 
 
@@ -331,17 +425,21 @@ def abs(x):  # noqa: A001 - numpy/PyTorch name
 
 exp = _float_unary("exp")
 log = _float_unary("log")
+log1p = _float_unary("log1p")
 sqrt = _float_unary("sqrt")
 tanh = _float_unary("tanh")
 sigmoid = _float_unary("sigmoid")
 gelu = _float_unary("gelu")
+sin = _float_unary("sin")
+cos = _float_unary("cos")
+erf = _float_unary("erf")
 
 
 def relu(x):
     return apply(Unary("relu"), x)
 
 
-# -- where / compare ---------------------------------------------------------------------------
+# -- where ---------------------------------------------------------------------------------------
 class Where(Op):
     __slots__ = ("cond",)
 
@@ -358,14 +456,28 @@ class Where(Op):
                 apply(Where(self.cond), z, g) if b._requires_grad else None)
 
 
-def where(cond, a, b):
-    """Elementwise ``cond ? a : b`` (cond: a bool Tensor; a, b: Tensors or scalars)."""
+def _scalar_dtype(*values):
+    """torch's dtype for Python scalars: float32 if any is a float, else int64, else bool."""
+    if builtins.any(isinstance(v, float) for v in values):
+        return np.dtype(np.float32)
+    if builtins.all(isinstance(v, (bool, np.bool_)) for v in values):
+        return np.dtype(np.bool_)
+    return np.dtype(np.int64)
+
+
+def where(cond, a=None, b=None):
+    """Elementwise ``cond ? a : b`` (cond: a bool Tensor; a, b: Tensors or scalars; two
+    scalars give torch's dtype: float32, int64 or bool). ``where(cond)`` is
+    ``nonzero(cond, as_tuple=True)``."""
     if not isinstance(cond, Tensor) or cond.dtype != np.bool_:
         raise TypeError(f"where: cond must be a bool Tensor, got "
                         f"{getattr(cond, 'dtype', type(cond).__name__)}")
+    if a is None and b is None:
+        return nonzero(cond, as_tuple=True)
     if not isinstance(a, Tensor):
         if not isinstance(b, Tensor):
-            raise TypeError("where: a or b must be a Tensor")
+            dt = _scalar_dtype(a, b)
+            b = wrap(cond.device.full((), b, dt), cond.device)
         a = wrap(b.device.full((), _operand(b, a, "where"), b.dtype), b.device)
     if not isinstance(b, Tensor):
         b = wrap(a.device.full((), _operand(a, b, "where"), a.dtype), a.device)
@@ -385,22 +497,11 @@ def where(cond, a, b):
     return apply(Where(c), a, b)
 
 
-def compare(name, a, o):
-    """A bool Tensor (never requires grad). A float scalar may meet an integer tensor here:
-    the result is a bool, nothing is truncated."""
-    d = a.device
-    if isinstance(o, numbers.Real) and not isinstance(o, (bool, np.bool_)):
-        return wrap(d.scalar(name, a._data, o), d)
-    o = _operand(a, o, name)
-    if isinstance(o, Tensor):
-        check_same(a, o, name)
-        x, y = a._data, o._data
-        if x.shape != y.shape:
-            try:
-                shape = np.broadcast_shapes(x.shape, y.shape)
-            except ValueError:
-                raise ValueError(f"{name}: shapes {x.shape} and {y.shape} cannot be broadcast "
-                                 f"together") from None
-            x, y = d.broadcast_to(x, shape), d.broadcast_to(y, shape)
-        return wrap(d.binary(name, x, y), d)
-    return wrap(d.scalar(name, a._data, o), d)
+def nonzero(x, as_tuple=False):
+    """The indices of the non-zero elements: an (n, ndim) int64 tensor, or one int64 tensor
+    per dim with ``as_tuple`` (no gradient; the count is known only after a device sync)."""
+    d = x.device
+    idx = np.nonzero(np.asarray(x))
+    if as_tuple:
+        return tuple(wrap(d.from_numpy(i.astype(np.int64)), d) for i in idx)
+    return wrap(d.from_numpy(np.stack(idx, 1).astype(np.int64).reshape(-1, x.ndim)), d)

@@ -3,6 +3,9 @@ cross-entropy, mse, dropout, layer_norm, embedding."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 
 from .. import backend as _backend
@@ -10,7 +13,7 @@ from .. import random as _random
 from ..autograd import apply, wrap
 from ..backend.device import pair as _pair
 from ..tensor import Tensor
-from . import Op, check_same
+from . import Op, alias, check_same, normalize_dims, wrap_dim
 from . import reduce as _rd
 from . import shape as _sh
 from .matmul import MatMul, check_bias
@@ -241,26 +244,53 @@ class LogSumExp(Op):
         return (_sh.unsqueeze(g, self.axis) * (x - kd).exp(),)
 
 
-def _axis(x, axis):
-    if x.ndim == 0:
-        raise ValueError("softmax family: needs at least 1 dimension")
-    (a,) = _rd.normalize_axes(axis, x.ndim)
-    return a
+def _axis(x, dim, axis, what):
+    """The one dim of a softmax-family op; torch's implicit dim when none is given (with its
+    deprecation warning): 0 for 0-, 1- and 3-D inputs, else 1."""
+    dim = alias(dim, axis, "dim", "axis")
+    if dim is None:
+        warnings.warn(f"Implicit dimension choice for {what} has been deprecated. Change the "
+                      "call to include dim=X as an argument.", UserWarning, stacklevel=3)
+        dim = 0 if x.ndim in (0, 1, 3) else 1
+    return wrap_dim(dim, x.ndim, what)
 
 
-def softmax(x: Tensor, axis=-1) -> Tensor:
-    _float(x, "softmax")
-    return apply(Softmax(_axis(x, axis), False), x)
+def _softmax_family(op_cls, x, dim, axis, dtype, what, *args):
+    if dtype is not None:
+        x = x.to(dtype)
+    _float(x, what)
+    a = _axis(x, dim, axis, what)
+    if x.ndim == 0:  # NOTE: as torch: a 0-d input is one row of one element
+        return _sh.reshape(apply(op_cls(0, *args), _sh.reshape(x, 1)), ())
+    return apply(op_cls(a, *args), x)
 
 
-def log_softmax(x: Tensor, axis=-1) -> Tensor:
-    _float(x, "log_softmax")
-    return apply(Softmax(_axis(x, axis), True), x)
+def softmax(x: Tensor, dim=None, dtype=None, *, axis=None) -> Tensor:
+    return _softmax_family(Softmax, x, dim, axis, dtype, "softmax", False)
 
 
-def logsumexp(x: Tensor, axis=-1) -> Tensor:
+def log_softmax(x: Tensor, dim=None, dtype=None, *, axis=None) -> Tensor:
+    return _softmax_family(Softmax, x, dim, axis, dtype, "log_softmax", True)
+
+
+def logsumexp(x: Tensor, dim=-1, keepdim=False, *, axis=None, keepdims=None) -> Tensor:
+    """log(sum(exp(x))) over ``dim`` (an int or a tuple of dims), stable."""
+    keepdim = bool(alias(keepdim, keepdims, "keepdim", "keepdims", False))
+    dims = normalize_dims(alias(dim, axis, "dim", "axis", -1), x.ndim, "logsumexp")
     _float(x, "logsumexp")
-    return apply(LogSumExp(_axis(x, axis)), x)
+    if x.ndim == 0:
+        return x
+    if len(dims) == 1:
+        out = apply(LogSumExp(dims[0]), x)
+    else:  # several dims: moved last and merged into one
+        keep = [i for i in range(x.ndim) if i not in dims]
+        moved = _sh.permute(x, *keep, *dims)
+        merged = _sh.reshape(moved, tuple(x.shape[i] for i in keep)
+                             + (math.prod(x.shape[i] for i in dims),))
+        out = apply(LogSumExp(len(keep)), merged)
+    if keepdim:
+        out = _sh.reshape(out, tuple(1 if i in dims else n for i, n in enumerate(x.shape)))
+    return out
 
 
 # -- losses ------------------------------------------------------------------------------------

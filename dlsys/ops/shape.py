@@ -10,11 +10,13 @@ import numpy as np
 
 from ..autograd import apply, wrap
 from ..tensor import Tensor
-from . import Op
+from . import Op, alias, wrap_dim
 
-__all__ = ["reshape", "permute", "transpose", "swapaxes", "broadcast_to", "flatten", "squeeze",
-           "unsqueeze", "getitem", "normalize_index", "stack", "concatenate", "cast", "to_device",
-           "contiguous"]
+__all__ = ["reshape", "view", "permute", "transpose", "swapaxes", "movedim", "mT", "T", "t",
+           "broadcast_to", "expand", "expand_as", "flatten", "squeeze", "unsqueeze", "flip",
+           "getitem",
+           "normalize_index", "setitem", "stack", "concatenate", "cast", "to_device",
+           "contiguous", "clone"]
 
 
 def _shape_args(shape):
@@ -56,7 +58,7 @@ def reshape(x: Tensor, *shape) -> Tensor:
     xs = x._data.shape
     if shape == xs:
         return x
-    shape = _resolve(shape, xs, x.size)
+    shape = _resolve(shape, xs, x.numel())
     if shape == xs:
         return x
     return apply(Reshape(shape), x)
@@ -75,34 +77,65 @@ class Permute(Op):
         return (apply(Permute(tuple(np.argsort(self.axes).tolist())), g),)
 
 
-def permute(x: Tensor, *axes) -> Tensor:
-    axes = _shape_args(axes)
+def permute(x: Tensor, *dims) -> Tensor:
+    dims = _shape_args(dims)
     n = x.ndim
-    norm = tuple(int(a) % n if n else 0 for a in axes)
-    if len(norm) != n or sorted(norm) != list(range(n)):
-        raise ValueError(f"permute: {tuple(axes)} is not a permutation of the {n} axes of a "
-                         f"tensor of shape {x.shape}")
+    if len(dims) != n:
+        raise ValueError(f"permute: {tuple(dims)} does not name each of the {n} dims of a "
+                         f"tensor of shape {x.shape} once")
+    norm = tuple(wrap_dim(d, n, "permute") for d in dims)
+    if sorted(norm) != list(range(n)):
+        raise ValueError(f"permute: {tuple(dims)} repeats a dim (shape {x.shape})")
     if norm == tuple(range(n)):
         return x
     return apply(Permute(norm), x)
 
 
-def swapaxes(x: Tensor, a: int, b: int) -> Tensor:
-    axes = list(range(x.ndim))
-    a, b = a % x.ndim, b % x.ndim
+def transpose(x: Tensor, dim0, dim1) -> Tensor:
+    """Swap two dims (PyTorch's transpose; ``permute`` reorders all of them)."""
+    n = x.ndim
+    a, b = wrap_dim(dim0, n, "transpose"), wrap_dim(dim1, n, "transpose")
+    if a == b or n < 2:
+        return x
+    axes = list(range(n))
     axes[a], axes[b] = axes[b], axes[a]
-    return permute(x, *axes)
+    return apply(Permute(tuple(axes)), x)
 
 
-def transpose(x: Tensor, *axes) -> Tensor:
-    """numpy semantics: no axes reverses them, a full permutation permutes; two axes on a
-    tensor that is not 2-D swap those two (PyTorch's transpose(dim0, dim1))."""
-    axes = _shape_args(axes)
-    if not axes:
-        return permute(x, *range(x.ndim - 1, -1, -1))
-    if len(axes) == 2 and x.ndim != 2:
-        return swapaxes(x, *axes)
-    return permute(x, *axes)
+swapaxes = transpose
+
+
+def movedim(x: Tensor, source: int, destination: int) -> Tensor:
+    """Move one dim to position ``destination``, keeping the others in order."""
+    n = x.ndim
+    s, d = wrap_dim(source, n, "movedim"), wrap_dim(destination, n, "movedim")
+    if s == d or n < 2:
+        return x
+    axes = [i for i in range(n) if i != s]
+    axes.insert(d, s)
+    return apply(Permute(tuple(axes)), x)
+
+
+def T(x: Tensor) -> Tensor:  # noqa: N802 - PyTorch's name
+    """All dims reversed (x.T; for a 2-D tensor, the transpose)."""
+    n = x.ndim
+    return x if n < 2 else apply(Permute(tuple(range(n - 1, -1, -1))), x)
+
+
+def t(x: Tensor) -> Tensor:
+    """The transpose of a tensor of at most 2 dims (torch's t())."""
+    if x.ndim > 2:
+        raise ValueError(f"t() expects a tensor with <= 2 dims, got shape {x.shape} (use "
+                         "transpose(dim0, dim1) or permute)")
+    return T(x)
+
+
+def mT(x: Tensor) -> Tensor:  # noqa: N802
+    """The last two dims swapped (a batch of matrices transposed)."""
+    if x.ndim < 2:
+        raise ValueError(f"mT: needs a matrix or a batch of matrices, got a {x.ndim}-D tensor "
+                         f"of shape {x.shape}")
+    return transpose(x, -2, -1)
 
 
 class BroadcastTo(Op):
@@ -138,30 +171,98 @@ def broadcast_to(x: Tensor, *shape) -> Tensor:
     return apply(BroadcastTo(shape), x)
 
 
+def expand(x: Tensor, *sizes) -> Tensor:
+    """broadcast_to where a size of -1 keeps that dim's size (torch's expand)."""
+    sizes = tuple(int(s) for s in _shape_args(sizes))
+    lead = len(sizes) - x.ndim
+    if lead < 0:
+        raise ValueError(f"expand: {len(sizes)} sizes {sizes} for a tensor of shape {x.shape} "
+                         f"(the number of sizes must be at least its {x.ndim} dims)")
+    shape = []
+    for i, s in enumerate(sizes):
+        if s == -1:
+            if i < lead:
+                raise ValueError(f"expand: -1 is not allowed for a new leading dim, got {sizes}")
+            s = x.shape[i - lead]
+        shape.append(s)
+    return broadcast_to(x, tuple(shape))
+
+
+def expand_as(x: Tensor, other: Tensor) -> Tensor:
+    return broadcast_to(x, other.shape)
+
+
 def flatten(x: Tensor, start_dim=0, end_dim=-1) -> Tensor:
     n = x.ndim
+    s, e = wrap_dim(start_dim, n, "flatten"), wrap_dim(end_dim, n, "flatten")
     if n == 0:
         return reshape(x, 1)
-    s, e = start_dim % n, end_dim % n
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shp = x.shape
     return reshape(x, shp[:s] + (math.prod(shp[s:e + 1]),) + shp[e + 1:])
 
 
-def squeeze(x: Tensor, axis=None) -> Tensor:
-    if axis is None:
+def squeeze(x: Tensor, dim=None, *, axis=None) -> Tensor:
+    """Drop size-1 dims: all of them, or those of ``dim`` (an int or a tuple) that have size 1."""
+    dim = alias(dim, axis, "dim", "axis")
+    if dim is None:
         return reshape(x, tuple(s for s in x.shape if s != 1))
-    axes = {a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
-    return reshape(x, tuple(s for i, s in enumerate(x.shape) if not (i in axes and s == 1)))
+    dims = {wrap_dim(d, x.ndim, "squeeze") for d in (dim if isinstance(dim, (tuple, list))
+                                                     else (dim,))}
+    return reshape(x, tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1)))
 
 
-def unsqueeze(x: Tensor, axis: int) -> Tensor:
-    n = x.ndim + 1
-    a = axis % n
+def unsqueeze(x: Tensor, dim=None, *, axis=None) -> Tensor:
+    dim = alias(dim, axis, "dim", "axis")
+    if dim is None:
+        raise TypeError("unsqueeze: missing the dim argument")
+    a = wrap_dim(dim, x.ndim + 1, "unsqueeze", f"a tensor with {x.ndim} dims (the result has "
+                 f"{x.ndim + 1})")
     shp = list(x.shape)
     shp.insert(a, 1)
     return reshape(x, tuple(shp))
+
+
+def view(x: Tensor, *shape) -> Tensor:
+    """reshape that shares memory, or RuntimeError where torch's view would raise (the new
+    shape cannot be expressed with x's strides; reshape copies there)."""
+    shape = _resolve(_shape_args(shape), x.shape, x.numel())
+    if x.device.name != "cpu" and not x.is_contiguous():
+        # NOTE: CUDA's reshape gathers a strided array into a new one: a copy, not a view
+        raise RuntimeError(f"view: a non-contiguous tensor on {x.device} (shape {x.shape}, "
+                           f"strides {x.stride()}) cannot be viewed on this device; use "
+                           ".reshape(...) (a copy) or .contiguous() first")
+    if not _viewable(x.shape, x.stride(), shape):
+        raise RuntimeError(f"view size is not compatible with input tensor's size and stride "
+                           f"(shape {x.shape}, strides {x.stride()}, view {shape}): at least "
+                           "one dimension spans across two contiguous subspaces; use "
+                           ".reshape(...) instead")
+    return reshape(x, shape)
+
+
+def _viewable(shape, strides, new_shape) -> bool:
+    """Can an array of ``shape``/``strides`` (in elements) be viewed as ``new_shape`` without
+    a copy? numpy's test on a fake one-byte array (no memory is read)."""
+    if math.prod(shape) <= 1:
+        return True
+    fake = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=shape, strides=strides)
+    v = fake.view()
+    try:
+        v.shape = new_shape  # NOTE: raises exactly when a copy would be needed
+    except AttributeError:
+        return False
+    return True
+
+
+def flip(x: Tensor, dims) -> Tensor:
+    """Reverse the order along ``dims`` (an int or a sequence)."""
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    axes = {wrap_dim(d, x.ndim, "flip") for d in dims}
+    if x.ndim == 0 or not axes:
+        return x
+    return getitem(x, tuple(slice(None, None, -1) if i in axes else slice(None)
+                            for i in range(x.ndim)))
 
 
 class Contiguous(Op):
@@ -176,6 +277,21 @@ class Contiguous(Op):
 
 def contiguous(x: Tensor) -> Tensor:
     return apply(Contiguous(), x)
+
+
+class Clone(Op):
+    __slots__ = ()
+
+    def compute(self, x):
+        return self.device.astype(x, x.dtype)  # NOTE: always a new compact array
+
+    def gradient(self, g, node):
+        return (g,)
+
+
+def clone(x: Tensor) -> Tensor:
+    """A copy with its own memory; differentiable (the gradient passes through)."""
+    return apply(Clone(), x)
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -221,21 +337,32 @@ class GetItemBackward(Op):
 
 
 def _norm_index_item(i, x):
+    t = type(i)
+    if t is int or t is slice or i is None or i is Ellipsis:  # NOTE: the common items first
+        return i
+    if isinstance(i, np.integer):
+        return int(i)
     if isinstance(i, Tensor):
         if i.device != x.device:
-            raise ValueError(f"index tensor is on {i.device}, indexed tensor on {x.device}")
+            if i.device.name != "cpu":  # NOTE: as torch, CPU indices may index any device
+                raise ValueError(f"index tensor is on {i.device}, indexed tensor on {x.device}")
+            i = i.to(x.device)
         if i.dtype.kind not in "iub":
             raise TypeError(f"index tensors must be integer or bool, got dtype {i.dtype}")
+        if i.ndim == 0 and i.dtype.kind != "b":
+            return int(i.item())  # NOTE: torch treats a 0-d integer tensor as an int
         return i._data
     if isinstance(i, (list, np.ndarray)):
         a = np.asarray(i)
-        if a.dtype.kind not in "iub":
+        if a.dtype.kind not in "iub" and a.size:
             raise TypeError(f"index arrays must be integer or bool, got dtype {a.dtype}")
-        if a.dtype.kind in "iu":
+        if a.dtype.kind != "b":
+            if a.ndim == 0:
+                return int(a)
             a = a.astype(np.int64, copy=False)
         return x.device.from_numpy(a)
     if isinstance(i, (bool, np.bool_)):
-        raise TypeError("indexing with a Python bool is not supported")
+        raise TypeError("indexing with a Python bool is not supported (use a bool tensor)")
     return i
 
 
@@ -247,8 +374,48 @@ def normalize_index(x: Tensor, index) -> tuple:
     return tuple(_norm_index_item(i, x) for i in index)
 
 
+def torch_steps(index: tuple):
+    """PyTorch's order for an index that mixes ints and index arrays, as two numpy indices
+    (basic, advanced), else None.
+
+    NOTE: numpy counts an int next to an index array as one more advanced index, so
+    ``x[0, :, idx]`` puts the indexed dim first; PyTorch selects the int first and then
+    indexes, so the dim stays in place. Applying the basic part (ints, slices, None) first and
+    the arrays second gives PyTorch's shape with numpy's rules."""
+    arrays = [hasattr(i, "dtype") for i in index]  # NOTE: ints are Python ints here
+    if not any(arrays) or int not in {type(i) for i in index}:
+        return None
+    first, second = [], []
+    for i, is_array in zip(index, arrays, strict=True):
+        if is_array:  # a bool mask spans as many dims as it has
+            first.extend([slice(None)] * (i.ndim if i.dtype == np.bool_ else 1))
+            second.append(i)
+        elif type(i) is int:
+            first.append(i)
+        else:  # a slice, None or Ellipsis: kept by the first step, passed by the second
+            first.append(i)
+            second.append(Ellipsis if i is Ellipsis else slice(None))
+    return tuple(first), tuple(second)
+
+
 def getitem(x: Tensor, index) -> Tensor:
-    return apply(GetItem(normalize_index(x, index)), x)
+    index = normalize_index(x, index)
+    steps = torch_steps(index)
+    if steps is None:
+        return apply(GetItem(index), x)
+    return apply(GetItem(steps[1]), apply(GetItem(steps[0]), x))
+
+
+def setitem(x: Tensor, index, value) -> None:
+    """x[index] = value in place (value: a scalar, host array or array of x's device), with
+    getitem's PyTorch index order."""
+    index = normalize_index(x, index)
+    steps = torch_steps(index)
+    d = x.device
+    if steps is None:
+        d.setitem(x._data, index, value)
+    else:  # NOTE: the basic step is a view on every device: the second step writes through
+        d.setitem(d.getitem(x._data, steps[0]), steps[1], value)
 
 
 class Stack(Op):
@@ -290,6 +457,10 @@ def _check_seq(tensors, what):
     tensors = list(tensors)
     if not tensors:
         raise ValueError(f"{what}: expected a non-empty sequence of tensors")
+    for t in tensors:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{what}: expected a sequence of Tensors, got a "
+                            f"{type(t).__name__}")
     t0 = tensors[0]
     for t in tensors[1:]:
         if t.device != t0.device:
@@ -299,27 +470,29 @@ def _check_seq(tensors, what):
     return tensors
 
 
-def stack(tensors, axis=0) -> Tensor:
+def stack(tensors, dim=0, *, axis=None) -> Tensor:
     tensors = _check_seq(tensors, "stack")
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
-    axis = axis % (tensors[0].ndim + 1)
-    return apply(Stack(axis), *tensors)
+    nd = tensors[0].ndim
+    dim = wrap_dim(alias(dim, axis, "dim", "axis", 0), nd + 1, "stack",
+                   f"stacking tensors with {nd} dims (the result has {nd + 1})")
+    return apply(Stack(dim), *tensors)
 
 
-def concatenate(tensors, axis=0) -> Tensor:
+def concatenate(tensors, dim=0, *, axis=None) -> Tensor:
     tensors = _check_seq(tensors, "concatenate")
     t0 = tensors[0]
     if t0.ndim == 0:
         raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
-    axis = axis % t0.ndim
+    dim = wrap_dim(alias(dim, axis, "dim", "axis", 0), t0.ndim, "concatenate")
     for t in tensors[1:]:
         if t.ndim != t0.ndim or any(t.shape[i] != t0.shape[i] for i in range(t0.ndim)
-                                    if i != axis):
+                                    if i != dim):
             raise ValueError(f"concatenate: shapes {t0.shape} and {t.shape} differ outside "
-                             f"axis {axis}")
-    return apply(Concatenate(axis), *tensors)
+                             f"dim {dim}")
+    return apply(Concatenate(dim), *tensors)
 
 
 # -- dtype and device --------------------------------------------------------------------------

@@ -37,7 +37,8 @@ rng = np.random.default_rng(col.rank())
 for _ in range(2):
     opt.zero_grad()
     phase = "step"
-    x, y = ds.tensor(rng.standard_normal((8, 20))), ds.tensor(rng.integers(0, 4, 8))
+    x = ds.tensor(rng.standard_normal((8, 20)), dtype=ds.float32)
+    y = ds.tensor(rng.integers(0, 4, 8))
     F.cross_entropy(model(x), y).backward()
     opt.step()
     phase = "between steps"

@@ -97,6 +97,11 @@ def install_caching_allocator() -> bool:
     return memory.install()
 
 
+def _int_variant(op, dtype):
+    """The kernel name of ``op`` for results of ``dtype`` (see kernels.INT_VARIANTS)."""
+    return op + "_int" if op in K.INT_VARIANTS and np.dtype(dtype).kind in "iu" else op
+
+
 def _in_context(gpu, method):
     @functools.wraps(method)
     def run(*args, **kwargs):
@@ -266,7 +271,7 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
     def unary(self, op, x):
         if op not in K.UNARY_FUNCS:
             raise ValueError(f"unknown unary op {op!r}; known: {UNARY_OPS}")
-        keeps = op in ("neg", "abs", "sign", "relu") or x.dtype.kind == "f"
+        keeps = op in K.UNARY_KEEPS_DTYPE or x.dtype.kind == "f"
         out = self.empty(x.shape, x.dtype if keeps else np.float64)
         launch_1d(K.unary_kernel(op), x.size, self.flat(x), out.reshape(-1), x.size)
         return out
@@ -290,8 +295,8 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
             raise ValueError(f"binary {op}: shapes differ, {a.shape} vs {b.shape}")
         rdt = binary_result_dtype(op, a.dtype, b.dtype)
         out = self.empty(a.shape, rdt)
-        launch_1d(K.binary_kernel(op), a.size, self.flat(a), self.flat(b), out.reshape(-1),
-                  a.size)
+        launch_1d(K.binary_kernel(_int_variant(op, a.dtype)), a.size, self.flat(a),
+                  self.flat(b), out.reshape(-1), a.size)
         return out
 
     @float16_via_float32(1)
@@ -305,8 +310,8 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
         else:
             sv = np.float64(s) if isinstance(s, (float, np.floating)) else np.int64(s)
         out = self.empty(a.shape, rdt)
-        launch_1d(K.scalar_kernel(op, bool(reverse)), a.size, self.flat(a), sv,
-                  out.reshape(-1), a.size)
+        launch_1d(K.scalar_kernel(_int_variant(op, rdt), bool(reverse)), a.size, self.flat(a),
+                  sv, out.reshape(-1), a.size)
         return out
 
     def where(self, cond, a, b):
@@ -352,26 +357,61 @@ class CUDADevice(CUDAViews, CUDANNKernels, Device):
 
     @float16_via_float32(0)
     def max(self, x, axis, keepdims=False):
+        return self._arg_extreme(x, axis, keepdims, False)
+
+    @float16_via_float32(0)
+    def min(self, x, axis, keepdims=False):
+        return self._arg_extreme(x, axis, keepdims, True)
+
+    def _arg_extreme(self, x, axis, keepdims, is_min):
         if axis is None:
             if x.size == 0:
-                raise ValueError("max: zero-size array")
-            v, i = self.max(self.flat(x), 0)
+                raise ValueError("max/min: zero-size array")
+            v, i = self._arg_extreme(self.flat(x), 0, False, is_min)
             if keepdims:
                 shp = (1,) * x.ndim
                 return v.reshape(shp), i.reshape(shp)
             return v, i
         axis = int(axis) % x.ndim
         if x.shape[axis] == 0:
-            raise ValueError(f"max: zero-size axis {axis} in shape {x.shape}")
+            raise ValueError(f"max/min: zero-size axis {axis} in shape {x.shape}")
         x2, kept = self._to_rows(x, (axis,))
         rows, cols = x2.shape
         val = self.empty((rows,), x.dtype)
         idx = self.empty((rows,), np.int64)
-        launch_rows(K.row_argmax_kernel(x.dtype.str), rows, cols, x2.reshape(-1), val, idx,
-                    rows, cols)
+        launch_rows(K.row_argmax_kernel(x.dtype.str, is_min), rows, cols, x2.reshape(-1), val,
+                    idx, rows, cols)
         shp = (tuple(1 if d == axis else x.shape[d] for d in range(x.ndim)) if keepdims
                else kept)
         return val.reshape(shp), idx.reshape(shp)
+
+    def _lines(self, x, axis):
+        """(compact x, n along axis, inner size, number of lines) of an (outer, n, inner)
+        view of x."""
+        x = self.compact(x)
+        shape = tuple(x.shape)
+        return x, shape[axis], prod(shape[axis + 1:]), prod(shape) // max(shape[axis], 1)
+
+    @float16_via_float32(0)
+    def cumsum(self, x, axis):
+        rdt = np.cumsum(np.zeros(1, x.dtype)).dtype  # NOTE: numpy's: int32/bool -> int64
+        if rdt != x.dtype:
+            x = self.astype(x, rdt)
+        x, n, inner, lines = self._lines(x, axis)
+        out = self.empty(tuple(x.shape), rdt)
+        if x.size:
+            launch_1d(K.cumsum_kernel, lines, x.reshape(-1), out.reshape(-1), n, inner, lines,
+                      rdt.type(0))
+        return out
+
+    @float16_via_float32(0)
+    def argsort(self, x, axis, descending=False):
+        x, n, inner, _ = self._lines(x, axis)
+        out = self.empty(tuple(x.shape), np.int64)
+        if x.size:
+            launch_1d(K.argsort_rank_kernel, x.size, x.reshape(-1), out.reshape(-1), n, inner,
+                      x.size, bool(descending))
+        return out
 
     # -- linear algebra ------------------------------------------------------------------------
     @float16_via_float32(0, 1)

@@ -54,11 +54,12 @@ def _abs(v):
 
 @cuda.jit(device=True)
 def _sign(v):
-    # NOTE: v * 0 + 1 (not a literal) keeps v's type; NaN stays NaN as in np.sign
+    # NOTE: literals, not v * 0 + 1, which is nan for v = +-inf (the store casts them to the
+    # output's type); 0 * v keeps NaN a NaN, as np.sign
     if v > 0:
-        return v * 0 + 1
+        return 1
     if v < 0:
-        return v * 0 - 1
+        return -1
     return v * 0
 
 
@@ -97,9 +98,37 @@ def _gelu_grad(v):
     return 0.5 * (1.0 + math.erf(v * _SQRT1_2)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
 
 
+@cuda.jit(device=True)
+def _sin(v):
+    return math.sin(v)
+
+
+@cuda.jit(device=True)
+def _cos(v):
+    return math.cos(v)
+
+
+@cuda.jit(device=True)
+def _log1p(v):
+    return math.log1p(v) if v > -1 else (-math.inf if v == -1 else math.nan)
+
+
+@cuda.jit(device=True)
+def _logical_not(v):
+    return not v
+
+
+@cuda.jit(device=True)
+def _bitwise_not(v):
+    return ~v  # NOTE: integers only; bool tensors take _logical_not
+
+
 UNARY_FUNCS = {"neg": _neg, "exp": _exp, "log": _log, "sqrt": _sqrt, "abs": _abs,
                "sign": _sign, "relu": _relu, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf,
-               "gelu": _gelu, "gelu_grad": _gelu_grad}
+               "gelu": _gelu, "gelu_grad": _gelu_grad, "sin": _sin, "cos": _cos,
+               "log1p": _log1p, "logical_not": _logical_not, "bitwise_not": _bitwise_not}
+# the ops whose result keeps an integer or bool input's dtype (the others give float64)
+UNARY_KEEPS_DTYPE = ("neg", "abs", "sign", "relu", "logical_not", "bitwise_not")
 
 
 @cuda.jit(device=True)
@@ -172,9 +201,52 @@ def _ge(a, b):
     return a >= b
 
 
+@cuda.jit(device=True)
+def _bitwise_and(a, b):
+    return a & b
+
+
+@cuda.jit(device=True)
+def _bitwise_or(a, b):
+    return a | b
+
+
+@cuda.jit(device=True)
+def _bitwise_xor(a, b):
+    return a ^ b
+
+
+@cuda.jit(device=True)
+def _remainder(a, b):
+    # NOTE: float % has Python's semantics in Numba (the sign of b, exact); x % 0 is nan
+    return a % b if b != 0 else math.nan
+
+
+@cuda.jit(device=True)
+def _floor_divide(a, b):
+    return a // b if b != 0 else _div(a, b)
+
+
+@cuda.jit(device=True)
+def _remainder_int(a, b):
+    # NOTE: integers get their own function so the result keeps their type (a float nan
+    # branch would unify it to float64); x % 0 is 0 as numpy's (the front end raises first)
+    return a % b if b != 0 else a * 0
+
+
+@cuda.jit(device=True)
+def _floor_divide_int(a, b):
+    return a // b if b != 0 else a * 0
+
+
 BINARY_FUNCS = {"add": _add, "sub": _sub, "mul": _mul, "div": _div, "pow": _pow,
                 "maximum": _maximum, "minimum": _minimum, "eq": _eq, "ne": _ne, "lt": _lt,
-                "le": _le, "gt": _gt, "ge": _ge}
+                "le": _le, "gt": _gt, "ge": _ge, "bitwise_and": _bitwise_and,
+                "bitwise_or": _bitwise_or, "bitwise_xor": _bitwise_xor, "remainder": _remainder,
+                "floor_divide": _floor_divide, "remainder_int": _remainder_int,
+                "floor_divide_int": _floor_divide_int}
+# the ops with an integer variant of their device function (see _remainder_int)
+INT_VARIANTS = ("remainder", "floor_divide")
 
 
 # fused backward of unary ops: f(a, g) = g * op'(x), a is x or y = op(x) (see BACKWARD_INPUT)
@@ -396,9 +468,9 @@ def row_sum_kernel(acc_dtype):
 
 
 @cuda.jit(device=True)
-def _argmax_better(v, i, bv, bi):
-    """Is (v, i) a better max candidate than (bv, bi)? First NaN wins, then first max;
-    index -1 marks an empty candidate."""
+def _arg_better(v, i, bv, bi, is_min):
+    """Is (v, i) a better extremum candidate than (bv, bi)? First NaN wins, then the first
+    max (or min); index -1 marks an empty candidate."""
     if i < 0:
         return False
     if bi < 0:
@@ -407,11 +479,14 @@ def _argmax_better(v, i, bv, bi):
         return bv == bv or i < bi
     if bv != bv:
         return False
+    if is_min:
+        return v < bv or (v == bv and i < bi)
     return v > bv or (v == bv and i < bi)
 
 
 @functools.cache
-def row_argmax_kernel(dtype):
+def row_argmax_kernel(dtype, is_min=False):
+    """(values, indices) of the max (the min with ``is_min``) of each row."""
     val_t = numba.from_dtype(np.dtype(dtype))
 
     @cuda.jit
@@ -426,7 +501,7 @@ def row_argmax_kernel(dtype):
             bi = -1
             for c in range(t, ncols, nt):
                 v = x[base + c]
-                if _argmax_better(v, c, bv, bi):
+                if _arg_better(v, c, bv, bi, is_min):
                     bv = v
                     bi = c
             sv[t] = bv
@@ -434,7 +509,7 @@ def row_argmax_kernel(dtype):
             cuda.syncthreads()
             s = nt // 2
             while s > 0:
-                if t < s and _argmax_better(sv[t + s], si[t + s], sv[t], si[t]):
+                if t < s and _arg_better(sv[t + s], si[t + s], sv[t], si[t], is_min):
                     sv[t] = sv[t + s]
                     si[t] = si[t + s]
                 cuda.syncthreads()
@@ -444,3 +519,48 @@ def row_argmax_kernel(dtype):
                 out_idx[row] = si[0]
             cuda.syncthreads()
     return k
+
+
+# ============================================================================================
+# scans and sorting along one axis of an (outer, n, inner) array
+# ============================================================================================
+@cuda.jit
+def cumsum_kernel(x, out, n, inner, lines, zero):
+    # NOTE: one thread per line (outer, inner) adds sequentially along the axis: the same
+    # order as numpy's cumsum, so float results match the CPU's bit for bit.
+    for line in range(cuda.grid(1), lines, cuda.gridsize(1)):
+        base = (line // inner) * n * inner + line % inner
+        acc = zero
+        for j in range(n):
+            acc += x[base + j * inner]
+            out[base + j * inner] = acc
+
+
+@cuda.jit(device=True)
+def _sorts_before(a, ia, b, ib, descending):
+    """Does (a at index ia) come before (b at ib) in a stable sort? NaN is the largest."""
+    an = a != a
+    bn = b != b
+    if an or bn:
+        if an and bn:
+            return ia < ib
+        return an if descending else bn
+    if a == b:
+        return ia < ib
+    return (a > b) if descending else (a < b)
+
+
+@cuda.jit
+def argsort_rank_kernel(x, out, n, inner, total, descending):
+    # NOTE: each element's position in the sorted line is the number of elements that sort
+    # before it (a stable rank): n comparisons per element, no synchronisation. O(n^2) work
+    # per line, for the lines of sort/topk (vocabularies, attention rows), not for huge ones.
+    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+        j = (e // inner) % n
+        base = e - j * inner
+        v = x[e]
+        rank = 0
+        for k in range(n):
+            if _sorts_before(x[base + k * inner], k, v, j, descending):
+                rank += 1
+        out[base + rank * inner] = j
