@@ -7,7 +7,7 @@ import builtins as _builtins
 # NOTE: importing dlsys changes nothing in the process: the first use of a device prepares it
 # (dlsys.backend.registry). nn/optim/data import dlsys.tensor themselves, so the order of this
 # line does not matter.
-from . import autograd, backend, config, data, dtypes, nn, optim, random  # noqa: F401
+from . import autograd, backend, config, data, dtypes, nn, optim, random, utils  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend.registry import cpu, cuda, cuda_is_available
 from .creation import (
@@ -52,6 +52,6 @@ __all__ = [
     "cpu", "cuda", "cuda_is_available", "backend",
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "autograd",
     "manual_seed", "get_rng_state", "set_rng_state", "random",
-    "nn", "optim", "data", "config", "save", "load",
+    "nn", "optim", "data", "config", "save", "load", "utils",
     *sorted(n for n in _FUNCTIONS if not hasattr(_builtins, n)),
 ]

@@ -18,7 +18,8 @@ import functools
 import sys
 
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "backward",
-           "RemovableHandle", "run_backward", "apply", "wrap", "zero_grads"]
+           "RemovableHandle", "run_backward", "apply", "wrap", "zero_grads", "record_nodes",
+           "tape_append", "Function", "FunctionCtx", "once_differentiable"]
 
 # NOTE: a plain module global, read on every op (a thread-local costs more than the op's own
 # bookkeeping); dlsys is single-threaded per process, data parallelism uses processes.
@@ -129,6 +130,35 @@ class RemovableHandle:
 
 # -- graph recording ---------------------------------------------------------------------------
 _new = object.__new__
+# NOTE: None, or the list that every graph node made from now on is appended to, in creation
+# order (a topological order): checkpointing tells the tensors made inside a function from those
+# it reached from outside by it (record_nodes).
+_tape = None
+
+
+class record_nodes:  # noqa: N801 - used like no_grad
+    """``with record_nodes() as nodes:`` appends every Tensor given a graph node inside the
+    block to the list ``nodes``, in creation order. Nested blocks each see their own nodes
+    (the outer one sees what the inner one's caller attaches after it)."""
+
+    __slots__ = ("nodes", "_prev")
+
+    def __enter__(self):
+        global _tape
+        self._prev = _tape
+        _tape = self.nodes = []
+        return self.nodes
+
+    def __exit__(self, *exc):
+        global _tape
+        _tape = self._prev
+        return False
+
+
+def tape_append(t) -> None:
+    """Record a node made outside ``apply`` (custom Functions, checkpoints) on the tape."""
+    if _tape is not None:
+        _tape.append(t)
 
 
 def wrap(data, device):
@@ -166,6 +196,8 @@ def apply(op, *inputs):
         out._requires_grad = True
         out._op = op
         out._inputs = inputs
+        if _tape is not None:
+            _tape.append(out)
     return out
 
 
@@ -263,9 +295,14 @@ def backward(tensor, gradient=None, retain_graph=False, create_graph=False):
     run_backward([tensor], [gradient], retain_graph or create_graph, create_graph)
 
 
-def run_backward(roots, grads, retain_graph=False, create_graph=False):
-    """Backpropagate ``grads`` (Tensors) from ``roots``; see the module docstring."""
+def run_backward(roots, grads, retain_graph=False, create_graph=False, capture=None):
+    """Backpropagate ``grads`` (Tensors) from ``roots``; see the module docstring.
+
+    ``capture``: a dict whose keys are ids of tensors where backpropagation stops: their
+    summed gradient is stored in it (their hooks do not run, nothing reaches beyond them).
+    Checkpointing differentiates a recomputed subgraph up to its inputs with it."""
     global _grad_enabled
+    stop = capture or _NO_STOP
     # 1) consumer counts of every tensor that requires grad, reachable from the roots
     deps = {}
     stack = []
@@ -275,6 +312,8 @@ def run_backward(roots, grads, retain_graph=False, create_graph=False):
             stack.append(r)
     while stack:
         n = stack.pop()
+        if stop and id(n) in stop:
+            continue
         inputs = n._inputs
         if inputs is None:
             raise _freed_error()
@@ -304,6 +343,9 @@ def run_backward(roots, grads, retain_graph=False, create_graph=False):
         while ready:
             n = ready.pop()
             g = pending.pop(id(n), None)
+            if stop and id(n) in stop:
+                stop[id(n)] = g
+                continue
             if g is not None and n._hooks:
                 for h in tuple(n._hooks.values()):
                     r = h(g)
@@ -343,6 +385,9 @@ def run_backward(roots, grads, retain_graph=False, create_graph=False):
             in_grads = None
     finally:
         _grad_enabled = prev_mode
+
+
+_NO_STOP: dict = {}
 
 
 class _Freed:
@@ -423,4 +468,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 # NOTE: imported last: tensor.py imports this module (and the ops, which import apply and wrap
 # from here) at its own end; these names are only looked up when the functions above run.
 from . import creation  # noqa: E402
+from .function import Function, FunctionCtx, once_differentiable  # noqa: E402, F401
 from .tensor import Tensor  # noqa: E402

@@ -135,6 +135,8 @@ def cases(K, KN, MM, OPT):
         s = sc(dt)
         add((f"sgd {dt}", OPT.sgd_kernel, (arr(dt),) * 3 + (s,) * 4 + (B, B, B, I)))
         add((f"adam {dt}", OPT.adam_kernel, (arr(dt),) * 4 + (s,) * 8 + (I,)))
+        add((f"rmsprop {dt}", OPT.rmsprop_kernel, (arr(dt),) * 5 + (s,) * 8 + (B, B, I)))
+        add((f"adagrad {dt}", OPT.adagrad_kernel, (arr(dt),) * 3 + (s,) * 3 + (I,)))
     for dt in FLOATS + ("int64",):
         for cfg in [(64, 64, 32, 4, 4, False), (64, 64, 32, 4, 4, True),
                     (32, 32, 16, 2, 2, False), (16, 16, 8, 4, 4, False)]:

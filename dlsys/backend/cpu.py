@@ -17,7 +17,10 @@ from . import cpu_kernels as K
 from . import cpu_kernels_attention as KA
 from . import cpu_kernels_conv as KC
 from . import cpu_kernels_nn as KN
-from . import cpu_kernels_optim  # noqa: F401 - registers the CPU's optimizer updates
+from . import (
+    cpu_kernels_optim,  # noqa: F401 - registers the CPU's optimizer updates
+    cpu_memory_stats,
+)
 from . import cpu_kernels_pool as KP
 from .device import (
     BINARY_OPS,
@@ -172,6 +175,21 @@ class CPUDevice(Device):
 
     def compact(self, x):
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+    # -- memory accounting (cpu_memory_stats: tracemalloc, from the first call on) ------------
+    def memory_stats(self) -> dict:
+        """Bytes of host memory live now and at the peak since the last reset, counted from the
+        first call of this or ``reset_peak_memory_stats`` (torch.cuda.memory_stats's keys)."""
+        return cpu_memory_stats.stats()
+
+    def reset_peak_memory_stats(self) -> None:
+        cpu_memory_stats.reset_peak()
+
+    def memory_allocated(self) -> int:
+        return cpu_memory_stats.stats()["allocated_bytes.all.current"]
+
+    def max_memory_allocated(self) -> int:
+        return cpu_memory_stats.stats()["allocated_bytes.all.peak"]
 
     # -- views ---------------------------------------------------------------------------------
     def reshape(self, x, shape):

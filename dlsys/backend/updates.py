@@ -13,6 +13,10 @@ Registered now (PyTorch's semantics):
 - ``"adam"``: ``(device, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
   step, decoupled)``; Adam (decoupled=False) or AdamW (decoupled=True), bias-corrected, step
   the 1-based count of this update.
+- ``"rmsprop"``: ``(device, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
+  weight_decay, momentum, centered)``; grad_avg is None unless centered, momentum_buf None
+  unless momentum > 0.
+- ``"adagrad"``: ``(device, param, grad, state_sum, lr, lr_decay, weight_decay, eps, step)``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Neural-network modules (a PyTorch-like ``torch.nn``)."""
 
 from . import functional, init, utils
-from .activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from .container import ModuleList, Sequential
+from .activation import GELU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .attention import MultiheadAttention
+from .container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout, Flatten
 from .linear import Identity, Linear
@@ -16,9 +17,10 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .rnn import GRU, LSTM, RNN, RNNBase
 from .sparse import Embedding
 
 __all__ = [
@@ -30,3 +32,5 @@ __all__ = [
     "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss",
     "SmoothL1Loss",
 ]
+__all__ += ["ModuleDict", "ParameterList", "ParameterDict", "GroupNorm", "RMSNorm", "SiLU",
+            "RNNBase", "RNN", "LSTM", "GRU", "MultiheadAttention"]

@@ -12,8 +12,26 @@ class ReLU(Module):
 
 
 class GELU(Module):
+    """GELU, exact (``approximate="none"``, with erf) or its tanh approximation."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
     def forward(self, x):
-        return F.gelu(x)
+        return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class SiLU(Module):
+    """x * sigmoid(x) (swish)."""
+
+    def forward(self, x):
+        return F.silu(x)
 
 
 class Tanh(Module):

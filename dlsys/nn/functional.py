@@ -22,6 +22,7 @@ from dlsys.ops.loss import (
 )
 from dlsys.ops.matmul import linear
 from dlsys.ops.nn import dropout, embedding, layer_norm, log_softmax, logsumexp, softmax
+from dlsys.ops.norm import group_norm, rms_norm
 from dlsys.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from dlsys.ops.rearrange import pad
 
@@ -31,3 +32,4 @@ __all__ = ["relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "logsume
            "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
            "scaled_dot_product_attention", "dropout", "layer_norm", "embedding",
            "silu", "softplus", "one_hot", "pad"]
+__all__ += ["group_norm", "rms_norm"]

@@ -8,6 +8,11 @@ from .module import Module
 
 
 class Identity(Module):
+    """Returns its input; any constructor arguments are ignored (as in PyTorch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
     def forward(self, x):
         return x
 

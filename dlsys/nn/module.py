@@ -6,7 +6,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from dlsys.autograd import no_grad, zero_grads
+from dlsys.autograd import RemovableHandle, no_grad, zero_grads
 from dlsys.tensor import Tensor
 
 from .parameter import Parameter
@@ -43,12 +43,86 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_hooks_with_kwargs", set())
+        object.__setattr__(self, "_hooks_always_called", set())
+
+    def __setstate__(self, state):
+        # NOTE: a module pickled before it had hooks still unpickles into a working module
+        self.__dict__.update(state)
+        for name in ("_forward_pre_hooks", "_forward_hooks"):
+            self.__dict__.setdefault(name, OrderedDict())
+        for name in ("_hooks_with_kwargs", "_hooks_always_called"):
+            self.__dict__.setdefault(name, set())
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def __call__(self, *args, **kwargs):
+        if self._forward_pre_hooks or self._forward_hooks:
+            return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # -- forward hooks (PyTorch's semantics) ---------------------------------------------------
+    def _add_hook(self, hooks, hook, prepend, with_kwargs, always_call=False):
+        handle = RemovableHandle(hooks)
+        hooks[handle._key] = hook
+        if prepend:
+            hooks.move_to_end(handle._key, last=False)
+        if with_kwargs:
+            self._hooks_with_kwargs.add(handle._key)
+        if always_call:
+            self._hooks_always_called.add(handle._key)
+        return handle
+
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> RemovableHandle:
+        """``hook(module, args)`` runs before forward; it may return new args (a tuple, or one
+        value that becomes a 1-tuple). With ``with_kwargs``: ``hook(module, args, kwargs)``
+        returning None or ``(args, kwargs)``. ``prepend`` runs it before the others."""
+        return self._add_hook(self._forward_pre_hooks, hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False) -> RemovableHandle:
+        """``hook(module, args, output)`` runs after forward; it may return a new output. With
+        ``with_kwargs``: ``hook(module, args, kwargs, output)``. ``always_call``: it also runs
+        when forward raises (then the error propagates)."""
+        return self._add_hook(self._forward_hooks, hook, prepend, with_kwargs, always_call)
+
+    def _call_with_hooks(self, args, kwargs):
+        with_kwargs = self._hooks_with_kwargs
+        for key, hook in tuple(self._forward_pre_hooks.items()):
+            if key in with_kwargs:
+                r = hook(self, args, kwargs)
+                if r is not None:
+                    if not (isinstance(r, tuple) and len(r) == 2):
+                        raise RuntimeError(f"forward pre-hook must return None or a tuple of "
+                                           f"(new_args, new_kwargs), but got {r!r}.")
+                    args, kwargs = r
+            else:
+                r = hook(self, args)
+                if r is not None:
+                    args = r if isinstance(r, tuple) else (r,)
+        try:
+            result = self.forward(*args, **kwargs)
+        except Exception:
+            for key, hook in tuple(self._forward_hooks.items()):
+                if key in self._hooks_always_called:
+                    try:
+                        if key in with_kwargs:
+                            hook(self, args, kwargs, None)
+                        else:
+                            hook(self, args, None)
+                    except Exception:
+                        pass  # NOTE: as PyTorch: the forward's error is the one that propagates
+            raise
+        for key, hook in tuple(self._forward_hooks.items()):
+            r = hook(self, args, kwargs, result) if key in with_kwargs else \
+                hook(self, args, result)
+            if r is not None:
+                result = r
+        return result
 
     # -- registration ---------------------------------------------------------------------
     def _check_init(self, name):
@@ -139,15 +213,38 @@ class Module:
                       | set(self._modules))
 
     # -- traversal --------------------------------------------------------------------------
-    def named_modules(self, memo=None, prefix: str = ""):
+    def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
+        """(name, module) for self ("") and every descendant, depth first; a module reached
+        twice is reported once unless ``remove_duplicate=False``."""
         memo = set() if memo is None else memo
-        if id(self) in memo:
-            return
-        memo.add(id(self))
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, m in self._modules.items():
             if m is not None:
-                yield from m.named_modules(memo, f"{prefix}.{name}" if prefix else name)
+                yield from m.named_modules(memo, f"{prefix}.{name}" if prefix else name,
+                                           remove_duplicate)
+
+    def get_submodule(self, target: str) -> Module:
+        """The descendant at dotted path ``target`` ("" is self); AttributeError naming the
+        missing part otherwise."""
+        mod = self
+        for part in target.split(".") if target else ():
+            child = mod._modules.get(part)
+            if child is None:
+                raise AttributeError(f"{type(mod).__name__} has no attribute `{part}`")
+            mod = child
+        return mod
+
+    def get_parameter(self, target: str) -> Parameter:
+        path, _, name = target.rpartition(".")
+        mod = self.get_submodule(path)
+        p = mod._parameters.get(name)
+        if p is None:
+            raise AttributeError(f"`{name}` is not an nn.Parameter of {type(mod).__name__}")
+        return p
 
     def modules(self):
         for _, m in self.named_modules():
@@ -190,6 +287,7 @@ class Module:
             yield b
 
     def apply(self, fn):
+        """``fn(m)`` for every child (recursively, children first) and then self."""
         for m in self.children():
             m.apply(fn)
         fn(self)

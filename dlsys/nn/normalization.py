@@ -1,4 +1,5 @@
-"""Normalization layers: BatchNorm1d/2d (with running statistics) and LayerNorm."""
+"""Normalization layers: BatchNorm1d/2d (with running statistics), LayerNorm, GroupNorm,
+RMSNorm."""
 
 from __future__ import annotations
 
@@ -124,10 +125,11 @@ class BatchNorm2d(_BatchNorm):
 
 class LayerNorm(Module):
     """Normalises over the trailing ``normalized_shape`` dimensions (biased variance),
-    then applies an elementwise affine (weight ones, bias zeros)."""
+    then applies an elementwise affine (weight ones, bias zeros; ``bias=False`` drops the
+    bias, as in PyTorch)."""
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 device=None, dtype=None):
+                 bias: bool = True, device=None, dtype=None):
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
@@ -136,7 +138,39 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
             self.weight = empty_parameter(self.normalized_shape, device, dtype)
-            self.bias = empty_parameter(self.normalized_shape, device, dtype)
+            init.ones_(self.weight)
+            if bias:
+                self.bias = empty_parameter(self.normalized_shape, device, dtype)
+                init.zeros_(self.bias)
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class GroupNorm(Module):
+    """Normalises (N, C, *) input over groups of ``num_channels / num_groups`` channels
+    (biased variance), then a per-channel affine (weight ones, bias zeros)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, device=None, dtype=None):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_groups, self.num_channels = int(num_groups), int(num_channels)
+        self.eps, self.affine = float(eps), affine
+        if affine:
+            self.weight = empty_parameter((num_channels,), device, dtype)
+            self.bias = empty_parameter((num_channels,), device, dtype)
             init.ones_(self.weight)
             init.zeros_(self.bias)
         else:
@@ -144,7 +178,35 @@ class LayerNorm(Module):
             self.register_parameter("bias", None)
 
     def forward(self, x):
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}) expects "
+                             f"(N, {self.num_channels}, *) input, got shape {tuple(x.shape)}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class RMSNorm(Module):
+    """x / sqrt(mean(x**2) + eps) over the trailing ``normalized_shape`` dims, times a weight
+    (ones); ``eps=None`` uses the input dtype's machine epsilon, as in PyTorch."""
+
+    def __init__(self, normalized_shape, eps: float | None = None,
+                 elementwise_affine: bool = True, device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = empty_parameter(self.normalized_shape, device, dtype)
+            init.ones_(self.weight)
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "

@@ -1,4 +1,5 @@
-"""The CUDA device's optimizer updates ("sgd", "adam" in ``dlsys.backend.updates``): PyTorch's
+"""The CUDA device's optimizer updates ("sgd", "adam", "rmsprop", "adagrad" in
+``dlsys.backend.updates``): PyTorch's
 semantics, one fused kernel per parameter, in place on the parameter and its state; the CPU's
 ``cpu_kernels_optim`` is the reference. Scalars are passed typed as the parameter's dtype."""
 
@@ -40,6 +41,42 @@ def adam_kernel(param, grad, m, v, decay, weight_decay, one_minus_b1, beta2, one
         param[i] = p - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
 
 
+@cuda.jit
+def rmsprop_kernel(param, grad, sq, gavg, buf, alpha, one_minus_alpha, w, one_minus_w, eps,
+                   weight_decay, momentum, lr, centered, use_momentum, n):
+    # gavg / buf are stand-ins (never read) unless centered / use_momentum; w = 1 - alpha is
+    # torch.lerp_'s weight and one_minus_w its complement, both in the parameter's dtype
+    decay = weight_decay != 0
+    low = w < 0.5
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        g = grad[i] + weight_decay * param[i] if decay else grad[i]
+        s = sq[i] * alpha + one_minus_alpha * g * g
+        sq[i] = s
+        if centered:
+            a = gavg[i]
+            a = a + w * (g - a) if low else g - (g - a) * one_minus_w
+            gavg[i] = a
+            avg = math.sqrt(s - a * a) + eps
+        else:
+            avg = math.sqrt(s) + eps
+        if use_momentum:
+            b = buf[i] * momentum + g / avg
+            buf[i] = b
+            param[i] -= lr * b
+        else:
+            param[i] -= lr * (g / avg)
+
+
+@cuda.jit
+def adagrad_kernel(param, grad, state_sum, clr, weight_decay, eps, n):
+    decay = weight_decay != 0
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        g = grad[i] + weight_decay * param[i] if decay else grad[i]
+        s = state_sum[i] + g * g
+        state_sum[i] = s
+        param[i] -= clr * (g / (math.sqrt(s) + eps))
+
+
 @register("cuda", "sgd")
 @float16_via_float32(0, 1, 2, inplace=(0, 2))
 def sgd_update(device, param, grad, momentum_buf, lr, momentum, weight_decay, nesterov,
@@ -65,3 +102,32 @@ def adam_update(device, param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps,
     launch_1d(adam_kernel, p.size, p, g, m, v, t(decay), t(wd), t(1 - beta1), t(beta2),
               t(1 - beta2), t(eps), t(lr / (1 - beta1 ** step)), t(math.sqrt(1 - beta2 ** step)),
               p.size)
+
+
+def _grad_as(device, grad, param):
+    return device.flat(grad if grad.dtype == param.dtype else device.astype(grad, param.dtype))
+
+
+@register("cuda", "rmsprop")
+@float16_via_float32(0, 1, 2, 3, 4, inplace=(0, 2, 3, 4))
+def rmsprop_update(device, param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps,
+                   weight_decay, momentum, centered):
+    p = device.inplace_flat(param, "rmsprop")
+    sq = device.inplace_flat(square_avg, "rmsprop")
+    ga = p if grad_avg is None else device.inplace_flat(grad_avg, "rmsprop")
+    b = p if momentum_buf is None else device.inplace_flat(momentum_buf, "rmsprop")
+    t = param.dtype.type
+    w = t(1 - alpha)
+    launch_1d(rmsprop_kernel, p.size, p, _grad_as(device, grad, param), sq, ga, b, t(alpha), w,
+              w, t(1) - w, t(eps), t(weight_decay), t(momentum), t(lr), bool(centered),
+              momentum > 0, p.size)
+
+
+@register("cuda", "adagrad")
+@float16_via_float32(0, 1, 2, inplace=(0, 2))
+def adagrad_update(device, param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
+    p = device.inplace_flat(param, "adagrad")
+    s = device.inplace_flat(state_sum, "adagrad")
+    t = param.dtype.type
+    launch_1d(adagrad_kernel, p.size, p, _grad_as(device, grad, param), s,
+              t(lr / (1 + (step - 1) * lr_decay)), t(weight_decay), t(eps), p.size)
