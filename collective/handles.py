@@ -171,12 +171,20 @@ class Executor:
     def synchronize(self, handle):
         op = handle._op
         if op.synced:
+            if op.error is not None:
+                raise op.error
             return op.result
-        result = self._wait(op)
-        if op.finish is not None:
-            result = op.finish(result)
-        op.result, op.synced, op.finish = result, True, None
-        self.unsynced.pop(id(op), None)
+        try:
+            result = self._wait(op)
+            if op.finish is not None:
+                result = op.finish(result)
+            op.result = result
+        except BaseException as exc:
+            op.error = exc
+            raise
+        finally:  # the caller has the result or the error: synchronised either way
+            op.synced, op.finish = True, None
+            self.unsynced.pop(id(op), None)
         return result
 
     def close(self):
