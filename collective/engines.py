@@ -22,8 +22,11 @@ sum of the ranks' values (non-blocking: the ring's order, see ``algorithms/ring.
 others: that of the algorithm chosen for the bucket's size, fixed at start-up), divided by P
 with ``np.true_divide`` for Average. With compression, each rank divides its gradient by P
 (``np.true_divide``) BEFORE the cast to the wire dtype, then the wire values are summed: the sum
-of P float16 values may overflow where their average would not. ``docs/overlap.md`` has the
-measurements behind the defaults.
+of P float16 values may overflow where their average would not. With
+``gradient_predivide_factor`` f (Horovod's), each rank divides by f before the sum and the result
+is multiplied by f/P after it (``Engine.rule``/``Engine.post``); under ``with col.join(opt)``
+the wire op is Sum and the result is divided by the number of ranks that contributed to the
+step (``Engine.active``). ``docs/overlap.md`` has the measurements behind the defaults.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from .context import MISMATCH, TAG_RING, HostPool
 from .process_sets import context_of
 from .reduce_ops import Average, Sum, as_op, check_dtype
 from .safety import agree, describe, disagreement, fingerprint
-from .tensors import MOVE_DTYPES, REDUCE_DTYPES, needs_grad, stage
+from .tensors import MOVE_DTYPES, REDUCE_DTYPES, Staged, needs_grad, stage
 from .tuning import choose
 
 _FUSED = ("shared_memory", "recursive_doubling")  # position-independent arithmetic
@@ -54,9 +54,20 @@ def _items(tensors, what):
 
 
 def _stage_all(items, inplace, what, dtypes):
-    pool = HostPool()  # NOTE: one staging buffer per CUDA tensor (a shared one would be reused)
-    return [stage(t, inplace=inplace, what=what, pool=pool, dtypes=dtypes, pool_key=str(i))
-            for i, t in enumerate(items)]
+    allowed = frozenset(dtypes)
+    pool = None
+    out = []
+    for i, t in enumerate(items):
+        if type(t) is np.ndarray and t.dtype in allowed:
+            flags = t.flags
+            if flags.c_contiguous and (flags.writeable or not inplace):
+                out.append(Staged(t))  # a plain array: used as it is (stage's rules)
+                continue
+        if pool is None:  # NOTE: one staging buffer per CUDA tensor (not one shared)
+            pool = HostPool()
+        out.append(stage(t, inplace=inplace, what=what, pool=pool, dtypes=dtypes,
+                         pool_key=str(i)))
+    return out
 
 
 def _desc(what, arrays, op=None, algorithm=None, name=None, options=None, first_free=False):
@@ -87,18 +98,47 @@ def grouped_allreduce_(tensors, op=Average, algorithm="auto", prescale_factor=1.
                               process_set, name)
 
 
-def _plan(ctx, arrays, algorithm):
-    """[(kind, algorithm, [indices])]: the fusion groups, in first-appearance order."""
+class Fusion:
+    """One fused reduction of a grouped_allreduce: its tensors (indices), algorithm, handshake
+    fingerprint and layout, computed once per call description."""
+
+    __slots__ = ("kind", "algorithm", "idx", "fp", "sizes", "offsets", "total", "parts", "lay")
+
+    def __init__(self, kind, algorithm, idx, fp, arrays, P):
+        self.kind, self.algorithm, self.idx, self.fp = kind, algorithm, idx, fp
+        self.sizes = [arrays[i].size for i in idx]
+        self.offsets = [0]
+        for n in self.sizes[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+        self.total = sum(self.sizes)
+        self.parts = self.lay = None
+        if kind == "ring":
+            self.parts, self.lay = _layout([arrays[i] for i in idx], _elements, P)
+
+
+def _plan(ctx, desc, arrays, algorithm):
+    """The Fusions of a call (cached per description): each tensor gets the algorithm its own
+    call would get, and tensors of one (dtype, algorithm) are fused, in first-appearance
+    order; the first fusion's handshake checks the whole description."""
+    key = ("grouped_allreduce", desc)
+    plan = ctx.calls.get(key)
+    if plan is not None:
+        return plan
     groups: dict = {}
-    plan = []
+    order = []
     for i, a in enumerate(arrays):
         algo = choose(ctx, a.nbytes) if algorithm == "auto" else algorithm
         kind = "concat" if algo in _FUSED else "ring" if algo == "ring" else "single"
-        key = (a.dtype, algo) if kind != "single" else i
-        if key not in groups:
-            groups[key] = len(plan)
-            plan.append((kind, algo, []))
-        plan[groups[key]][2].append(i)
+        gkey = (a.dtype, algo) if kind != "single" else i
+        if gkey not in groups:
+            groups[gkey] = len(order)
+            order.append((kind, algo, []))
+        order[groups[gkey]][2].append(i)
+    plan = [Fusion(kind, algo, idx, fingerprint(desc if j == 0 else (desc, j)), arrays,
+                   ctx.size) for j, (kind, algo, idx) in enumerate(order)]
+    if len(ctx.calls) > 4096:
+        ctx.calls.clear()
+    ctx.calls[key] = plan
     return plan
 
 
@@ -146,14 +186,13 @@ def _reduce(ctx, desc, arrays, op, algorithm, inplace, pre=1.0, post=1.0):
                     scaling.scale(o, f)
         return outs
     outs = list(arrays) if inplace else [None] * len(arrays)
-    for j, (kind, algo, idx) in enumerate(_plan(ctx, arrays, algorithm)):
-        fp = fingerprint(desc if j == 0 else (desc, j))
-        group = [arrays[i] for i in idx]
-        if kind == "ring":
-            results = _ring_group(ctx, fp, desc, group, op, pre, post, inplace)
+    for fusion in _plan(ctx, desc, arrays, algorithm):
+        group = [arrays[i] for i in fusion.idx]
+        if fusion.kind == "ring":
+            results = _ring_group(ctx, fusion, desc, group, op, pre, post, inplace)
         else:
-            results = _concat_group(ctx, fp, desc, group, op, algo, pre, post, inplace)
-        for i, r in zip(idx, results, strict=True):
+            results = _concat_group(ctx, fusion, desc, group, op, pre, post, inplace)
+        for i, r in zip(fusion.idx, results, strict=True):
             outs[i] = r
     return outs
 
@@ -163,9 +202,8 @@ def _run(ctx, fp, desc, buf, op, algo):
         disagreement(ctx.comm, desc, None, ranks=ctx.ranks, shadowable=True)
 
 
-def _concat_group(ctx, fp, desc, group, op, algo, pre, post, inplace):
-    n = sum(a.size for a in group)
-    dtype = group[0].dtype
+def _concat_group(ctx, fusion, desc, group, op, pre, post, inplace):
+    n, dtype = fusion.total, group[0].dtype
     buf = ctx.pool.get("grouped", n * dtype.itemsize, dtype) if inplace else np.empty(n, dtype)
     if len(group) == 1:
         np.copyto(buf, group[0].reshape(-1))
@@ -173,13 +211,11 @@ def _concat_group(ctx, fp, desc, group, op, algo, pre, post, inplace):
         np.concatenate([a.reshape(-1) for a in group], out=buf)
     if pre != 1.0:
         scaling.scale(buf, pre)
-    _run(ctx, fp, desc, buf, op, algo)
+    _run(ctx, fusion.fp, desc, buf, op, fusion.algorithm)
     if post != 1.0:
         scaling.scale(buf, post)
-    views, off = [], 0
-    for a in group:
-        views.append(buf[off:off + a.size].reshape(a.shape))
-        off += a.size
+    views = [buf[o:o + k].reshape(a.shape)
+             for a, o, k in zip(group, fusion.offsets, fusion.sizes, strict=True)]
     if not inplace:
         return views
     for a, v in zip(group, views, strict=True):
@@ -225,13 +261,13 @@ def _ring(ctx, fp, desc, buf, op, lay, gather):
          scratch, TAG_RING, gather=gather).wait(ctx.config.wait == "block")
 
 
-def _ring_group(ctx, fp, desc, group, op, pre, post, inplace):
-    parts, lay = _layout(group, _elements, ctx.size)
+def _ring_group(ctx, fusion, desc, group, op, pre, post, inplace):
+    parts, lay = fusion.parts, fusion.lay
     dtype = group[0].dtype
-    buf = _pack(ctx, group, parts, sum(lay[0]), dtype)
+    buf = _pack(ctx, group, parts, fusion.total, dtype)
     if pre != 1.0:
         scaling.scale(buf, pre)
-    _ring(ctx, fp, desc, buf, op, lay, gather=True)
+    _ring(ctx, fusion.fp, desc, buf, op, lay, gather=True)
     if post != 1.0:
         scaling.scale(buf, post)
     outs = group if inplace else [np.empty(a.shape, dtype) for a in group]

@@ -38,6 +38,8 @@ step (its non-blocking bucket rings carry no handshake a joined rank could answe
 
 from __future__ import annotations
 
+import numbers
+
 from .algorithms import handshake
 from .allreduce import shadow as shadow_allreduce
 from .comm import context
@@ -79,10 +81,13 @@ def serve(ctx, step=None, step_desc=None) -> int:
 
 
 def join(optimizer=None, process_set=None):
-    """Without ``optimizer`` (Horovod's ``hvd.join()``): this rank is out of work; answer the
-    others' allreduces until every rank has called ``join()``, and return the world rank of
-    the last to join. With a DistributedOptimizer: the context manager ``optimizer.join()``
-    (see the module docstring); after the block its ``last_rank`` holds that rank."""
+    """Without ``optimizer`` (Horovod's ``hvd.join()``; an int, Horovod's device argument,
+    counts as none): this rank is out of work; answer the others' allreduces until every rank
+    has called ``join()``, and return the world rank of the last to join. With a
+    DistributedOptimizer: the context manager ``optimizer.join()`` (see the module
+    docstring); after the block its ``last_rank`` holds that rank."""
+    if isinstance(optimizer, numbers.Integral):
+        optimizer = None  # Horovod's hvd.join(device): collective works in host memory
     if optimizer is not None:
         if process_set is not None:
             raise TypeError("join(optimizer): the optimizer's own process set is used; do "
