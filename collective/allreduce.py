@@ -26,9 +26,10 @@ import numpy as np
 from . import scaling
 from .algorithms import FIXED, run
 from .comm import context
+from .compression import Compression
 from .context import MISMATCH
 from .process_sets import context_of
-from .reduce_ops import Average, Max, Min, Product, Sum, as_op, check_dtype
+from .reduce_ops import Average, Max, Min, Product, Sum, as_op, check_dtype, with_average
 from .safety import agree, describe, disagreement, fingerprint
 from .tensors import needs_grad, stage
 from .tuning import choose
@@ -44,7 +45,7 @@ def check_algorithm(algorithm) -> str:
 
 
 def allreduce(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_factor=1.0,
-              process_set=None, *, name=None):
+              process_set=None, *, name=None, average=None, compression=None):
     """A new array (or Tensor, on x's device) with ``op`` of ``x`` over all ranks.
 
     ``x`` is never modified. ``op``: col.Sum, col.Average, col.Max, col.Min, col.Product.
@@ -56,7 +57,15 @@ def allreduce(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_fa
     Every rank must pass the same shape, dtype, op, algorithm, factors and name, else every
     rank raises ValueError naming the ranks and what differed. A Tensor that requires grad
     gives a result whose backward is the same allreduce of the gradient (as Horovod's).
+    Horovod's ``average=`` (True: Average, False: Sum) and ``compression=`` (e.g.
+    ``col.Compression.fp16``: reduced in the wire dtype, returned in x's) are accepted too.
     """
+    if average is not None:
+        op = with_average(op, average)
+    if compression is not None and compression is not Compression.none:
+        wire, state = compression.compress(x)
+        return compression.decompress(allreduce(wire, op, algorithm, prescale_factor,
+                                                postscale_factor, process_set, name=name), state)
     if type(x) is not np.ndarray and needs_grad(x):
         return _differentiable(x, op, algorithm, prescale_factor, postscale_factor, process_set,
                                name)
@@ -65,8 +74,10 @@ def allreduce(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_fa
 
 
 def allreduce_(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_factor=1.0,
-               process_set=None, *, name=None):
+               process_set=None, *, name=None, average=None):
     """In-place ``allreduce``: ``x`` holds the result afterwards; returns ``x``."""
+    if average is not None:
+        op = with_average(op, average)
     return _allreduce(x, op, algorithm, True, prescale_factor, postscale_factor, process_set,
                       name)
 

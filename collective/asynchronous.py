@@ -28,7 +28,7 @@ from .grouped import (
 )
 from .handles import executor_of
 from .process_sets import context_of
-from .reduce_ops import Average, Sum
+from .reduce_ops import Average, Sum, with_average
 from .safety import agree, describe
 from .tensors import MOVE_DTYPES, REDUCE_DTYPES, host_tensor, is_tensor, stage
 
@@ -73,16 +73,18 @@ def _submit(what, collective, x, process_set, name, inplace, dtypes, job, many=F
 
 
 def allreduce_async(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_factor=1.0,
-                    process_set=None, *, name=None):
+                    process_set=None, *, name=None, average=None):
     """``allreduce`` started in the background; ``col.synchronize(h)`` returns its result."""
+    op = with_average(op, average)
     return _submit("allreduce_async", "allreduce", x, process_set, name, False, REDUCE_DTYPES,
                    lambda a: allreduce(a, op, algorithm, prescale_factor, postscale_factor,
                                        process_set, name=name))
 
 
 def allreduce_async_(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_factor=1.0,
-                     process_set=None, *, name=None):
+                     process_set=None, *, name=None, average=None):
     """In-place ``allreduce_`` in the background; ``synchronize`` returns ``x``."""
+    op = with_average(op, average)
     return _submit("allreduce_async_", "allreduce", x, process_set, name, True, REDUCE_DTYPES,
                    lambda a: allreduce_(a, op, algorithm, prescale_factor, postscale_factor,
                                         process_set, name=name))
@@ -144,7 +146,8 @@ def alltoall_async(x, splits=None, process_set=None, *, name=None):
 
 
 def grouped_allreduce_async(tensors, op=Average, algorithm="auto", prescale_factor=1.0,
-                            postscale_factor=1.0, process_set=None, *, name=None):
+                            postscale_factor=1.0, process_set=None, *, name=None, average=None):
+    op = with_average(op, average)
     return _submit("grouped_allreduce_async", "grouped_allreduce", tensors, process_set, name,
                    False, REDUCE_DTYPES,
                    lambda arrays: grouped_allreduce(arrays, op, algorithm, prescale_factor,
@@ -153,7 +156,8 @@ def grouped_allreduce_async(tensors, op=Average, algorithm="auto", prescale_fact
 
 
 def grouped_allreduce_async_(tensors, op=Average, algorithm="auto", prescale_factor=1.0,
-                             postscale_factor=1.0, process_set=None, *, name=None):
+                             postscale_factor=1.0, process_set=None, *, name=None, average=None):
+    op = with_average(op, average)
     return _submit("grouped_allreduce_async_", "grouped_allreduce", tensors, process_set, name,
                    True, REDUCE_DTYPES,
                    lambda arrays: grouped_allreduce_(arrays, op, algorithm, prescale_factor,

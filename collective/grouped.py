@@ -34,7 +34,7 @@ from .collectives import allgather, reduce_scatter
 from .comm import context
 from .context import MISMATCH, TAG_RING, HostPool
 from .process_sets import context_of
-from .reduce_ops import Average, Sum, as_op, check_dtype
+from .reduce_ops import Average, Sum, as_op, check_dtype, with_average
 from .safety import agree, describe, disagreement, fingerprint
 from .tensors import MOVE_DTYPES, REDUCE_DTYPES, Staged, needs_grad, stage
 from .tuning import choose
@@ -79,9 +79,10 @@ def _desc(what, arrays, op=None, algorithm=None, name=None, options=None, first_
 # -- grouped_allreduce --------------------------------------------------------------------------
 
 def grouped_allreduce(tensors, op=Average, algorithm="auto", prescale_factor=1.0,
-                      postscale_factor=1.0, process_set=None, *, name=None):
+                      postscale_factor=1.0, process_set=None, *, name=None, average=None):
     """``[allreduce(t, ...) for t in tensors]`` as one fused operation (see the module
-    docstring): new arrays or Tensors, the inputs untouched."""
+    docstring): new arrays or Tensors, the inputs untouched. ``average=``: Horovod's."""
+    op = with_average(op, average)
     items = tensors if not isinstance(tensors, (list, tuple)) else list(tensors)
     if isinstance(items, list) and any(type(t) is not np.ndarray and needs_grad(t)
                                        for t in items):
@@ -92,8 +93,9 @@ def grouped_allreduce(tensors, op=Average, algorithm="auto", prescale_factor=1.0
 
 
 def grouped_allreduce_(tensors, op=Average, algorithm="auto", prescale_factor=1.0,
-                       postscale_factor=1.0, process_set=None, *, name=None):
+                       postscale_factor=1.0, process_set=None, *, name=None, average=None):
     """In-place ``grouped_allreduce``: every tensor holds its result; returns the list."""
+    op = with_average(op, average)
     return _grouped_allreduce(tensors, op, algorithm, True, prescale_factor, postscale_factor,
                               process_set, name)
 

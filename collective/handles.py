@@ -8,16 +8,17 @@ thread that runs them.
 Design: one communication thread per communicator (the world's, and each process set's), which
 runs the calls in strict submission order, each one through the very code of the blocking call
 (handshake included); a caller waiting in ``synchronize`` while the thread is idle runs the
-next calls itself, in the same order (no wake-up latency when the result is wanted at once). Why a thread rather than non-blocking progress (Test) on the caller's
-thread: (1) the results are bitwise those of the blocking call, because they ARE the blocking
-call, for every collective and every algorithm ``auto`` may choose (the shared-memory round and
-recursive doubling have no non-blocking form); (2) a call progresses while the caller
-computes, without ``poll`` being called (MPICH moves messages only inside MPI calls of the
-process); (3) it is Horovod's model (a background thread), without its name-based negotiation:
-every rank's thread runs the calls in the order they were submitted, so ranks must submit the
-same calls in the same order, and the handshake of each call checks that they do: calls
-submitted in different orders raise ValueError on every rank (at ``synchronize``), they never
-hang. Several handles may be in flight and synchronised in any order.
+next calls itself, in the same order (no wake-up latency when the result is wanted at once).
+Why a thread rather than non-blocking progress (Test) on the caller's thread: (1) the results
+are bitwise those of the blocking call, because they ARE the blocking call, for every
+collective and every algorithm ``auto`` may choose (the shared-memory round and recursive
+doubling have no non-blocking form); (2) a call progresses while the caller computes, without
+``poll`` being called (MPICH moves messages only inside MPI calls of the process); (3) it is
+Horovod's model (a background thread), without its name-based negotiation: every rank runs
+the calls in the order they were submitted, so ranks must submit the same calls in the same
+order, and the handshake of each call checks that they do: calls submitted in different
+orders raise ValueError on every rank (at ``synchronize``), they never hang. Several handles
+may be in flight and synchronised in any order.
 
 A blocking call on a communicator with calls in flight waits for its turn on the thread, so
 the order of calls on the communicator stays the program order on every rank; with nothing in

@@ -82,3 +82,13 @@ def check_dtype(op: ReduceOp, dtype: np.dtype):
     if op.average and dtype.kind in "iu":
         raise TypeError(f"col.Average of integer dtype {dtype} would truncate; "
                         "use op=col.Sum and divide, or reduce a float dtype")
+
+
+def with_average(op, average):
+    """Horovod's deprecated ``average=`` beside ``op`` (True: Average, False: Sum)."""
+    if average is None:
+        return op
+    if op is not Average:
+        raise ValueError(f"give op= or Horovod's average=, not both (op={op!r}, "
+                         f"average={average!r})")
+    return Average if average else Sum
