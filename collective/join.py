@@ -64,6 +64,8 @@ def serve(ctx, step=None, step_desc=None) -> int:
         infos = exchange(ctx.comm, desc)
         served += 1
         active = [(d, e) for d, e, _ in infos if not (d and d[0] == JOIN)]
+        if not active:  # every rank has joined (some with another optimizer, or none)
+            break
         calls = {d for d, _ in active}
         if len(calls) != 1 or any(e is not None for _, e in active):
             continue  # the active ranks disagree among themselves: they raise, we wait

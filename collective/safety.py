@@ -91,11 +91,6 @@ def _ranks(rs):
     return f"rank {rs[0]}" if len(rs) == 1 else "ranks " + ", ".join(map(str, rs))
 
 
-def rank_names(rs) -> str:
-    """'rank 2' or 'ranks 0, 1' (for messages of the other modules)."""
-    return _ranks(list(rs))
-
-
 def agree(ctx, desc: tuple, error: BaseException | None = None, shadowable: bool = False):
     """Handshake on ``desc``; raises on every rank when the ranks disagree or one failed
     (``error``: this rank's own failure, raised here after the others learned of it).
