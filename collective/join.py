@@ -96,10 +96,14 @@ def join(optimizer=None, process_set=None):
                             "not pass process_set=")
         return optimizer.join()
     ctx = context() if process_set is None else context_of(process_set, "join")
+    return _serve_in_turn(ctx)
+
+
+def _serve_in_turn(ctx, step=None, step_desc=None) -> int:
     ex = ctx.executor
-    if ex is not None and ex.must_route():  # the calls in flight go first
-        return ex.blocking("join", serve, ctx)
-    return serve(ctx)
+    if ex is not None and ex.must_route():  # the asynchronous calls in flight go first
+        return ex.blocking("join", serve, ctx, step, step_desc)
+    return serve(ctx, step, step_desc)
 
 
 class Joined:
@@ -118,6 +122,6 @@ class Joined:
             self.optimizer.join_end(None)
             return False
         opt = self.optimizer
-        self.last_rank = serve(opt.join_context, opt.join_shadow, opt.join_step)
+        self.last_rank = _serve_in_turn(opt.join_context, opt.join_shadow, opt.join_step)
         self.optimizer.join_end(self.last_rank)
         return False

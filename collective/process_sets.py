@@ -164,13 +164,14 @@ def remove_process_set(process_set) -> bool:
                         f"{type(process_set).__name__}")
     world = context()
     ps_id = process_set.process_set_id
-    agree(world, describe("remove_process_set", root=ps_id))
+    ctx = process_set._context
+    error = None
+    if ctx is not None and ctx.executor is not None and ctx.executor.busy:
+        error = RuntimeError(f"remove_process_set: {process_set!r} has asynchronous "
+                             "collectives in flight; synchronize them first")
+    agree(world, describe("remove_process_set", root=ps_id), error)  # every rank, or none
     if ps_id in (0, None) or world.process_sets.get(ps_id) is not process_set:
         return False
-    ctx = process_set._context
-    if ctx is not None and ctx.executor is not None and ctx.executor.busy:
-        raise RuntimeError(f"remove_process_set: {process_set!r} has asynchronous collectives "
-                           "in flight; synchronize them first")
     del world.process_sets[ps_id]
     # NOTE: the communicators are not freed (MPI_Comm_free/Win_free are collective; a rank
     # that fails elsewhere must never be left waiting in one); MPI_Finalize releases them

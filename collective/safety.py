@@ -97,7 +97,11 @@ def agree(ctx, desc: tuple, error: BaseException | None = None, shadowable: bool
     ``shadowable``: a call that ranks which have joined (``col.join``) take part in; when
     they are the only difference, they have agreed to run it too and the handshake is done
     again (see ``disagreement``). Returns the ranks of the call's communicator that have
-    joined (empty when none has)."""
+    joined (empty when none has). With asynchronous calls in flight on the communicator
+    (``collective.handles``) it waits for its turn after them."""
+    ex = ctx.executor
+    if ex is not None and ex.must_route():
+        return ex.blocking(desc[0] or "collective", agree, ctx, desc, error, shadowable)
     fp = error_fingerprint() if error is not None else fingerprint(desc)
     joined = ()
     while ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
@@ -110,6 +114,9 @@ def agree(ctx, desc: tuple, error: BaseException | None = None, shadowable: bool
 def check_same_everywhere(ctx, signature: list, what: str):
     """Raise ValueError on every rank, naming the first entry that differs and the ranks,
     unless every rank passes an equal ``signature`` (a list of entries with a stable repr)."""
+    ex = ctx.executor
+    if ex is not None and ex.must_route():  # asynchronous calls in flight go first
+        return ex.blocking(what, check_same_everywhere, ctx, signature, what)
     if ctx.size > 1 and handshake(ctx, _digest((what, signature))) == MISMATCH:
         disagreement(ctx.comm, describe(what), None, detail=signature, ranks=ctx.ranks)
 

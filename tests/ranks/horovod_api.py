@@ -160,6 +160,16 @@ check(mid.tolist() == [P * (P - 1) // 2] * 3, "blocking between async calls")
 for q, hd in enumerate(hs):
     check(col.synchronize(hd).tolist() == [P * q + P * (P - 1) // 2] * 10, f"async {q}")
 
+# calls that handshake directly (ProcessSet, broadcast_parameters) wait for the calls in flight
+hs = [col.allreduce_async(np.full(10, q + r, np.int64), op=col.Sum) for q in range(3)]
+params = [np.full(4, float(r)), np.full(2, float(r))]
+col.broadcast_parameters(params, root_rank=P - 1)
+extra = col.ProcessSet(list(range(P)))
+check(all(np.all(p == P - 1) for p in params), "broadcast_parameters with calls in flight")
+for q, hd in enumerate(hs):
+    check(col.synchronize(hd).tolist() == [P * q + P * (P - 1) // 2] * 10, f"in flight {q}")
+col.remove_process_set(extra)
+
 # -- grouped == separate calls, bitwise (mixed shapes, dtypes and algorithms) ----------------
 rng = np.random.default_rng(99)  # the same shapes on every rank
 shapes = [tuple(int(s) for s in rng.integers(0, 6, rng.integers(0, 4))) for _ in range(30)]
