@@ -29,12 +29,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import collective as col  # noqa: E402
 
 
+def join_step_cost(comm, iters):
+    """Median time of a training step (small MLP, batch 32) outside and inside
+    ``with col.join(opt)``, interleaved; every rank has the same batches, nobody joins early."""
+    from mpi4py import MPI
+
+    import dlsys as ds
+    import dlsys.nn.functional as F
+    from dlsys import nn
+
+    ds.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = col.DistributedOptimizer(ds.optim.SGD(model.parameters(), lr=0.01),
+                                   named_parameters=model.named_parameters())
+    x = ds.randn(32, 64)
+    y = ds.tensor(np.arange(32) % 10)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    batch = 10
+    times = np.zeros((2, iters))
+    for it in range(iters + 2):
+        for j in range(2):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            if j:
+                with col.join(opt):
+                    for _ in range(batch):
+                        step()
+            else:
+                for _ in range(batch):
+                    step()
+            if it >= 2:  # warm-up
+                times[j, it - 2] = (time.perf_counter() - t0) / batch
+    comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+    # NOTE: a join block also ends with its exit (one handshake and the final broadcast of the
+    # parameters and optimizer state), spread over the batch of steps here
+    return dict(zip(("step", "step_in_join"), (np.median(times, axis=1) * 1e6).tolist(),
+                    strict=True))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tensors", type=int, default=100)
     ap.add_argument("--elements", type=int, default=256, help="mean elements per tensor")
     ap.add_argument("-n", "--iters", type=int, default=30)
     ap.add_argument("-w", "--warmup", type=int, default=5)
+    ap.add_argument("--no-join", action="store_true", help="skip the join step measurement")
     ap.add_argument("--json", default=None, help="write the results to this path")
     args = ap.parse_args(argv)
 
@@ -93,6 +137,8 @@ def main(argv=None):
     comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
     med = dict(zip(cases, (np.median(times, axis=1) * 1e6).tolist(), strict=True))
     T = args.tensors
+    if not args.no_join:
+        med.update(join_step_cost(comm, args.iters))
     summary = {
         "grouped_over_separate": med["grouped"] / med["separate"],
         "grouped_over_flat": med["grouped"] / med["flat_allreduce"],
@@ -115,6 +161,10 @@ def main(argv=None):
               f"({summary['per_handle_in_flight_us']:+.1f} us per handle)")
         print(f"# one small call: async + synchronize costs {summary['handle_cost_us']:+.1f} us "
               f"over the blocking call ({med['one_call']:.1f} us)")
+        if "step_in_join" in med:
+            print(f"# a DistributedOptimizer step inside `with col.join(opt)` (nobody joined yet): "
+                  f"{med['step_in_join']:.1f} us vs {med['step']:.1f} us outside "
+                  f"({med['step_in_join'] - med['step']:+.1f} us: the step's handshake)")
         if args.json:
             out = {"benchmark": "horovod_api", "P": P, "tensors": T,
                    "elements": sizes.tolist(), "host": platform.node(),

@@ -55,12 +55,14 @@ class NeverSynchronized(RuntimeError):
 class _Op:
     """The state of one submitted call (the thread holds this, never the user's Handle)."""
 
-    __slots__ = ("what", "where", "name", "done", "result", "error", "finish", "synced")
+    __slots__ = ("what", "where", "name", "done", "result", "error", "finish", "synced",
+                 "waiter")
 
     def __init__(self, what, where, name, finish):
         self.what, self.where, self.name, self.finish = what, where, name, finish
         self.done = self.synced = False
         self.result = self.error = None
+        self.waiter = None  # a threading.Event once a caller waits for this op
 
     def __repr__(self):
         return f"{self.what}() submitted at {self.where}"
@@ -97,7 +99,7 @@ class Executor:
     def __init__(self, ctx):
         self.ctx = ctx
         self._jobs: collections.deque = collections.deque()
-        self._cond = threading.Condition()  # guards _jobs, pending and the ops' done flags
+        self._cond = threading.Condition()  # guards _jobs, pending, the ops' done and waiter
         self._running = threading.Lock()  # held while a call runs
         self._runner = None  # the thread ident running a call now
         self._closed = False
@@ -135,7 +137,9 @@ class Executor:
         with self._cond:
             op.done = True
             self.pending -= 1
-            self._cond.notify_all()
+            waiter = op.waiter
+        if waiter is not None:
+            waiter.set()
         return True
 
     def _wait(self, op):
@@ -143,15 +147,19 @@ class Executor:
         running one, else wait for the thread to finish one."""
         while not op.done:
             if self._running.acquire(blocking=False):
-                try:
-                    if not op.done:
-                        self._step()
+                try:  # run the calls up to ours ourselves
+                    while not op.done and self._step():
+                        pass
                 finally:
                     self._running.release()
-            else:
-                with self._cond:
-                    if not op.done:
-                        self._cond.wait()
+                continue
+            with self._cond:  # the thread is running one: it runs ours too (it drains the queue)
+                if op.done:
+                    break
+                if op.waiter is None:
+                    op.waiter = threading.Event()
+                waiter = op.waiter
+            waiter.wait()  # NOTE: woken only when ours is done, not after every call
         if op.error is not None:
             raise op.error
         return op.result
