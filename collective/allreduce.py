@@ -143,8 +143,8 @@ def _dispatch(ctx, call, buf, src=None):
 
 
 def _allreduce(x, op, algorithm, inplace, pre=1.0, post=1.0, process_set=None, name=None):
-    what = "allreduce_" if inplace else "allreduce"
-    ctx = context() if process_set is None else context_of(process_set, what)
+    ctx = (context() if process_set is None
+           else context_of(process_set, "allreduce_" if inplace else "allreduce"))
     ex = ctx.executor
     if ex is not None and ex.must_route():  # asynchronous calls in flight: wait for the turn
         return ex.blocking("allreduce", _allreduce, x, op, algorithm, inplace, pre, post,
@@ -171,7 +171,8 @@ def _allreduce(x, op, algorithm, inplace, pre=1.0, post=1.0, process_set=None, n
         check_algorithm(algorithm)
         pre = scaling.check_factor(pre, "prescale_factor")
         post = scaling.check_factor(post, "postscale_factor")
-        staged = stage(x, inplace=inplace, what=what, pool=ctx.pool)
+        staged = stage(x, inplace=inplace, what="allreduce_" if inplace else "allreduce",
+                       pool=ctx.pool)
         arr = staged.array
         check_dtype(rop, arr.dtype)
         desc = describe("allreduce", arr.shape, arr.dtype, rop, algorithm, name=name,
