@@ -3,6 +3,22 @@
 __version__ = "0.2.0.dev0"  # NOTE: the same string as pyproject.toml's version (a test checks)
 
 from .allreduce import allreduce, allreduce_
+from .alltoall import alltoall
+from .asynchronous import (
+    allgather_async,
+    allreduce_async,
+    allreduce_async_,
+    alltoall_async,
+    broadcast_async,
+    broadcast_async_,
+    grouped_allgather_async,
+    grouped_allreduce_async,
+    grouped_allreduce_async_,
+    grouped_reduce_scatter_async,
+    grouped_reducescatter_async,
+    reduce_scatter_async,
+    reducescatter_async,
+)
 from .collectives import (
     allgather,
     allgather_object,
@@ -11,16 +27,46 @@ from .collectives import (
     broadcast_,
     broadcast_object,
     reduce_scatter,
+    reducescatter,
 )
-from .comm import init, local_rank, local_size, rank, size
+from .comm import (
+    init,
+    is_initialized,
+    local_rank,
+    local_size,
+    mpi_threads_supported,
+    rank,
+    shutdown,
+    size,
+)
 from .compression import Compression
+from .grouped import (
+    grouped_allgather,
+    grouped_allreduce,
+    grouped_allreduce_,
+    grouped_reduce_scatter,
+    grouped_reducescatter,
+)
+from .handles import Handle, poll, synchronize
+from .join import join
 from .optimizer import DistributedOptimizer
 from .parameters import broadcast_optimizer_state, broadcast_parameters
-from .reduce_ops import Average, Max, Min, ReduceOp, Sum
+from .process_sets import ProcessSet, add_process_set, global_process_set, remove_process_set
+from .reduce_ops import Average, Max, Min, Product, ReduceOp, Sum
 
-__all__ = ["init", "rank", "size", "local_rank", "local_size",
-           "Sum", "Average", "Max", "Min", "ReduceOp",
+__all__ = ["init", "is_initialized", "shutdown", "mpi_threads_supported",
+           "rank", "size", "local_rank", "local_size",
+           "Sum", "Average", "Max", "Min", "Product", "ReduceOp",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather", "reduce_scatter",
-           "barrier", "broadcast_object", "allgather_object",
+           "reducescatter", "alltoall", "barrier", "broadcast_object", "allgather_object",
+           "grouped_allreduce", "grouped_allreduce_", "grouped_allgather",
+           "grouped_reduce_scatter", "grouped_reducescatter",
+           "allreduce_async", "allreduce_async_", "allgather_async", "broadcast_async",
+           "broadcast_async_", "reduce_scatter_async", "reducescatter_async", "alltoall_async",
+           "grouped_allreduce_async", "grouped_allreduce_async_", "grouped_allgather_async",
+           "grouped_reduce_scatter_async", "grouped_reducescatter_async",
+           "Handle", "poll", "synchronize",
+           "ProcessSet", "add_process_set", "remove_process_set", "global_process_set",
+           "join",
            "DistributedOptimizer", "Compression", "broadcast_parameters",
            "broadcast_optimizer_state"]

@@ -109,22 +109,24 @@ class Bucket:
     def zero_(self):
         self.flat.zero_()
 
-    def pack(self, prescale: int = 0) -> np.ndarray:
+    def pack(self, prescale=0) -> np.ndarray:
         """This rank's gradients as the host array to reduce (``wire``). ``prescale``: divide
         by it (``np.true_divide``) before compressing, so that a sum of P float16 values cannot
-        overflow where their average would not."""
+        overflow where their average would not (and for ``gradient_predivide_factor``)."""
         if not self.on_cpu:
             tensors.read_into(self.host, self.flat)
+        if prescale:
+            np.true_divide(self.host, prescale, out=self.host)
         if self.wire is not self.host:
-            if prescale:
-                np.true_divide(self.host, prescale, out=self.host)
             self.compression.compress(self.host, out=self.wire)
         return self.wire
 
-    def unpack(self):
-        """Write the reduced ``wire`` back into the gradients."""
+    def unpack(self, postscale=1.0):
+        """Write the reduced ``wire`` back into the gradients, multiplied by ``postscale``."""
         if self.wire is not self.host:
             self.compression.decompress(self.wire, None, out=self.host)
+        if postscale != 1.0:
+            np.multiply(self.host, postscale, out=self.host)
         if not self.on_cpu:
             tensors.write_from(self.flat, self.host)
 

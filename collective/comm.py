@@ -14,13 +14,48 @@ from .context import Context
 _context: Context | None = None
 
 
-def init():
+def init(comm=None, process_sets=None):
     """Start MPI and collective (idempotent); return the world communicator.
 
     Works under ``mpiexec`` and as a plain single process (a world of size 1). Every rank
-    calls it (any collective call does, the first time).
+    calls it (any collective call does, the first time). ``comm`` and ``process_sets`` are
+    Horovod's arguments: collective runs on MPI.COMM_WORLD (``comm`` may only be that), and a
+    ``col.ProcessSet`` registers itself when created (``process_sets`` is accepted as it is).
     """
-    return context().world
+    ctx = context()
+    if comm is not None and comm != process.mpi().COMM_WORLD:
+        raise ValueError("collective runs on MPI.COMM_WORLD; for a subset of the ranks create "
+                         "a col.ProcessSet(ranks) and pass process_set= to the collectives")
+    del process_sets  # registered by ProcessSet() itself
+    return ctx.world
+
+
+def is_initialized() -> bool:
+    """Whether ``init()`` (or a first collective call) has run and ``shutdown()`` not since."""
+    return _context is not None
+
+
+def shutdown():
+    """Stop collective: the communication threads of the asynchronous collectives end after
+    the calls in flight, the process sets are unregistered, and ``is_initialized()`` is False.
+    MPI itself stays initialized (it cannot be started twice); the next collective call (or
+    ``init()``) starts collective again, with new communicators."""
+    global _context
+    ctx, _context = _context, None
+    if ctx is None:
+        return
+    if ctx.executor is not None:
+        ctx.executor.close()
+    for ps in list(ctx.process_sets.values()):
+        ps.invalidate()
+    ctx.process_sets.clear()
+
+
+def mpi_threads_supported() -> bool:
+    """Whether MPI runs with MPI_THREAD_MULTIPLE (collective asks for it at start-up)."""
+    context()
+    MPI = process.mpi()
+    return MPI.Query_thread() == MPI.THREAD_MULTIPLE
 
 
 def context() -> Context:

@@ -63,22 +63,26 @@ class HostPool:
 
 
 class Context:
-    """This process's collective state; see the module docstring. One per process."""
+    """This process's collective state; see the module docstring. One per process, plus one
+    per process set this rank belongs to (``collective.process_sets``: ``world`` is then the
+    set's communicator, ``parent`` the world's Context and ``ranks`` the members' world ranks).
+    """
 
-    def __init__(self, world):
+    def __init__(self, world, parent: Context | None = None, ranks: list | None = None):
         from mpi4py import MPI
 
         cfg = self.config = _config.get()
         self.world = world
         self.rank = world.Get_rank()
         self.size = world.Get_size()
+        self.ranks = ranks  # world rank of each rank of ``world``; None: ``world`` is the world
         self.local = world.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = self.local.Get_rank()
         self.local_size = self.local.Get_size()
         self.comm = world.Dup()  # the collectives' messages
         self.reducer_comm = world.Dup()  # DistributedOptimizer's in-flight reductions
         self.exit_guard = None
-        if self.size > 1:
+        if self.size > 1 and parent is None:
             self.exit_guard = ExitGuard(world, cfg.exit_timeout_s, cfg.abort_grace_s)
             name_the_rank_in_tracebacks(self.rank, self.size)
         # one node: handshakes (and small allreduces) through a shared-memory window
@@ -99,5 +103,11 @@ class Context:
         self.rd_schedule: list | None = None
         self.rd_views: dict = {}  # (payload bytes, dtype) -> views of the fused messages
         self.ring_layouts: dict = {}  # (elements, row) -> (counts, offsets)
-        # id(parameter) -> (weak Reducer, weak parameter): who reduces that gradient
-        self.owners: dict = {}
+        # id(parameter) -> (weak Reducer, weak parameter): who reduces that gradient (one
+        # registry per process: a process set's Context shares the world's)
+        self.owners: dict = {} if parent is None else parent.owners
+        # asynchronous collectives (collective.handles): the Executor of this communicator,
+        # created by the first asynchronous call
+        self.executor = None
+        # the process sets registered so far (world Context only): id -> ProcessSet
+        self.process_sets: dict = {}

@@ -22,8 +22,11 @@ sum of the ranks' values (non-blocking: the ring's order, see ``algorithms/ring.
 others: that of the algorithm chosen for the bucket's size, fixed at start-up), divided by P
 with ``np.true_divide`` for Average. With compression, each rank divides its gradient by P
 (``np.true_divide``) BEFORE the cast to the wire dtype, then the wire values are summed: the sum
-of P float16 values may overflow where their average would not. ``docs/overlap.md`` has the
-measurements behind the defaults.
+of P float16 values may overflow where their average would not. With
+``gradient_predivide_factor`` f (Horovod's), each rank divides by f before the sum and the result
+is multiplied by f/P after it (``Engine.rule``/``Engine.post``); under ``with col.join(opt)``
+the wire op is Sum and the result is divided by the number of ranks that contributed to the
+step (``Engine.active``). ``docs/overlap.md`` has the measurements behind the defaults.
 """
 
 from __future__ import annotations
@@ -56,17 +59,38 @@ class Work:
 class Engine:
     """The interface (and the part every engine shares: the reduction rule)."""
 
-    def __init__(self, ctx, op):
+    def __init__(self, ctx, op, predivide=1.0):
         self.ctx = ctx
         self.op = op
         self.size = ctx.size
+        self.predivide = predivide  # gradient_predivide_factor
+        # under ``with col.join(opt)``: the number of ranks that contribute to this step (the
+        # gradients are summed and divided by it); None outside a join
+        self.active = None
         self.busy_s = 0.0  # seconds spent reducing
 
     def rule(self, bucket):
-        """(prescale, op on the wire) of ``bucket``: see the module docstring."""
-        if bucket.wire is bucket.host:
+        """(prescale, op on the wire) of ``bucket``: see the module docstring. With
+        ``gradient_predivide_factor`` f (Average only), Horovod's: divide by f before and by
+        P/f after the sum (``post``). Under a join the sum is divided by the contributors
+        after the reduction, so the wire op is Sum."""
+        compressed = bucket.wire is not bucket.host
+        if not self.op.average:
             return 0, self.op
-        return (self.size if self.op.average and self.size > 1 else 0), Sum
+        f, P = self.predivide, self.size
+        pre = f if f != 1.0 else (P if compressed and P > 1 else 0)
+        return pre, (Sum if compressed or self.active is not None else self.op)
+
+    def post(self, bucket) -> float:
+        """The factor the reduced ``bucket`` is multiplied by (see ``rule``)."""
+        if not self.op.average:
+            return 1.0
+        pre = self.rule(bucket)[0] or 1.0
+        if self.active is not None:
+            return pre / self.active
+        if bucket.wire is not bucket.host:
+            return pre / self.size if self.predivide != 1.0 else 1.0
+        return self.predivide
 
     def reduce(self, bucket, prescale, op):
         """Pack ``bucket`` and reduce it with a blocking ``allreduce_``, by the algorithm
@@ -92,7 +116,7 @@ class InlineEngine(Engine):
         t0 = time.perf_counter()
         work = Work(bucket, self.rule(bucket), done=True)
         self.reduce(bucket, *work.rule)
-        bucket.unpack()
+        bucket.unpack(self.post(bucket))
         self.busy_s += time.perf_counter() - t0
         return work
 
@@ -102,8 +126,8 @@ class ThreadEngine(Engine):
     rank), on one daemon thread. Only packing and communication run there; writing the result
     back (device copies, decompression) runs on the caller's thread in wait_all()."""
 
-    def __init__(self, ctx, op):
-        super().__init__(ctx, op)
+    def __init__(self, ctx, op, predivide=1.0):
+        super().__init__(ctx, op, predivide)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._outstanding = 0
@@ -152,7 +176,7 @@ class ThreadEngine(Engine):
             raise RuntimeError("gradient reduction failed on the communication thread:\n"
                                + getattr(exc, "thread_traceback", repr(exc))) from exc
         for work in started:
-            work.bucket.unpack()
+            work.bucket.unpack(self.post(work.bucket))
 
     def close(self):
         if self._thread is not None:
@@ -171,8 +195,8 @@ class NonBlockingEngine(Engine):
     once, 1.8 ms one after the other (P = 2, 2-core box; docs/overlap.md).
     """
 
-    def __init__(self, ctx, op):
-        super().__init__(ctx, op)
+    def __init__(self, ctx, op, predivide=1.0):
+        super().__init__(ctx, op, predivide)
         self._block = ctx.config.wait == "block"
         self._queue: collections.deque[Work] = collections.deque()  # started, not finished
         self._finished: list[Work] = []  # reduced, not yet written back
@@ -231,7 +255,7 @@ class NonBlockingEngine(Engine):
             self._finished.append(work)
         finished, self._finished = self._finished, []
         for work in finished:
-            work.bucket.unpack()
+            work.bucket.unpack(self.post(work.bucket))
         self.busy_s += time.perf_counter() - t0
 
 

@@ -18,23 +18,30 @@ The returned object is an instance of a class created on the fly that derives fr
 optimizer's class (``isinstance(opt, type(optimizer))`` holds, as in Horovod). It does not copy
 the optimizer: every attribute it does not define itself (param_groups, state, defaults, ...)
 is read from and written to the wrapped optimizer, so both always see the same state.
+
+``process_set``: gradients are reduced among the set's ranks only; on a rank outside the set
+the optimizer reduces nothing and steps on its own gradients (as Horovod's).
+``with opt.join():`` (``col.join(opt)``): uneven numbers of batches (``collective.join``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import time
 import warnings
 import weakref
 from dataclasses import dataclass
 
 from .buckets import build_buckets
-from .comm import context
 from .compression import Compression, Compressor
 from .engines import ENGINES, default_engine
+from .join import Joined
+from .parameters import broadcast_optimizer_state, broadcast_parameters
+from .process_sets import ProcessSet, context_of
 from .reduce_ops import Average, ReduceOp, Sum, as_op
 from .reducer import Reducer
-from .safety import check_same_everywhere
+from .safety import STEP, agree, check_same_everywhere, describe, fingerprint
 from .tensors import describe_param, on_cpu
 
 
@@ -46,12 +53,25 @@ class Settings:
     bucket_cap_mb: float
     overlap: str  # as asked: "auto" or an engine name
     named: list | None  # the (name, parameter) pairs given, if any
+    predivide: float  # gradient_predivide_factor
+    process_set: ProcessSet | None
 
 
-def _settings(op, compression, k, bucket_cap_mb, overlap, named_parameters) -> Settings:
+def _settings(op, compression, k, bucket_cap_mb, overlap, named_parameters, predivide,
+              process_set) -> Settings:
     op = as_op(op)
     if op not in (Average, Sum):
         raise ValueError(f"DistributedOptimizer supports op=Average or op=Sum, got {op!r}")
+    if (isinstance(predivide, bool) or not isinstance(predivide, numbers.Real)
+            or not predivide > 0):
+        raise ValueError(f"gradient_predivide_factor must be a positive number, got "
+                         f"{predivide!r}")
+    if predivide != 1.0 and op is not Average:
+        raise ValueError("gradient_predivide_factor is supported with op=Average only (as in "
+                         f"Horovod), got op={op!r}")
+    if process_set is not None and not isinstance(process_set, ProcessSet):
+        raise TypeError(f"process_set must be a col.ProcessSet or None, got "
+                        f"{type(process_set).__name__}")
     if not (isinstance(compression, Compressor)
             or (isinstance(compression, type) and issubclass(compression, Compressor))):
         raise TypeError(f"compression must be Compression.none or Compression.fp16, "
@@ -66,7 +86,8 @@ def _settings(op, compression, k, bucket_cap_mb, overlap, named_parameters) -> S
     if named and not (isinstance(named[0], tuple) and len(named[0]) == 2):
         raise TypeError("named_parameters must be (name, parameter) pairs, e.g. "
                         "model.named_parameters()")
-    return Settings(op, compression, int(k), float(bucket_cap_mb), overlap, named)
+    return Settings(op, compression, int(k), float(bucket_cap_mb), overlap, named,
+                    float(predivide), process_set)
 
 
 def _select(optimizer, named):
@@ -100,7 +121,7 @@ class _DistributedOptimizer:
 
     # ours live in the instance; every other attribute is the wrapped optimizer's
     _OWN = frozenset(("_wrapped", "_settings", "_reducer", "_overlap", "_group_sizes", "_skip",
-                      "_reduced", "_stats"))
+                      "_reduced", "_stats", "_join_step"))
 
     def __getattr__(self, name):
         if name in _DistributedOptimizer._OWN:
@@ -119,28 +140,39 @@ class _DistributedOptimizer:
     def _build(self):
         """Buckets, hooks and engine for the wrapped optimizer's parameters (collective: the
         parameters and settings are checked to agree on every rank)."""
-        s, ctx = self._settings, context()
+        s = self._settings
         names, params = _select(self._wrapped, s.named)
+        old = self.__dict__.get("_reducer")
+        if s.process_set is not None and not s.process_set.included():
+            if old is not None:
+                old.detach()
+                old.engine.close()
+            self._reducer, self._overlap = _Outside(self._wrapped), "none"
+            self._group_sizes = [len(g["params"]) for g in self._wrapped.param_groups]
+            return
+        ctx = context_of(s.process_set, "DistributedOptimizer")
         signature = [("op", s.op.name), ("compression", repr(s.compression)),
                      ("backward_passes_per_step", s.passes_per_step),
-                     ("bucket_cap_mb", s.bucket_cap_mb), ("overlap", s.overlap)]
-        check_same_everywhere(ctx, signature + [describe_param(n, p) for n, p in
-                                                zip(names, params, strict=True)],
-                              "DistributedOptimizer parameters (name, shape, dtype, device "
-                              "type) or settings")
+                     ("bucket_cap_mb", s.bucket_cap_mb), ("overlap", s.overlap),
+                     ("gradient_predivide_factor", s.predivide)]
+        signature += [describe_param(n, p) for n, p in zip(names, params, strict=True)]
+        check_same_everywhere(ctx, signature, "DistributedOptimizer parameters (name, shape, "
+                              "dtype, device type) or settings")
         buckets = build_buckets(names, params, max(1, int(s.bucket_cap_mb * 2**20)),
                                 s.compression)
         overlap = s.overlap
         if overlap == "auto":  # the same on every rank: the device types agree
             overlap = default_engine(all(on_cpu(b.flat) for b in buckets))
-        engine = ENGINES[overlap](ctx, s.op)
+        engine = ENGINES[overlap](ctx, s.op, s.predivide)
         weakref.finalize(self, engine.close)
-        old = self.__dict__.get("_reducer")
         if old is not None:
             old.detach()
             old.engine.close()
         self._reducer, self._overlap = Reducer(ctx, buckets, engine, s.passes_per_step), overlap
         self._group_sizes = [len(g["params"]) for g in self._wrapped.param_groups]
+        # the handshake of a step under join (the parameters are checked to agree above)
+        self._join_step = describe(STEP, options=(("optimizer", fingerprint(tuple(
+            map(repr, signature)))),))
 
     def add_param_group(self, param_group):
         """Add a group to the wrapped optimizer and rebuild the buckets (every rank must call
@@ -211,17 +243,104 @@ class _DistributedOptimizer:
         """The gradient buckets, in reduction order."""
         return self._reducer.buckets
 
+    # -- uneven inputs: the join protocol (collective.join) -------------------------------------
+    def join(self):
+        """``with opt.join():`` around the training loop (also spelled ``col.join(opt)``): a
+        rank out of batches takes part in the others' steps until all are; see
+        collective.join. ``as j``: ``j.last_rank`` is the last rank to join, afterwards."""
+        return Joined(self)
+
+    @property
+    def join_context(self):
+        """The Context the steps' reductions run on (the process set's, or the world's)."""
+        return self._reducer.ctx
+
+    @property
+    def join_step(self):
+        """The description of this optimizer's step handshake under a join."""
+        return self._join_step
+
+    def join_begin(self):
+        """Enter the join (collective): every step's first bucket now starts with the step's
+        handshake, which also tells how many ranks contribute."""
+        r = self._reducer
+        if isinstance(r, _Outside):
+            raise ValueError("join: this rank is not in the DistributedOptimizer's process set")
+        if r.dirty:
+            raise RuntimeError("join: entered between backward() and step(); enter it before "
+                               "the training loop")
+        ctx, desc = r.ctx, self._join_step
+        check_same_everywhere(ctx, [desc], "join: the DistributedOptimizers")
+
+        def negotiate():
+            joined = agree(ctx, desc, shadowable=True)
+            r.engine.active = ctx.size - len(joined)
+
+        r.step_hook = negotiate
+        r.engine.active = ctx.size
+
+    def join_shadow(self):
+        """One step of the others, taken part in by this rank, which has joined."""
+        r = self._reducer
+        agree(r.ctx, self._join_step)  # the handshake the others repeat
+        r.shadow_step()
+
+    def join_end(self, last_rank):
+        """Leave the join; with ``last_rank`` (every rank has joined), give every rank that
+        rank's parameters and optimizer state (the ranks that joined earlier did not step)."""
+        r = self._reducer
+        r.step_hook = None
+        r.engine.active = None
+        if last_rank is not None and r.ctx.size > 1:
+            ps = self._settings.process_set
+            params = [p for g in self._wrapped.param_groups for p in g["params"]]
+            broadcast_parameters(params, root=last_rank, process_set=ps)
+            broadcast_optimizer_state(self._wrapped, root=last_rank, process_set=ps)
+
     def __repr__(self):
         s, r = self._settings, self._reducer
+        size = "not in its process set" if r.ctx is None else f"size={r.ctx.size}"
         return (f"DistributedOptimizer({self._wrapped!r}, {len(r.params)} parameters in "
-                f"{len(r.buckets)} buckets, size={r.ctx.size}, op={s.op.name}, "
+                f"{len(r.buckets)} buckets, {size}, op={s.op.name}, "
                 f"compression={s.compression!r}, backward_passes_per_step={s.passes_per_step}, "
                 f"overlap={self._overlap!r})")
 
 
+class _NoEngine:
+    busy_s = 0.0
+    active = None
+
+    def close(self):
+        pass
+
+
+class _Outside:
+    """The reducer of a rank outside the optimizer's process set: nothing to reduce (as
+    Horovod's optimizer on such a rank: step() uses the rank's own gradients)."""
+
+    dirty = False
+    buckets: list = []
+    params: list = []
+    ctx = None
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+        self.engine = _NoEngine()
+
+    def finalize(self):
+        pass
+
+    def detach(self):
+        pass
+
+    def zero_grad(self):
+        self.wrapped.zero_grad()
+
+
 def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
                          compression=Compression.none, backward_passes_per_step=1,
-                         bucket_cap_mb=25, overlap="auto"):
+                         bucket_cap_mb=25, overlap="auto", gradient_predivide_factor=1.0,
+                         process_set=None):
     """Wrap ``optimizer`` so that ``step()`` uses gradients averaged (op=Average, the default)
     or summed (op=Sum) over all ranks. See the module docstring.
 
@@ -232,12 +351,15 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
     ``bucket_cap_mb``: the size of the fused buffers (the first holds at most 1 MiB, as in
     DDP). ``overlap``: "auto" (non-blocking rings for CPU parameters, a communication thread
     for CUDA ones), "nonblocking", "thread" or "inline" (no overlap); see collective.engines.
+    ``gradient_predivide_factor=f`` (op=Average): Horovod's split of the averaging, divide by
+    f before the sum and by P/f after it (for float16 range). ``process_set``: reduce among
+    the set's ranks only (a col.ProcessSet; every rank of the world creates the optimizer).
     """
     base = type(optimizer)
     if getattr(base, "_OWN", None) is _DistributedOptimizer._OWN:
         raise TypeError("the optimizer is already a DistributedOptimizer")
     settings = _settings(op, compression, backward_passes_per_step, bucket_cap_mb, overlap,
-                         named_parameters)
+                         named_parameters, gradient_predivide_factor, process_set)
     members = {k: v for k, v in _DistributedOptimizer.__dict__.items()
                if k not in ("__dict__", "__weakref__")}
     cls = type(base.__name__, (base,), members)

@@ -1,4 +1,4 @@
-"""Reduction operators: ``col.Sum``, ``col.Average``, ``col.Max``, ``col.Min``.
+"""Reduction operators: ``col.Sum``, ``col.Average``, ``col.Max``, ``col.Min``, ``col.Product``.
 
 Each operator is an object holding the numpy ufunc that combines two partial results in place
 (``ufunc(a, b, out=a)``) and the matching MPI operator for the library's own collectives.
@@ -13,6 +13,10 @@ rounded back to float16 (partial sums travel as float16, so the wire traffic sta
 element). Every element's final value is computed once (ring) or by the same operations in the
 same operand order on every rank (recursive doubling), so results are bitwise identical on all
 ranks.
+
+Product multiplies with ``np.multiply`` in the same orders, so it is exact for integers
+(wrapping on overflow exactly as numpy's and C's fixed-width multiplication do) on every
+algorithm; floats are bitwise identical on all ranks as for Sum.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ class ReduceOp:
     def mpi_op(self):
         from mpi4py import MPI
 
-        return {"Sum": MPI.SUM, "Average": MPI.SUM, "Max": MPI.MAX, "Min": MPI.MIN}[self.name]
+        return {"Sum": MPI.SUM, "Average": MPI.SUM, "Max": MPI.MAX, "Min": MPI.MIN,
+                "Product": MPI.PROD}[self.name]
 
     def __repr__(self):
         return f"col.{self.name}"
@@ -49,8 +54,9 @@ Sum = ReduceOp("Sum", np.add, 1)
 Average = ReduceOp("Average", np.add, 2, average=True)
 Max = ReduceOp("Max", np.maximum, 3)
 Min = ReduceOp("Min", np.minimum, 4)
+Product = ReduceOp("Product", np.multiply, 5)
 
-OPS = {op.name: op for op in (Sum, Average, Max, Min)}
+OPS = {op.name: op for op in (Sum, Average, Max, Min, Product)}
 
 
 def _by_name(name: str) -> ReduceOp:
@@ -58,15 +64,17 @@ def _by_name(name: str) -> ReduceOp:
 
 
 def as_op(op) -> ReduceOp:
-    """``op`` as a ReduceOp; also accepts the names "sum", "average"/"avg"/"mean", "max", "min"."""
+    """``op`` as a ReduceOp; also accepts the names "sum", "average"/"avg"/"mean", "max", "min",
+    "product"/"prod"."""
     if isinstance(op, ReduceOp):
         return op
     if isinstance(op, str):
         key = {"sum": "Sum", "average": "Average", "avg": "Average", "mean": "Average",
-               "max": "Max", "min": "Min"}.get(op.lower())
+               "max": "Max", "min": "Min", "product": "Product", "prod": "Product"}.get(op.lower())
         if key:
             return OPS[key]
-    raise ValueError(f"unknown reduction op {op!r}: use col.Sum, col.Average, col.Max or col.Min")
+    raise ValueError(f"unknown reduction op {op!r}: use col.Sum, col.Average, col.Max, col.Min "
+                     "or col.Product")
 
 
 def check_dtype(op: ReduceOp, dtype: np.dtype):
@@ -74,3 +82,13 @@ def check_dtype(op: ReduceOp, dtype: np.dtype):
     if op.average and dtype.kind in "iu":
         raise TypeError(f"col.Average of integer dtype {dtype} would truncate; "
                         "use op=col.Sum and divide, or reduce a float dtype")
+
+
+def with_average(op, average):
+    """Horovod's deprecated ``average=`` beside ``op`` (True: Average, False: Sum)."""
+    if average is None:
+        return op
+    if op is not Average:
+        raise ValueError(f"give op= or Horovod's average=, not both (op={op!r}, "
+                         f"average={average!r})")
+    return Average if average else Sum

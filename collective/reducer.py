@@ -14,6 +14,10 @@
 A parameter has one Reducer at a time (``Context.owners``): a new one for the same parameters
 takes them over, and the previous one stops reacting to backward (two would keep moving each
 other's ``.grad`` views).
+
+Under ``with col.join(opt)`` (``collective.join``), ``step_hook`` runs before the first bucket
+of every step is handed over (the step's agreement with ranks that have joined), and a joined
+rank takes part in the others' steps with ``shadow_step``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Reducer:
         self.passes_per_step = passes_per_step
         self.dirty = False  # a hook fired since the last finalize
         self.detached = False
+        self.step_hook = None  # called before a step's first bucket is handed over (join)
         self._passes: list[list[int]] = []  # per bucket, per parameter: passes this step
         self._waiting: list[int] = []  # per bucket: parameters not yet ready
         self._next = 0  # the next bucket to hand over; all before it are started
@@ -105,6 +110,8 @@ class Reducer:
     def _start_ready(self, everything=False):
         """Hand over buckets in index order while the next one is complete (or all of them)."""
         while self._next < len(self.buckets) and (everything or self._waiting[self._next] == 0):
+            if self._next == 0 and self.step_hook is not None:
+                self.step_hook()
             self.engine.start(self.buckets[self._next])
             self._next += 1
 
@@ -117,6 +124,18 @@ class Reducer:
         self._start_ready(everything=True)
         self.engine.wait_all()
         self._reset()
+
+    def shadow_step(self):
+        """A rank that has joined takes part in a step of the others: every bucket is reduced
+        with zero gradients, in the same order (its own results are not used)."""
+        hook, self.step_hook = self.step_hook, None
+        try:
+            for bucket in self.buckets:
+                bucket.reattach_all()
+                bucket.zero_()
+            self.finalize()
+        finally:
+            self.step_hook = hook
 
     def zero_grad(self):
         """Zero every bucket in place; the ``.grad`` stay (or become again) views into them."""

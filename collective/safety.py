@@ -60,20 +60,29 @@ def error_fingerprint() -> int:
     return fingerprint(("<local error>",))
 
 
-FIELDS = ("collective", "shape", "dtype", "op", "algorithm", "root")
+FIELDS = ("collective", "shape", "dtype", "op", "algorithm", "root", "name", "options")
+
+#: the collective a rank that has joined (``col.join``) publishes in every handshake; its
+#: description's options list the DistributedOptimizer steps (``STEP``) it takes part in
+JOIN = "join"
+#: the handshake that starts each DistributedOptimizer step under ``with col.join(opt)``
+STEP = "join_step"
 
 
-def describe(collective, shape=None, dtype=None, op=None, algorithm=None, root=None) -> tuple:
-    """The call's description (hashable, picklable, with a process-independent repr)."""
+def describe(collective, shape=None, dtype=None, op=None, algorithm=None, root=None, name=None,
+             options=None) -> tuple:
+    """The call's description (hashable, picklable, with a process-independent repr).
+    ``name``: the user's name for the call (Horovod's ``name=``); ``options``: a tuple of
+    (key, value) pairs of further arguments that must agree (scale factors, splits given)."""
     if shape is not None and type(shape) is not tuple:
         shape = tuple(int(s) for s in shape)
-    return (collective, shape, dtype, op, algorithm, root)
+    return (collective, shape, dtype, op, algorithm, root, name, options)
 
 
-def _group(values):
-    """{value: [ranks]} in first-seen order."""
+def _group(pairs):
+    """{value: [ranks]} in first-seen order, from (rank, value) pairs."""
     out: dict = {}
-    for r, v in enumerate(values):
+    for r, v in pairs:
         out.setdefault(v, []).append(r)
     return out
 
@@ -82,64 +91,109 @@ def _ranks(rs):
     return f"rank {rs[0]}" if len(rs) == 1 else "ranks " + ", ".join(map(str, rs))
 
 
-def agree(ctx, desc: tuple, error: BaseException | None = None):
+def agree(ctx, desc: tuple, error: BaseException | None = None, shadowable: bool = False):
     """Handshake on ``desc``; raises on every rank when the ranks disagree or one failed
-    (``error``: this rank's own failure, raised here after the others learned of it)."""
+    (``error``: this rank's own failure, raised here after the others learned of it).
+    ``shadowable``: a call that ranks which have joined (``col.join``) take part in; when
+    they are the only difference, they have agreed to run it too and the handshake is done
+    again (see ``disagreement``). Returns the ranks of the call's communicator that have
+    joined (empty when none has). With asynchronous calls in flight on the communicator
+    (``collective.handles``) it waits for its turn after them."""
+    ex = ctx.executor
+    if ex is not None and ex.must_route():
+        return ex.blocking(desc[0] or "collective", agree, ctx, desc, error, shadowable)
     fp = error_fingerprint() if error is not None else fingerprint(desc)
-    if ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
-        disagreement(ctx.comm, desc, error)
+    joined = ()
+    while ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
+        joined = disagreement(ctx.comm, desc, error, ranks=ctx.ranks, shadowable=shadowable)
     if error is not None:
         raise error
+    return joined
 
 
 def check_same_everywhere(ctx, signature: list, what: str):
     """Raise ValueError on every rank, naming the first entry that differs and the ranks,
     unless every rank passes an equal ``signature`` (a list of entries with a stable repr)."""
+    ex = ctx.executor
+    if ex is not None and ex.must_route():  # asynchronous calls in flight go first
+        return ex.blocking(what, check_same_everywhere, ctx, signature, what)
     if ctx.size > 1 and handshake(ctx, _digest((what, signature))) == MISMATCH:
-        disagreement(ctx.comm, describe(what), None, detail=signature)
+        disagreement(ctx.comm, describe(what), None, detail=signature, ranks=ctx.ranks)
 
 
 def _first_difference(what, details):
-    ref = details[0]
-    for r, sig in enumerate(details[1:], start=1):
+    """The first entry that differs, from (world rank, signature) pairs."""
+    r0, ref = details[0]
+    for r, sig in details[1:]:
         if sig == ref:
             continue
         for pos, (a, b) in enumerate(zip(ref, sig, strict=False)):
             if a != b:
-                return (f"{what} differ across ranks: entry {pos} is {a} on rank 0 but {b} on "
-                        f"rank {r}")
-        return (f"{what} differ across ranks: rank 0 has {len(ref)} entries, rank {r} has "
+                return (f"{what} differ across ranks: entry {pos} is {a} on rank {r0} but {b} "
+                        f"on rank {r}")
+        return (f"{what} differ across ranks: rank {r0} has {len(ref)} entries, rank {r} has "
                 f"{len(sig)} (first extra entry: "
                 f"{(ref if len(ref) > len(sig) else sig)[min(len(ref), len(sig))]})")
     return None
 
 
-def disagreement(comm, desc: tuple, error: BaseException | None, detail=None):
-    """The error path, entered by every rank together: gather and raise. ``detail``: what
-    ``check_same_everywhere`` compares (None for a collective call)."""
+def exchange(comm, desc: tuple, error: BaseException | None = None, detail=None) -> list:
+    """Every rank's (description, error text, detail): the allgather that every rank of a
+    failed handshake enters (ranks that have joined too, from their loop in ``collective.join``)."""
     errtext = None if error is None else f"{type(error).__name__}: {error}"
-    infos = comm.allgather((desc, errtext, detail))
-    name = next((d[0] for d, _, _ in infos if d and d[0]), "collective")
-    failed = [(r, e) for r, (_, e, _) in enumerate(infos) if e is not None]
+    return comm.allgather((desc, errtext, detail))
+
+
+def disagreement(comm, desc: tuple, error: BaseException | None, detail=None, *, ranks=None,
+                 shadowable=False):
+    """The error path, entered by every rank together: gather and raise. ``detail``: what
+    ``check_same_everywhere`` compares (None for a collective call). ``ranks``: the world
+    ranks of ``comm``'s members (a process set; None for the world), so that messages name
+    world ranks.
+
+    Ranks that have joined (``col.join``) publish ``JOIN`` in every handshake and enter this
+    allgather from their loop. When they are the only difference and the call is
+    ``shadowable`` (the ranks still active agree on it and none failed), this returns their
+    ranks (of ``comm``) instead of raising: they take part in the call with neutral inputs,
+    and the caller does its handshake again. Every rank decides from the same gathered
+    descriptions, so all make the same choice."""
+    gathered = exchange(comm, desc, error, detail)
+    joined = [r for r, (d, _, _) in enumerate(gathered) if d and d[0] == JOIN]
+    world = list(range(len(gathered))) if ranks is None else list(ranks)
+    # (world rank, (description, error text, detail)) of the ranks still active
+    infos = [(world[r], i) for r, i in enumerate(gathered) if r not in joined]
+    same = len({d for _, (d, _, _) in infos}) == 1
+    failed = [(r, e) for r, (_, e, _) in infos if e is not None]
+    if joined and same and not failed:
+        # an optimizer step only with the ranks that joined inside `with col.join(opt)`
+        if shadowable and (desc[0] != STEP
+                           or all(desc in (gathered[r][0][7] or ()) for r in joined)):
+            return joined
+        raise RuntimeError(
+            f"{desc[0]}: {_ranks([world[r] for r in joined])} joined (col.join()) and cannot "
+            f"take part in {desc[0]}(); while a rank has joined, the others may run only "
+            "allreduce, grouped_allreduce and, under `with col.join(optimizer)`, "
+            "DistributedOptimizer steps")
+    name = next((d[0] for _, (d, _, _) in infos if d and d[0]), "collective")
     if failed:
         if error is not None:
             raise error
         lines = "; ".join(f"rank {r}: {e}" for r, e in failed)
         raise ValueError(f"{name}: {_ranks([r for r, _ in failed])} failed before the collective "
                          f"could start ({lines})")
-    if len({d for d, _, _ in infos}) == 1 and infos[0][2] is not None:
-        message = _first_difference(name, [x for _, _, x in infos])
+    if same and infos[0][1][2] is not None:
+        message = _first_difference(name, [(r, x) for r, (_, _, x) in infos])
         if message is not None:
             raise ValueError(message)
     parts = []
     for i, field in enumerate(FIELDS):
-        groups = _group([d[i] for d, _, _ in infos])
+        groups = _group([(r, d[i] if len(d) > i else None) for r, (d, _, _) in infos])
         if len(groups) > 1:
             vals = "; ".join(f"{_fmt(field, v)} on {_ranks(rs)}" for v, rs in groups.items())
             parts.append(f"{field} differs: {vals}")
     if not parts:  # cannot happen unless fingerprints collide or descriptions are unhashable
         parts.append("the call descriptions differ: " + "; ".join(
-            f"rank {r}: {d}" for r, (d, _, _) in enumerate(infos)))
+            f"rank {r}: {d}" for r, (d, _, _) in infos))
     raise ValueError(f"{name}: the ranks passed mismatched arguments: " + " | ".join(parts))
 
 
@@ -148,4 +202,6 @@ def _fmt(field, v):
         if v and v[0] == -1:  # allgather: the first dimension may differ
             return "shape (*, " + ", ".join(map(str, v[1:])) + ")"
         return f"shape {v}"
+    if field == "options" and v is not None:
+        return ", ".join(f"{k}={val}" for k, val in v)
     return f"{field} {v}" if field != "collective" else f"{v}()"

@@ -47,6 +47,13 @@ def is_tensor(x) -> bool:
     return ds is not None and isinstance(x, ds.Tensor)
 
 
+def needs_grad(x) -> bool:
+    """Whether ``x`` is a dlsys Tensor whose collective must be recorded for autograd."""
+    ds = _dlsys()
+    return (ds is not None and isinstance(x, ds.Tensor) and x.requires_grad
+            and ds.is_grad_enabled())
+
+
 def on_cpu(t) -> bool:
     return t.device.name == "cpu"
 
@@ -80,6 +87,11 @@ def to_numpy(value) -> np.ndarray:
     """``value`` (numpy array or Tensor) as a host numpy array: the array itself, a CPU
     Tensor's storage, or a host copy of a CUDA Tensor."""
     return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+def host_tensor(array: np.ndarray):
+    """A CPU Tensor sharing ``array``'s memory."""
+    return _dlsys().from_numpy(array)
 
 
 def assign(value, src: np.ndarray):

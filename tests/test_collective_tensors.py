@@ -92,13 +92,15 @@ def test_bucket_views_pack_and_unpack(device, compression):
     c = slice(bucket.offsets[j], bucket.offsets[j] + 4)
     assert wire.dtype == np.dtype(compression.wire_dtype(np.float32))
     assert (wire is bucket.host) == (compression is Compression.none)
-    if compression is Compression.none:
-        assert wire[c].tolist() == [0.0, 1.0, 2.0, 3.0]  # no prescale without compression
-    else:
-        assert wire[c].tolist() == [0.0, 0.5, 1.0, 1.5]  # divided before the cast
+    # divided before the cast (the engine asks for it only with compression or
+    # gradient_predivide_factor: see test_engine_rule_prescales_only_when_asked)
+    assert wire[c].tolist() == [0.0, 0.5, 1.0, 1.5]
     wire[...] = 3
     bucket.unpack()
     assert all(np.all(p.grad.numpy() == 3) for p in params)
+    wire[...] = 3
+    bucket.unpack(postscale=0.5)
+    assert all(np.all(p.grad.numpy() == 1.5) for p in params)
     params[1].grad = None  # replaced by the user (model.zero_grad): brought back as zeros
     bucket.reattach_all()
     assert bucket.is_view(1) and params[1].grad.numpy() == 0
