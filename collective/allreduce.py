@@ -15,6 +15,8 @@ shared-memory slot, the ready round (``ShmPlan``).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .algorithms import FIXED, run
@@ -79,7 +81,17 @@ class ShmPlan:
         shm = ctx.shm
         xs = self.views[(shm.seq + 1) & 1]  # NOTE: shm.next_slot, inlined (~5% of a 4 KiB call)
         xs[shm.rank][...] = x
-        if not shm.round(self.fp, self.nbytes):
+        # NOTE(observability): watched by the stall watchdog, recorded on the timeline
+        token, tl = ctx.monitor.enter("allreduce"), ctx.timeline
+        try:
+            t0 = time.perf_counter() if tl is not None else 0.0
+            agreed = shm.round(self.fp, self.nbytes)
+            if tl is not None:
+                tl.span(2, "allreduce shared_memory", t0, time.perf_counter(),
+                        {"bytes": self.nbytes})
+        finally:
+            ctx.monitor.exit(token)
+        if not agreed:
             disagreement(ctx.comm, self.desc, None)
         out = x if inplace else np.empty_like(x)
         ufunc = self.ufunc

@@ -33,6 +33,7 @@ collectives on one communicator); one communication thread is fine.
 from __future__ import annotations
 
 import hashlib
+import time
 
 from .algorithms import handshake
 from .context import MISMATCH
@@ -43,6 +44,11 @@ _FP_CACHE: dict = {}  # description -> fingerprint (descriptions repeat: hashing
 def _digest(obj) -> int:
     digest = hashlib.blake2b(repr(obj).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def digest(obj) -> int:
+    """``fingerprint`` without the cache, for values that change from call to call."""
+    return _digest(obj)
 
 
 def fingerprint(desc: tuple) -> int:
@@ -86,8 +92,8 @@ def agree(ctx, desc: tuple, error: BaseException | None = None):
     """Handshake on ``desc``; raises on every rank when the ranks disagree or one failed
     (``error``: this rank's own failure, raised here after the others learned of it)."""
     fp = error_fingerprint() if error is not None else fingerprint(desc)
-    if ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
-        disagreement(ctx.comm, desc, error)
+    if ctx.size > 1:
+        _checked_handshake(ctx, fp, desc[0] or "collective", desc, error, None)
     if error is not None:
         raise error
 
@@ -95,8 +101,24 @@ def agree(ctx, desc: tuple, error: BaseException | None = None):
 def check_same_everywhere(ctx, signature: list, what: str):
     """Raise ValueError on every rank, naming the first entry that differs and the ranks,
     unless every rank passes an equal ``signature`` (a list of entries with a stable repr)."""
-    if ctx.size > 1 and handshake(ctx, _digest((what, signature))) == MISMATCH:
-        disagreement(ctx.comm, describe(what), None, detail=signature)
+    if ctx.size > 1:
+        _checked_handshake(ctx, _digest((what, signature)), what.split(":")[0].split(" (")[0],
+                           describe(what), None, signature)
+
+
+def _checked_handshake(ctx, fp, name, desc, error, detail):
+    """The handshake, watched by the stall watchdog and recorded on the timeline (NOTE:
+    observability: ``ctx.monitor``, ``ctx.timeline``), raising on a mismatch."""
+    token, tl = ctx.monitor.enter(name), ctx.timeline
+    try:
+        t0 = time.perf_counter() if tl is not None else 0.0
+        agreed = handshake(ctx, fp)
+        if tl is not None:
+            tl.span(2, f"{name} handshake", t0, time.perf_counter())
+        if agreed == MISMATCH:
+            disagreement(ctx.comm, desc, error, detail=detail)
+    finally:
+        ctx.monitor.exit(token)
 
 
 def _first_difference(what, details):

@@ -68,10 +68,14 @@ class Ring:
 
     __slots__ = ("comm", "rank", "size", "buf", "raw", "scratch", "sraw", "isz", "ufunc",
                  "divide_by", "counts", "offsets", "tag", "chunk", "left", "right",
-                 "reduce_steps", "nsteps", "step", "recvs", "sends", "done", "bounds", "target")
+                 "reduce_steps", "nsteps", "step", "recvs", "sends", "done", "bounds", "target",
+                 "check")
 
     def __init__(self, comm, rank, size, buf, ufunc, divide_by, lay, scratch, tag,
-                 chunk=CHUNK, gather=True):
+                 chunk=CHUNK, gather=True, check=None):
+        # NOTE(observability): ``check`` (collective.checks.StepCheck): the first message of
+        # each reduce-scatter step carries its 8-byte header, merged when the step completes
+        self.check = check
         self.comm, self.rank, self.size, self.tag = comm, rank, size, tag
         self.buf, self.scratch, self.ufunc, self.divide_by = buf, scratch, ufunc, divide_by
         # every dtype travels as bytes: views made once, sliced per message
@@ -97,10 +101,16 @@ class Ring:
             so, sc, rc, step = offsets[si], counts[si], counts[ri], self.chunk
             self.target = offsets[ri]
             self.bounds = [(a, min(a + step, rc)) for a in range(0, rc, step)]
-            self.recvs = [irecv(self.sraw[a * isz:b * isz], self.left, tag)
-                          for a, b in self.bounds]
-            self.sends = [isend(raw[(so + a) * isz:(so + min(a + step, sc)) * isz], self.right,
-                                tag) for a in range(0, sc, step)]
+            rbufs = [self.sraw[a * isz:b * isz] for a, b in self.bounds]
+            sbufs = [raw[(so + a) * isz:(so + min(a + step, sc)) * isz]
+                     for a in range(0, sc, step)]
+            if self.check is not None:  # a header goes even with an empty segment
+                if not rbufs:
+                    self.bounds, rbufs = [(0, 0)], [self.sraw[:0]]
+                sbufs = sbufs or [raw[:0]]
+                rbufs[0], sbufs[0] = self.check.attach(rbufs[0], sbufs[0])
+            self.recvs = [irecv(b, self.left, tag) for b in rbufs]
+            self.sends = [isend(b, self.right, tag) for b in sbufs]
         else:
             t = s - self.reduce_steps
             si, ri = (r - t) % P, (r - t - 1) % P
@@ -131,6 +141,8 @@ class Ring:
             self.done = done
             if done < len(recvs) or not testall(self.sends):
                 return False
+            if self.check is not None and self.step < self.reduce_steps:
+                self.check.merge()
             self.step += 1
             if self.step < self.nsteps:
                 self._post()
