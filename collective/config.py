@@ -29,6 +29,9 @@ COLLECTIVE_TIMELINE         (none)              a path: record a Chrome-trace ti
                                                 ``col.init()`` to exit (collective/timeline.py)
 COLLECTIVE_STEP_CHECK       1                   0: DistributedOptimizer steps carry no layout
                                                 check (collective/checks.py; for measuring it)
+COLLECTIVE_RANKS_FILE       (none)              set by ./mpirun.sh: rank 0 writes "pid host
+                                                rank" lines there at init, so the launcher can
+                                                name a rank killed by a signal
 ==========================  ==================  =================================================
 
 No other module of collective reads ``os.environ``. A value that does not parse raises
@@ -58,6 +61,7 @@ class Config:
     stall_abort_s: float  # 0: never abort
     timeline: str  # "" : no timeline at start-up
     step_check: bool
+    ranks_file: str  # "": none
 
 
 def _number(env, name, default, kind):
@@ -97,6 +101,7 @@ def from_environ(env=None) -> Config:
         stall_abort_s=_number(env, "COLLECTIVE_STALL_ABORT", 600.0, float),
         timeline=env.get("COLLECTIVE_TIMELINE", ""),
         step_check=_choice(env, "COLLECTIVE_STEP_CHECK", "1", ("0", "1")) == "1",
+        ranks_file=env.get("COLLECTIVE_RANKS_FILE", ""),
     )
 
 

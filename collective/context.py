@@ -18,7 +18,7 @@ import numpy as np
 from . import config as _config
 from .process import ExitGuard, name_the_rank_in_tracebacks
 from .shared_window import SharedWindow
-from .stall import Monitor, Watchdog
+from .stall import Monitor, Watchdog, write_ranks_file
 
 # message tags (one per protocol, so a protocol can never consume another's message)
 TAG_HANDSHAKE = 11
@@ -101,6 +101,8 @@ class Context:
             self.watchdog = Watchdog(self.obs_comm, self.monitor, cfg.stall_warn_s,
                                      cfg.stall_abort_s, cfg.abort_grace_s,
                                      MPI.Query_thread() == MPI.THREAD_MULTIPLE)
+        if self.size > 1 and cfg.ranks_file:
+            write_ranks_file(world, cfg.ranks_file)
         self.pool = HostPool()
         # algorithm="auto": the measured costs (set by tuning.prepare at init) and its answers
         self.tuning: TuningTable | None = None

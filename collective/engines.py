@@ -38,7 +38,7 @@ import numpy as np
 
 from .algorithms import Ring, layout
 from .allreduce import allreduce_
-from .checks import checked_allreduce
+from .checks import StepMismatchError, checked_allreduce
 from .context import TAG_BUCKETS
 from .reduce_ops import Sum
 from .tuning import choose_own
@@ -169,6 +169,8 @@ class ThreadEngine(Engine):
         started, self._started = self._started, []
         if self._error is not None:
             exc = self._error
+            if isinstance(exc, StepMismatchError):  # NOTE(observability): the same error as
+                raise StepMismatchError(str(exc)) from exc  # the other engines raise
             raise RuntimeError("gradient reduction failed on the communication thread:\n"
                                + getattr(exc, "thread_traceback", repr(exc))) from exc
         for work in started:

@@ -30,6 +30,7 @@ report; if rank 0 does not, the waiting rank aborts by itself a little later.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import socket
 import sys
@@ -42,6 +43,7 @@ from .process import abort
 TAG = 31  # the watchdogs' messages on their own communicator
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _DLSYS = os.path.join(os.path.dirname(_HERE), "dlsys")
+_MPI4PY = os.path.dirname(getattr(importlib.util.find_spec("mpi4py"), "origin", None) or "?/")
 _get_ident, _monotonic = threading.get_ident, time.monotonic
 
 
@@ -75,13 +77,28 @@ class Monitor:
             self.last_seq, self.last_name = self.seq, self.name
 
 
+def write_ranks_file(world, path):
+    """Rank 0 writes every rank's "pid host rank" to ``path`` (for ./mpirun.sh, which adds
+    the rank to the launcher's report of a process killed by a signal). A collective call."""
+    rows = world.allgather((os.getpid(), socket.gethostname()))
+    if world.Get_rank() == 0:
+        try:
+            with open(path, "w") as f:
+                f.writelines(f"{pid} {host} {r}\n" for r, (pid, host) in enumerate(rows))
+        except OSError:
+            pass  # only a nicer message is lost
+
+
 # -- what a rank says about itself ----------------------------------------------------------------
 
 def _frames(frame, limit=40):
-    """[(file, line, function)] from ``frame`` outwards (innermost first)."""
+    """[(file, line, function)] from ``frame`` outwards (innermost first), without the
+    frames of the interpreter's and mpi4py's script runners."""
     out = []
     while frame is not None and len(out) < limit:
-        out.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        path = frame.f_code.co_filename
+        if not (path.startswith("<frozen") or path.startswith(_MPI4PY)):
+            out.append((path, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back
     return out
 
