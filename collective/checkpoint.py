@@ -106,7 +106,7 @@ def save_checkpoint(path, model=None, optimizer=None, scheduler=None, sampler=No
                    "model": None if model is None else dict(model.state_dict()),
                    "optimizer": None if optimizer is None else optimizer.state_dict(),
                    "scheduler": None if scheduler is None else scheduler.state_dict(),
-                   "sampler_kind": None if sampler is None else type(sampler).__name__,
+                   "sampler_kind": _kind(sampler),
                    "ranks": every}
             ds.save(doc, path)
         except Exception as exc:  # noqa: BLE001 - every rank must learn of it
@@ -138,6 +138,15 @@ def _read(path, size):
     return doc
 
 
+def _kind(sampler):
+    """"DataLoader(DistributedSampler)", "DistributedSampler", ... (None for None)."""
+    if sampler is None:
+        return None
+    inner = getattr(sampler, "sampler", None)
+    name = type(sampler).__name__
+    return f"{name}({type(inner).__name__})" if inner is not None else name
+
+
 def _position(state) -> int:
     if state is None:
         return 0
@@ -158,9 +167,9 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, sampler=No
                 if obj is not None and doc[key] is None:
                     raise ValueError(f"load_checkpoint: {str(path)!r} holds no {key.split('_')[0]}"
                                      f" state, but {key.split('_')[0]}= was given")
-            if sampler is not None and doc["sampler_kind"] != type(sampler).__name__:
+            if sampler is not None and doc["sampler_kind"] != _kind(sampler):
                 raise TypeError(f"load_checkpoint: {str(path)!r} holds the state of a "
-                                f"{doc['sampler_kind']}, sampler= is a {type(sampler).__name__}")
+                                f"{doc['sampler_kind']}, sampler= is a {_kind(sampler)}")
             if model is not None:
                 model.load_state_dict(doc["model"])
             if optimizer is not None:
