@@ -22,7 +22,9 @@ identically (dropout, shuffling, augmentation and schedulers included).
 Another world size: a checkpoint taken between epochs (every loader position 0) resumes on any
 number of ranks (with a warning): the next epochs are re-partitioned for the new size by the
 DistributedSampler (rank r takes positions r, r + P, ... of each epoch's permutation), and rank
-r gets the RNG state and buffers rank ``r % P_saved`` saved. A mid-epoch checkpoint is refused
+r gets the RNG state and buffers rank ``r % P_saved`` saved (a loader whose sampler is of
+another kind there, e.g. a RandomSampler at one rank, keeps its own state). A mid-epoch
+checkpoint is refused
 at another world size (the rest of that epoch is sharded for the old one), with a clear error.
 A missing, truncated or foreign file is a clear error on every rank, before anything changes.
 """
@@ -167,7 +169,8 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, sampler=No
                 if obj is not None and doc[key] is None:
                     raise ValueError(f"load_checkpoint: {str(path)!r} holds no {key.split('_')[0]}"
                                      f" state, but {key.split('_')[0]}= was given")
-            if sampler is not None and doc["sampler_kind"] != _kind(sampler):
+            same_size = int(doc["world_size"]) == ctx.size
+            if sampler is not None and doc["sampler_kind"] != _kind(sampler) and same_size:
                 raise TypeError(f"load_checkpoint: {str(path)!r} holds the state of a "
                                 f"{doc['sampler_kind']}, sampler= is a {_kind(sampler)}")
             if model is not None:
@@ -179,14 +182,18 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, sampler=No
     _raise_everywhere(ctx, error, f"load_checkpoint({str(path)!r})")
     small = None if doc is None else {k: doc[k] for k in ("world_size", "step", "extra",
                                                            "collective_step", "scheduler",
-                                                           "ranks")}
+                                                           "ranks", "sampler_kind")}
     small = broadcast_object(small, root=0) if ctx.size > 1 else small
     saved = small["world_size"]
     if saved != ctx.size and ctx.rank == 0:
         warnings.warn(f"load_checkpoint: the checkpoint was written by {saved} ranks and this "
                       f"job has {ctx.size}: the next epochs are sharded for {ctx.size} ranks and "
                       f"rank r continues with the RNG state of rank r % {saved} (a correct run, "
-                      f"but not bitwise identical to one at either size)", stacklevel=2)
+                      f"but not bitwise identical to one at either size)"
+                      + ("; the sampler state is not restored (it is a "
+                         f"{small['sampler_kind']}'s, sampler= is a {_kind(sampler)})"
+                         if sampler is not None and small["sampler_kind"] != _kind(sampler)
+                         else ""), stacklevel=2)
     own = small["ranks"][ctx.rank % saved]
     if model is not None:
         broadcast_parameters(model.state_dict(), root=0)
@@ -200,7 +207,7 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, sampler=No
             optimizer.step_count = small["collective_step"]
     if scheduler is not None:
         scheduler.load_state_dict(small["scheduler"])
-    if sampler is not None:
+    if sampler is not None and small["sampler_kind"] == _kind(sampler):
         sampler.load_state_dict(own["sampler"])
     _set_rng_state(own["rng"])
     return {"step": small["step"], **small["extra"]}

@@ -72,8 +72,11 @@ def test_mid_epoch_resume_is_bitwise_identical_and_bad_files_are_refused(tmp_pat
         kind, msg = out[case]
         assert kind == "ValueError" and ckpt in msg and "not a file written by ds.save" in msg \
             or "zip archive without" in msg, (case, out[case])
-    kind, msg = out["other_sampler"]
-    assert kind == "TypeError" and "DataLoader(DistributedSampler)" in msg, msg
+    # at another world size a loader of another kind keeps its own state (at the same size:
+    # a TypeError)
+    assert out["other_sampler"][0] == "ok", out
+    assert any("the sampler state is not restored (it is a DataLoader(DistributedSampler)'s"
+               in w for w in out["other_sampler"][1:]), out
     kind, msg = out["not_a_checkpoint"]
     assert kind == "ValueError" and "is not a collective checkpoint" in msg, msg
     assert out["missing"][0] == "FileNotFoundError", out
