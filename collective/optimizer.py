@@ -211,6 +211,7 @@ class _DistributedOptimizer:
             self._skip = False
 
     def step(self, *args, **kwargs):
+        t_step = time.perf_counter()
         dirty = self._reducer.dirty
         if not self._skip:
             if self._reduced and not dirty:
@@ -239,8 +240,9 @@ class _DistributedOptimizer:
                             for n, p in zip(b.names, b.params, strict=True)])
         self._t_end = time.perf_counter()
         if tl is not None:
-            tl.span(0, "skipped update" if bad else "update", t0, self._t_end,
-                    {"step": self._reducer.steps - 1})
+            step = {"step": self._reducer.steps - 1}
+            tl.span(0, "skipped update" if bad else "update", t0, self._t_end, step)
+            tl.span(0, "step", t_step, self._t_end, step)
         return out
 
     def zero_grad(self, set_to_none=None):
