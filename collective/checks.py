@@ -6,11 +6,15 @@ number among this process's DistributedOptimizers, the step number, the bucket l
 backward passes of the step) into a 63-bit fingerprint that travels with the step's first
 bucket reduction, at no extra message:
 
-- the non-blocking engine's ring (``algorithms/ring.py``): each reduce-scatter message of
-  bucket 0 carries an 8-byte header in front of its segment (one MPI message of an hindexed
-  datatype: header + segment, built once per buffer and reused every step), and each rank
-  merges what it receives with ``merge(a, b) = a if a == b else MISMATCH``, so after the
-  P - 1 reduce-scatter steps every rank knows whether all P fingerprints were equal;
+- the non-blocking engine's ring (``algorithms/ring.py``): the first message of each
+  reduce-scatter step of bucket 0 carries the fingerprint as its MPI tag (TAG_BASE + fp mod
+  (MPI_TAG_UB - TAG_BASE): 29 bits with MPICH), received with ANY_TAG, and each rank merges
+  what it receives with ``merge(a, b) = a if a == b else MISMATCH``, so after the P - 1
+  reduce-scatter steps every rank knows whether all P fingerprints were equal. NOTE: an
+  8-byte header in the message itself (an hindexed datatype, or a staged copy) made that
+  ring 2-4x slower with MPICH (its fast shared-memory path takes only a plain contiguous
+  buffer), the tag costs nothing measurable (``benchmarks/observability.py``); 29 bits miss
+  a divergent step with probability 2**-29, and the next step draws a new fingerprint;
 - the thread and inline engines: bucket 0's allreduce handshake agrees on its usual
   fingerprint combined with the step's.
 
@@ -57,6 +61,8 @@ class NonFiniteGradientError(FloatingPointError):
 
 
 FIELDS = ("optimizer", "step", "bucket layout", "backward passes")
+TAG_BASE = 1024  # the ring's fingerprint tags are TAG_BASE + fp mod (TAG_UB - TAG_BASE)
+MISMATCH_TAG = TAG_BASE - 1
 
 
 class StepCheck:
@@ -67,59 +73,60 @@ class StepCheck:
         self.layout = tuple((b.numel, b.dtype.str, b.wire.dtype.str) for b in buckets)
         self.layout_fp = digest(self.layout)
         self.fields = None  # this step's, while armed
-        self.fp = self.agreed = 0
-        self.send_hdr = np.zeros(1, np.int64)
-        self.recv_hdr = np.zeros(1, np.int64)
-        self._types: dict = {}  # (header address, data address, bytes) -> MPI datatype
+        self.fp = 0
+        self.tag = self.agreed_tag = 0  # the ring's: this rank's, and the merge so far
+        self.incoming = -1
+        self._status = None
+        self._span = 0
 
     def arm(self, step: int, passes: int):
         """Bucket 0 of step ``step`` is being handed over, after ``passes`` backward passes."""
         self.fields = (self.ordinal, step, self.layout_fp, passes)
-        self.fp = self.agreed = digest(self.fields)
-        self.send_hdr[0] = self.fp
+        self.fp = digest(self.fields)
+        if not self._span:
+            from mpi4py import MPI
 
-    # -- the ring's side (algorithms/ring.py calls these) ------------------------------------
-    def _spec(self, hdr, data):
-        from mpi4py import MPI
+            # NOTE: MPI guarantees tags up to 32767; MPICH gives 2**29 - 1
+            self._span = MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) - TAG_BASE
+        self.tag = self.agreed_tag = TAG_BASE + self.fp % self._span
+        self.incoming = -1
 
-        key = (hdr.ctypes.data, data.ctypes.data, data.nbytes)
-        t = self._types.get(key)
-        if t is None:
-            if len(self._types) > 64:
-                self.close()
-            t = self._types[key] = MPI.BYTE.Create_hindexed(
-                [8, data.nbytes], [MPI.Get_address(hdr), MPI.Get_address(data)]).Commit()
-        return [MPI.BOTTOM, 1, t]
+    # -- the ring's side (algorithms/ring.py) ------------------------------------------------
+    @property
+    def status(self):
+        """The MPI Status the ring receives its left neighbour's first message with."""
+        if self._status is None:
+            from mpi4py import MPI
 
-    def attach(self, recv_data, send_data):
-        """The first message of a reduce-scatter step, each way, with the header in front."""
-        return self._spec(self.recv_hdr, recv_data), self._spec(self.send_hdr, send_data)
+            self._status = MPI.Status()
+        return self._status
+
+    def received(self, tag: int):
+        """The tag of the left neighbour's first message of a reduce-scatter step."""
+        if tag >= 0:  # NOTE: -1 (MPI_ANY_TAG) when a completed request is tested again
+            self.incoming = tag
 
     def merge(self):
-        """A reduce-scatter step completed: fold in the left neighbour's header."""
-        if int(self.recv_hdr[0]) != self.agreed:
-            self.agreed = MISMATCH
-        self.send_hdr[0] = self.agreed
+        """A reduce-scatter step completed: fold in what the left neighbour sent; the next
+        step sends the merge (MISMATCH_TAG once any two differed)."""
+        if self.incoming != self.agreed_tag:
+            self.agreed_tag = MISMATCH_TAG
+        self.tag = self.agreed_tag
 
     # -- the end of the check ----------------------------------------------------------------
     def verify(self, comm, agreed=None):
         """After bucket 0's reduction (every rank calls it): raise StepMismatchError on every
         rank when the fingerprints differed. ``agreed``: a handshake's answer, else the
-        ring's merged headers."""
-        agreed = self.agreed if agreed is None else agreed
+        ring's merged tags."""
+        if agreed is None:
+            agreed = MISMATCH if self.agreed_tag == MISMATCH_TAG else self.fp
         fields, self.fields = self.fields, None
         if agreed != MISMATCH:
             return
         infos = comm.allgather((fields, self.layout))
+        if len({f for f, _ in infos}) == 1:
+            return  # NOTE: cannot happen (equal fields give equal tags); never raise falsely
         raise StepMismatchError(_explain([f for f, _ in infos], [lay for _, lay in infos]))
-
-    def close(self):
-        from mpi4py import MPI
-
-        if not MPI.Is_finalized():
-            for t in self._types.values():
-                t.Free()
-        self._types.clear()
 
 
 def _groups(values):

@@ -100,8 +100,6 @@ class Engine:
 
     def close(self):
         """Release the engine's resources (when its optimizer is garbage collected)."""
-        if self.step_check is not None:
-            self.step_check.close()
 
 
 class InlineEngine(Engine):
