@@ -7,8 +7,10 @@ Two halves:
 - ``Monitor``: what the main thread is doing, written by the main thread itself at the start
   and end of every collective call that can wait for other ranks (the handshake every
   collective starts with, allreduce, DistributedOptimizer's synchronize): is it inside one,
-  which (name, this rank's call number), since when, and the last one it completed. A few
-  attribute stores per call (``benchmarks/observability.py`` measures the cost).
+  which (name, this rank's call number) and the last one it completed: four attribute stores
+  at the start, one at the end (``benchmarks/observability.py`` measures the cost). When the
+  wait began is the watchdog's business: it notes the time it first sees a call number, so a
+  wait is timed to within one tick.
 - ``Watchdog``: a daemon thread per rank that reads the Monitor every ``tick`` seconds. It
   needs nothing from the main thread, so a rank whose main thread is stuck in pure Python (an
   endless loop, a long save) that never calls MPI again still answers: its watchdog takes the
@@ -52,29 +54,31 @@ class Monitor:
     start of a call that may wait, ``exit(token)`` at its end (in a ``finally``); calls made
     inside another tracked call, or from other threads, are not tracked."""
 
-    __slots__ = ("main", "active", "seq", "name", "since", "last_seq", "last_name")
+    __slots__ = ("main", "active", "seq", "name", "previous")
 
     def __init__(self):
         self.main = threading.main_thread().ident
         self.active = False
         self.seq = 0  # tracked calls entered so far: the number of the current/last one
-        self.name = None
-        self.since = 0.0
-        self.last_seq, self.last_name = 0, None
+        self.name = self.previous = None  # the current/last one's name, the one before's
 
     def enter(self, name) -> bool:
         if self.active or _get_ident() != self.main:
             return False
         self.seq += 1
-        self.name = name
-        self.since = _monotonic()
+        self.previous, self.name = self.name, name
         self.active = True
         return True
 
     def exit(self, token: bool):
         if token:
             self.active = False
-            self.last_seq, self.last_name = self.seq, self.name
+
+    def last_completed(self):
+        """(call number, name) of the last call this rank completed."""
+        if self.active:
+            return self.seq - 1, self.previous
+        return self.seq, self.name
 
 
 def write_ranks_file(world, path):
@@ -128,14 +132,15 @@ def fmt_frame(f):
     return f"{_short(f[0])}:{f[1]} in {f[2]}"
 
 
-def snapshot(monitor: Monitor, rank: int) -> dict:
-    """This rank's state now, taken on any thread (the main thread's stack included)."""
-    now = _monotonic()
-    seq, active, name, since = monitor.seq, monitor.active, monitor.name, monitor.since
+def snapshot(monitor: Monitor, rank: int, waited: float) -> dict:
+    """This rank's state now, taken on any thread (the main thread's stack included);
+    ``waited``: how long the current call has been seen waiting."""
+    seq, active, name = monitor.seq, monitor.active, monitor.name
+    last_seq, last_name = monitor.last_completed()
     frames = _frames(sys._current_frames().get(monitor.main))
     return {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(), "active": active,
-            "seq": seq, "name": name, "waited": now - since if active else 0.0,
-            "last_seq": monitor.last_seq, "last_name": monitor.last_name, "frames": frames}
+            "seq": seq, "name": name, "waited": waited if active else 0.0,
+            "last_seq": last_seq, "last_name": last_name, "frames": frames}
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -209,6 +214,7 @@ class Watchdog:
         self.tick = min(1.0, max(0.05, warn_s / 10))
         self.answer_s = min(5.0, max(1.0, warn_s / 2))  # how long rank 0 waits for answers
         self.talk = threads_ok  # MPI calls from this thread are allowed
+        self.seen = (-1, 0.0)  # (call number, when this thread first saw it active)
         self.reported = 0  # my call number that a report (or my own note) covered
         self.notified = (0, 0.0)  # (call number, when) of my last notice to rank 0
         self.abort_seq, self.abort_deadline = 0, 0.0
@@ -266,7 +272,8 @@ class Watchdog:
             obj = msg.recv()
             kind = obj[0]
             if kind == "query":
-                self._send(0, ("state", obj[1], snapshot(self.monitor, self.rank)))
+                self._send(0, ("state", obj[1], snapshot(self.monitor, self.rank,
+                                                         self._waited())))
             elif kind == "state":
                 if obj[1] == self.qid:
                     self.replies[obj[2]["rank"]] = obj[2]
@@ -280,13 +287,26 @@ class Watchdog:
                     self._say(text)
 
     # -- every rank: am I stalled? -----------------------------------------------------------
+    def _waited(self) -> float:
+        """How long the main thread has been inside its current tracked call (0 when it is
+        in none), measured from the first time this thread saw that call."""
+        m = self.monitor
+        seq, active = m.seq, m.active
+        now = _monotonic()
+        if not active:
+            self.seen = (-1, now)
+            return 0.0
+        if self.seen[0] != seq:
+            self.seen = (seq, now)
+        return now - self.seen[1]
+
     def _watch(self):
         m = self.monitor
-        seq, since, active = m.seq, m.since, m.active
-        if not active or m.seq != seq:
-            return
+        seq = m.seq
+        waited = self._waited()
         now = _monotonic()
-        waited = now - since
+        if not waited or m.seq != seq:
+            return
         if waited < self.warn:
             return
         state = {"rank": self.rank, "seq": seq, "name": m.name}
@@ -324,7 +344,7 @@ class Watchdog:
     def _gather(self) -> dict:
         """Every rank's state: {rank: state or None (no answer)}."""
         self.qid += 1
-        self.replies = {0: snapshot(self.monitor, 0)}
+        self.replies = {0: snapshot(self.monitor, 0, self._waited())}
         for r in range(1, self.size):
             self._send(r, ("query", self.qid))
         deadline = _monotonic() + self.answer_s

@@ -93,15 +93,33 @@ def test_monitor_tracks_the_outermost_call_of_the_main_thread_only():
     import threading
 
     m = stall.Monitor()
+    m.exit(m.enter("barrier"))
     outer = m.enter("allreduce")
-    assert outer and m.active and m.seq == 1
-    assert not m.enter("barrier")  # nested: not tracked
+    assert outer and m.active and m.seq == 2 and m.last_completed() == (1, "barrier")
+    assert not m.enter("broadcast")  # nested: not tracked
     m.exit(False)
     assert m.active and m.name == "allreduce"
     m.exit(outer)
-    assert not m.active and (m.last_seq, m.last_name) == (1, "allreduce")
+    assert not m.active and m.last_completed() == (2, "allreduce")
     seen = []
     t = threading.Thread(target=lambda: seen.append(m.enter("broadcast")))
     t.start()
     t.join()
-    assert seen == [False] and m.seq == 1
+    assert seen == [False] and m.seq == 2
+
+
+def test_observability_settings():
+    from collective import config
+
+    cfg = config.from_environ({})
+    assert (cfg.stall_warn_s, cfg.stall_abort_s, cfg.timeline, cfg.step_check) == \
+        (60.0, 600.0, "", True)
+    cfg = config.from_environ({"COLLECTIVE_STALL_WARN": "0", "COLLECTIVE_STALL_ABORT": "2.5",
+                               "COLLECTIVE_TIMELINE": "/tmp/t.json",
+                               "COLLECTIVE_STEP_CHECK": "0"})
+    assert (cfg.stall_warn_s, cfg.stall_abort_s, cfg.timeline, cfg.step_check) == \
+        (0.0, 2.5, "/tmp/t.json", False)
+    with pytest.raises(ValueError, match="COLLECTIVE_STALL_ABORT"):
+        config.from_environ({"COLLECTIVE_STALL_ABORT": "-1"})
+    with pytest.raises(ValueError, match="COLLECTIVE_STEP_CHECK"):
+        config.from_environ({"COLLECTIVE_STEP_CHECK": "yes"})
