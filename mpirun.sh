@@ -101,6 +101,7 @@ if [[ -n "$python" && "${cmd[*]:1:2}" != "-m mpi4py" ]]; then
 fi
 
 args=(-n "$nprocs")
+hydra=""
 if "$mpiexec" --version 2>&1 | grep -qiE "open mpi|openrte"; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     args+=(--oversubscribe)
@@ -108,19 +109,43 @@ if "$mpiexec" --version 2>&1 | grep -qiE "open mpi|openrte"; then
     [[ -n "$timeout" ]] && args+=(--timeout "$timeout")
 else
     # MPICH (hydra) and its derivatives.
+    hydra=1
     [[ -n "$hostfile" ]] && args+=(-f "$hostfile")
     [[ -n "$timeout" ]] && export MPIEXEC_TIMEOUT="$timeout"
 fi
 
-if [[ -z "$timeout" ]]; then
-    exec "$mpiexec" "${args[@]}" ${passthrough[@]+"${passthrough[@]}"} "${cmd[@]}"
+# MPICH: hydra reports a rank killed by a signal by its PID and host only; collective writes
+# the job's "pid host rank" lines to COLLECTIVE_RANKS_FILE at col.init(), and the filter below
+# adds the rank to hydra's line (stdout only passes through it, line by line).
+ranks_file=""
+if [[ -n "$hydra" ]]; then
+    ranks_file=$(mktemp "${TMPDIR:-/tmp}/collective-ranks.XXXXXX")
+    export COLLECTIVE_RANKS_FILE="$ranks_file"
+    trap 'rm -f "$ranks_file"' EXIT
 fi
+name_ranks() {
+    if [[ -z "$ranks_file" ]]; then cat; return; fi
+    awk -v map="$ranks_file" '
+        $2 == "PID" && $4 == "RUNNING" && $5 == "AT" {
+            while ((getline line < map) > 0) { split(line, f, " "); rank[f[1] " " f[2]] = f[3] }
+            close(map)
+            key = $3 " " $6
+            if (key in rank) sub(/PID /, "RANK " rank[key] ", PID ")
+        }
+        { print; fflush() }'
+}
+
 # NOTE: with a timeout, hydra sometimes exits 0 after killing the job (about 1 run in 6 on the
 # 2-core box, "demux engine error waiting for event"): a job that ran the whole allowed time
 # and "succeeded" was in fact killed, so say so and exit 124, as timeout(1) does.
 start=$(date +%s%N)
-status=0
-"$mpiexec" "${args[@]}" ${passthrough[@]+"${passthrough[@]}"} "${cmd[@]}" || status=$?
+set +e
+"$mpiexec" "${args[@]}" ${passthrough[@]+"${passthrough[@]}"} "${cmd[@]}" | name_ranks
+status=${PIPESTATUS[0]}
+set -e
+if [[ -z "$timeout" ]]; then
+    exit "$status"
+fi
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 if (( status == 0 && elapsed_ms >= ${timeout%.*} * 1000 )); then
     echo "mpirun.sh: the job reached --timeout ${timeout} s and was killed" >&2

@@ -19,6 +19,8 @@ from .asynchronous import (
     reduce_scatter_async,
     reducescatter_async,
 )
+from .checkpoint import load_checkpoint, save_checkpoint
+from .checks import NonFiniteGradientError, ReplicaDriftError, StepMismatchError, check_replicas
 from .collectives import (
     allgather,
     allgather_object,
@@ -53,6 +55,7 @@ from .optimizer import DistributedOptimizer
 from .parameters import broadcast_optimizer_state, broadcast_parameters
 from .process_sets import ProcessSet, add_process_set, global_process_set, remove_process_set
 from .reduce_ops import Average, Max, Min, Product, ReduceOp, Sum
+from .timeline import start_timeline, stop_timeline
 
 __all__ = ["init", "is_initialized", "shutdown", "mpi_threads_supported",
            "rank", "size", "local_rank", "local_size",
@@ -69,4 +72,7 @@ __all__ = ["init", "is_initialized", "shutdown", "mpi_threads_supported",
            "ProcessSet", "add_process_set", "remove_process_set", "global_process_set",
            "join",
            "DistributedOptimizer", "Compression", "broadcast_parameters",
-           "broadcast_optimizer_state"]
+           "broadcast_optimizer_state",
+           # observability (NOTE: collective/stall.py, checks.py, checkpoint.py, timeline.py)
+           "check_replicas", "ReplicaDriftError", "StepMismatchError", "NonFiniteGradientError",
+           "save_checkpoint", "load_checkpoint", "start_timeline", "stop_timeline"]

@@ -21,6 +21,8 @@ allreduces go on: the joined rank takes part with the neutral element of the op 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from . import scaling
@@ -106,10 +108,21 @@ class ShmPlan:
     def run(self, ctx, x, inplace):
         """One round (see algorithms.shared_memory.shm_allreduce), for one slot's worth."""
         shm = ctx.shm
+        # NOTE(observability): watched by the stall watchdog, recorded on the timeline
+        tl = ctx.timeline
         while True:
             xs = self.views[(shm.seq + 1) & 1]  # NOTE: shm.next_slot, inlined (~5% of a call)
             xs[shm.rank][...] = x
-            if shm.round(self.fp, self.nbytes):
+            token = ctx.monitor.enter("allreduce")
+            try:
+                t0 = time.perf_counter() if tl is not None else 0.0
+                agreed = shm.round(self.fp, self.nbytes)
+                if tl is not None:
+                    tl.span(2, "allreduce shared_memory", t0, time.perf_counter(),
+                            {"bytes": self.nbytes})
+            finally:
+                ctx.monitor.exit(token)
+            if agreed:
                 break
             # returns (and the round is repeated) when ranks that joined take part
             disagreement(ctx.comm, self.desc, None, ranks=ctx.ranks, shadowable=True)

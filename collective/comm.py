@@ -8,7 +8,7 @@ rank is in the same call and nothing else runs, never later inside a training st
 
 from __future__ import annotations
 
-from . import process, tuning
+from . import process, trace, tuning
 from .context import Context
 
 _context: Context | None = None
@@ -65,6 +65,8 @@ def context() -> Context:
         ctx = Context(process.start())
         tuning.prepare(ctx)
         _context = ctx
+        if ctx.config.timeline:  # NOTE(observability): COLLECTIVE_TIMELINE=path
+            trace.autostart(ctx)
     return _context
 
 

@@ -19,6 +19,19 @@ COLLECTIVE_EXIT_TIMEOUT     20                  seconds a finished rank waits at
                                                 others before aborting the job
 COLLECTIVE_ABORT_GRACE      0.5                 seconds an aborting rank waits for the launcher
                                                 to forward its last output
+COLLECTIVE_STALL_WARN       60                  seconds a rank waits in a collective before rank
+                                                0 sends every waiting rank a stall report (the
+                                                ranks missing and where they are); 0: no
+                                                watchdog at all (collective/stall.py)
+COLLECTIVE_STALL_ABORT      600                 seconds of waiting after which the job is aborted
+                                                with that report; 0: never
+COLLECTIVE_TIMELINE         (none)              a path: record a Chrome-trace timeline from
+                                                ``col.init()`` to exit (collective/timeline.py)
+COLLECTIVE_STEP_CHECK       1                   0: DistributedOptimizer steps carry no layout
+                                                check (collective/checks.py; for measuring it)
+COLLECTIVE_RANKS_FILE       (none)              set by ./mpirun.sh: rank 0 writes "pid host
+                                                rank" lines there at init, so the launcher can
+                                                name a rank killed by a signal
 ==========================  ==================  =================================================
 
 No other module of collective reads ``os.environ``. A value that does not parse raises
@@ -44,6 +57,11 @@ class Config:
     cache_dir: Path
     exit_timeout_s: float
     abort_grace_s: float
+    stall_warn_s: float  # 0: no watchdog
+    stall_abort_s: float  # 0: never abort
+    timeline: str  # "" : no timeline at start-up
+    step_check: bool
+    ranks_file: str  # "": none
 
 
 def _number(env, name, default, kind):
@@ -79,6 +97,11 @@ def from_environ(env=None) -> Config:
         cache_dir=Path(cache),
         exit_timeout_s=_number(env, "COLLECTIVE_EXIT_TIMEOUT", 20.0, float),
         abort_grace_s=_number(env, "COLLECTIVE_ABORT_GRACE", 0.5, float),
+        stall_warn_s=_number(env, "COLLECTIVE_STALL_WARN", 60.0, float),
+        stall_abort_s=_number(env, "COLLECTIVE_STALL_ABORT", 600.0, float),
+        timeline=env.get("COLLECTIVE_TIMELINE", ""),
+        step_check=_choice(env, "COLLECTIVE_STEP_CHECK", "1", ("0", "1")) == "1",
+        ranks_file=env.get("COLLECTIVE_RANKS_FILE", ""),
     )
 
 

@@ -2,10 +2,11 @@
 
 It owns the communicators (the world, this node's, and private duplicates: one for the
 collectives, one for DistributedOptimizer's non-blocking reductions, one for the exit guard,
-so their messages can never match a user's messages or each other's), the shared-memory window
-of a single-node job, the host scratch memory, the tuning table and the caches of the
-algorithms. It is created by ``col.init()`` (``collective.comm``), a collective call on every
-rank (``Dup`` is collective), and never imports the algorithms that use it.
+one for the stall watchdog and the timeline, so their messages can never match a user's
+messages or each other's), the shared-memory window of a single-node job, the host scratch
+memory, the tuning table and the caches of the algorithms. It is created by ``col.init()``
+(``collective.comm``), a collective call on every rank (``Dup`` is collective), and never
+imports the algorithms that use it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from . import config as _config
 from .process import ExitGuard, name_the_rank_in_tracebacks
 from .shared_window import SharedWindow
+from .stall import Monitor, Watchdog, write_ranks_file
 
 # message tags (one per protocol, so a protocol can never consume another's message)
 TAG_HANDSHAKE = 11
@@ -92,6 +94,21 @@ class Context:
         self.shm: SharedWindow | None = None
         if self.size > 1 and cfg.shm and self.local_size == self.size:
             self.shm = SharedWindow(self.comm, cfg.shm_slot_bytes)
+        # NOTE(observability): the stall watchdog's Monitor and thread (collective/stall.py),
+        # the timeline being recorded (collective/trace.py), and their private communicator
+        # NOTE: a process set's Context shares the world's Monitor (one watchdog per process,
+        # which watches the world); its calls are not recorded on the timeline
+        self.monitor = Monitor() if parent is None else parent.monitor
+        self.timeline = None
+        self.obs_comm = world.Dup() if self.size > 1 and parent is None else None
+        self.watchdog = None
+        self.optimizers = 0  # DistributedOptimizers created so far (their step check's number)
+        if self.obs_comm is not None and cfg.stall_warn_s > 0:
+            self.watchdog = Watchdog(self.obs_comm, self.monitor, cfg.stall_warn_s,
+                                     cfg.stall_abort_s, cfg.abort_grace_s,
+                                     MPI.Query_thread() == MPI.THREAD_MULTIPLE)
+        if self.size > 1 and parent is None and cfg.ranks_file:
+            write_ranks_file(world, cfg.ranks_file)
         self.pool = HostPool()
         # algorithm="auto": the measured costs (set by tuning.prepare at init) and its answers
         self.tuning: TuningTable | None = None

@@ -41,6 +41,7 @@ import numpy as np
 
 from .algorithms import Ring, layout
 from .allreduce import allreduce_
+from .checks import StepMismatchError, checked_allreduce
 from .context import TAG_BUCKETS
 from .reduce_ops import Sum
 from .tuning import choose_own
@@ -50,10 +51,11 @@ class Work:
     """One bucket's reduction, started by an engine: ``rule`` (prescale, op on the wire), the
     ``ring`` once posted (non-blocking engine), ``done`` once reduced."""
 
-    __slots__ = ("bucket", "rule", "ring", "done")
+    __slots__ = ("bucket", "rule", "ring", "done", "t0")
 
     def __init__(self, bucket, rule, done=False):
         self.bucket, self.rule, self.ring, self.done = bucket, rule, None, done
+        self.t0 = 0.0  # when its reduction started (for the timeline)
 
 
 class Engine:
@@ -68,6 +70,15 @@ class Engine:
         # gradients are summed and divided by it); None outside a join
         self.active = None
         self.busy_s = 0.0  # seconds spent reducing
+        self.step_check = None  # NOTE(observability): collective.checks.StepCheck, or None
+
+    def _record(self, work):
+        """The timeline's span of a bucket's reduction (NOTE(observability))."""
+        tl = self.ctx.timeline
+        if tl is not None:
+            b = work.bucket
+            tl.span(1, f"bucket {b.index}", work.t0, time.perf_counter(),
+                    {"bucket": b.index, "bytes": b.wire.nbytes})
 
     def rule(self, bucket):
         """(prescale, op on the wire) of ``bucket``: see the module docstring. With
@@ -96,6 +107,10 @@ class Engine:
         """Pack ``bucket`` and reduce it with a blocking ``allreduce_``, by the algorithm
         ``auto`` predicts fastest for its size among our own (never the MPI library's)."""
         wire = bucket.pack(prescale)
+        check = self.step_check if bucket.index == 0 else None
+        if check is not None and check.fields is not None:  # NOTE(observability)
+            checked_allreduce(self.ctx, wire, op, choose_own(self.ctx, wire.nbytes), check)
+            return
         allreduce_(wire, op=op, algorithm=choose_own(self.ctx, wire.nbytes))
 
     def start(self, bucket) -> Work:
@@ -115,8 +130,10 @@ class InlineEngine(Engine):
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()
         work = Work(bucket, self.rule(bucket), done=True)
+        work.t0 = t0
         self.reduce(bucket, *work.rule)
         bucket.unpack(self.post(bucket))
+        self._record(work)
         self.busy_s += time.perf_counter() - t0
         return work
 
@@ -154,8 +171,9 @@ class ThreadEngine(Engine):
                 return
             try:
                 if self._error is None:  # after a failure, drain without communicating
-                    t0 = time.perf_counter()
+                    t0 = work.t0 = time.perf_counter()
                     self.reduce(work.bucket, *work.rule)
+                    self._record(work)
                     self.busy_s += time.perf_counter() - t0
             except BaseException as exc:  # re-raised on the main thread by wait_all()
                 exc.thread_traceback = traceback.format_exc()
@@ -173,12 +191,15 @@ class ThreadEngine(Engine):
         started, self._started = self._started, []
         if self._error is not None:
             exc = self._error
+            if isinstance(exc, StepMismatchError):  # NOTE(observability): the same error as
+                raise StepMismatchError(str(exc)) from exc  # the other engines raise
             raise RuntimeError("gradient reduction failed on the communication thread:\n"
                                + getattr(exc, "thread_traceback", repr(exc))) from exc
         for work in started:
             work.bucket.unpack(self.post(work.bucket))
 
     def close(self):
+        super().close()
         if self._thread is not None:
             self._queue.put(None)
             self._thread = None
@@ -216,8 +237,23 @@ class NonBlockingEngine(Engine):
         if scratch is None or scratch.nbytes < nbytes:
             scratch = self._scratch[bucket.index] = np.empty(nbytes, np.uint8)
         divide = ctx.size if op.average and ctx.size > 1 else 0
+        check = self.step_check if bucket.index == 0 else None  # NOTE(observability)
+        work.t0 = time.perf_counter()
         work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
-                         scratch[:nbytes].view(wire.dtype), TAG_BUCKETS)
+                         scratch[:nbytes].view(wire.dtype), TAG_BUCKETS,
+                         check=check if check is not None and check.fields is not None else None)
+
+    def _done(self, work):
+        """A ring finished: verify the step check it carried (NOTE(observability)), record."""
+        work.done = True
+        check = work.ring.check
+        if check is not None:
+            try:
+                check.verify(self.ctx.reducer_comm)
+            except BaseException:
+                self._queue.clear()  # the optimizer is unusable now; leave nothing in flight
+                raise
+        self._record(work)
 
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()
@@ -235,7 +271,7 @@ class NonBlockingEngine(Engine):
             self._post(work)
             if not work.ring.test():
                 return
-            work.done = True
+            self._done(work)
             self._finished.append(queue.popleft())
 
     def progress(self):
@@ -248,11 +284,11 @@ class NonBlockingEngine(Engine):
         t0 = time.perf_counter()
         queue = self._queue
         while queue:
-            work = queue.popleft()
+            work = queue[0]
             self._post(work)
             work.ring.wait(self._block)
-            work.done = True
-            self._finished.append(work)
+            self._done(work)
+            self._finished.append(queue.popleft())
         finished, self._finished = self._finished, []
         for work in finished:
             work.bucket.unpack(self.post(work.bucket))

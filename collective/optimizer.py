@@ -34,6 +34,8 @@ import weakref
 from dataclasses import dataclass
 
 from .buckets import build_buckets
+from .checks import NonFiniteGradientError, StepCheck, check_replicas, nonfinite, nonfinite_message
+from .comm import context
 from .compression import Compression, Compressor
 from .engines import ENGINES, default_engine
 from .join import Joined
@@ -55,10 +57,15 @@ class Settings:
     named: list | None  # the (name, parameter) pairs given, if any
     predivide: float  # gradient_predivide_factor
     process_set: ProcessSet | None
+    # NOTE(observability): collective/checks.py
+    check_finite: bool = False
+    skip_nonfinite: bool = False
+    check_replicas_every: int = 0
 
 
 def _settings(op, compression, k, bucket_cap_mb, overlap, named_parameters, predivide,
-              process_set) -> Settings:
+              process_set, check_finite=False, skip_nonfinite=False,
+              check_replicas_every=0) -> Settings:
     op = as_op(op)
     if op not in (Average, Sum):
         raise ValueError(f"DistributedOptimizer supports op=Average or op=Sum, got {op!r}")
@@ -86,8 +93,12 @@ def _settings(op, compression, k, bucket_cap_mb, overlap, named_parameters, pred
     if named and not (isinstance(named[0], tuple) and len(named[0]) == 2):
         raise TypeError("named_parameters must be (name, parameter) pairs, e.g. "
                         "model.named_parameters()")
+    every = check_replicas_every
+    if isinstance(every, bool) or int(every) != every or every < 0:
+        raise ValueError(f"check_replicas_every must be a non-negative integer, got {every!r}")
     return Settings(op, compression, int(k), float(bucket_cap_mb), overlap, named,
-                    float(predivide), process_set)
+                    float(predivide), process_set, bool(check_finite), bool(skip_nonfinite),
+                    int(every))
 
 
 def _select(optimizer, named):
@@ -121,7 +132,8 @@ class _DistributedOptimizer:
 
     # ours live in the instance; every other attribute is the wrapped optimizer's
     _OWN = frozenset(("_wrapped", "_settings", "_reducer", "_overlap", "_group_sizes", "_skip",
-                      "_reduced", "_stats", "_join_step"))
+                      "_reduced", "_stats", "_join_step", "_ordinal", "_nonfinite", "_t_end",
+                      "step_count"))
 
     def __getattr__(self, name):
         if name in _DistributedOptimizer._OWN:
@@ -154,7 +166,9 @@ class _DistributedOptimizer:
         signature = [("op", s.op.name), ("compression", repr(s.compression)),
                      ("backward_passes_per_step", s.passes_per_step),
                      ("bucket_cap_mb", s.bucket_cap_mb), ("overlap", s.overlap),
-                     ("gradient_predivide_factor", s.predivide)]
+                     ("gradient_predivide_factor", s.predivide),
+                     ("check_finite", s.check_finite), ("skip_nonfinite", s.skip_nonfinite),
+                     ("check_replicas_every", s.check_replicas_every)]
         signature += [describe_param(n, p) for n, p in zip(names, params, strict=True)]
         check_same_everywhere(ctx, signature, "DistributedOptimizer parameters (name, shape, "
                               "dtype, device type) or settings")
@@ -168,7 +182,12 @@ class _DistributedOptimizer:
         if old is not None:
             old.detach()
             old.engine.close()
-        self._reducer, self._overlap = Reducer(ctx, buckets, engine, s.passes_per_step), overlap
+        reducer = Reducer(ctx, buckets, engine, s.passes_per_step)
+        if old is not None:
+            reducer.steps = old.steps
+        if ctx.size > 1 and ctx.config.step_check:  # NOTE(observability): collective/checks.py
+            reducer.step_check = engine.step_check = StepCheck(self._ordinal, buckets)
+        self._reducer, self._overlap = reducer, overlap
         self._group_sizes = [len(g["params"]) for g in self._wrapped.param_groups]
         # the handshake of a step under join (the parameters are checked to agree above)
         self._join_step = describe(STEP, options=(("optimizer", fingerprint(tuple(
@@ -190,11 +209,33 @@ class _DistributedOptimizer:
             raise RuntimeError("DistributedOptimizer: the wrapped optimizer's parameter groups "
                                "changed; call add_param_group() on the DistributedOptimizer, "
                                "so that the new parameters are reduced too")
-        t0 = time.perf_counter()
-        self._reducer.finalize()
-        self._stats["exposed_s"] += time.perf_counter() - t0
+        reducer = self._reducer
+        ctx = reducer.ctx
+        if ctx is None:  # outside the optimizer's process set: nothing to reduce
+            self._reduced = True
+            return
+        first, last = reducer.first_grad, reducer.last_grad
+        token = ctx.monitor.enter("DistributedOptimizer.synchronize")  # NOTE(observability)
+        try:
+            t0 = time.perf_counter()
+            reducer.finalize()
+            t1 = time.perf_counter()
+        finally:
+            ctx.monitor.exit(token)
+        self._stats["exposed_s"] += t1 - t0
         self._stats["steps"] += 1
         self._reduced = True
+        s = self._settings
+        self._nonfinite = (nonfinite(reducer.buckets) if s.check_finite or s.skip_nonfinite
+                           else None)
+        tl = ctx.timeline
+        if tl is not None:  # NOTE(observability): the step's phases (collective/trace.py)
+            step = {"step": reducer.steps - 1}
+            if first:
+                if self._t_end:
+                    tl.span(0, "forward", self._t_end, first, step)
+                tl.span(0, "backward", first, last, step)
+            tl.span(0, "synchronize", t0, t1, step)
 
     @contextlib.contextmanager
     def skip_synchronize(self):
@@ -207,6 +248,7 @@ class _DistributedOptimizer:
             self._skip = False
 
     def step(self, *args, **kwargs):
+        t_step = time.perf_counter()
         dirty = self._reducer.dirty
         if not self._skip:
             if self._reduced and not dirty:
@@ -219,8 +261,27 @@ class _DistributedOptimizer:
             raise RuntimeError("DistributedOptimizer: step() under skip_synchronize() but the "
                                "gradients of the last backward were not synchronized; call "
                                "optimizer.synchronize() first")
-        out = self._wrapped.step(*args, **kwargs)
+        ctx = self._reducer.ctx
+        tl, t0 = (ctx.timeline if ctx is not None else None), time.perf_counter()
+        bad, self._nonfinite = self._nonfinite, None
+        out = None
+        if bad and not self._settings.skip_nonfinite:
+            raise NonFiniteGradientError(nonfinite_message(bad, self._reducer.steps - 1))
+        if bad:
+            self._stats["skipped_steps"] = self._stats.get("skipped_steps", 0) + 1
+        else:
+            out = self._wrapped.step(*args, **kwargs)
         self._reduced = False
+        every = self._settings.check_replicas_every
+        if every and ctx is not None and self._reducer.steps % every == 0:
+            check_replicas([(n, p) for b in self._reducer.buckets
+                            for n, p in zip(b.names, b.params, strict=True)],
+                           process_set=self._settings.process_set)
+        self._t_end = time.perf_counter()
+        if tl is not None:
+            step = {"step": self._reducer.steps - 1}
+            tl.span(0, "skipped update" if bad else "update", t0, self._t_end, step)
+            tl.span(0, "step", t_step, self._t_end, step)
         return out
 
     def zero_grad(self, set_to_none=None):
@@ -228,9 +289,19 @@ class _DistributedOptimizer:
         whatever ``set_to_none`` says), so backward keeps writing into the reduced buffers."""
         self._reducer.zero_grad()
 
+    @property
+    def step_count(self) -> int:
+        """The steps synchronized so far (part of each step's layout check; saved and restored
+        by col.save_checkpoint / col.load_checkpoint)."""
+        return self._reducer.steps
+
+    @step_count.setter
+    def step_count(self, n: int):
+        self._reducer.steps = int(n)
+
     def communication_stats(self, reset=False):
         """{'steps', 'exposed_s' (time step()/synchronize() waited), 'busy_s' (time the
-        engine spent reducing)}."""
+        engine spent reducing), and 'skipped_steps' once skip_nonfinite skipped one}."""
         engine = self._reducer.engine
         out = dict(self._stats, busy_s=engine.busy_s)
         if reset:
@@ -319,6 +390,7 @@ class _Outside:
     Horovod's optimizer on such a rank: step() uses the rank's own gradients)."""
 
     dirty = False
+    steps = 0
     buckets: list = []
     params: list = []
     ctx = None
@@ -337,10 +409,16 @@ class _Outside:
         self.wrapped.zero_grad()
 
 
+def is_distributed_optimizer(optimizer) -> bool:
+    """Whether ``optimizer`` was made by DistributedOptimizer()."""
+    return getattr(type(optimizer), "_OWN", None) is _DistributedOptimizer._OWN
+
+
 def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
                          compression=Compression.none, backward_passes_per_step=1,
                          bucket_cap_mb=25, overlap="auto", gradient_predivide_factor=1.0,
-                         process_set=None):
+                         process_set=None, check_finite=False, skip_nonfinite=False,
+                         check_replicas_every=0):
     """Wrap ``optimizer`` so that ``step()`` uses gradients averaged (op=Average, the default)
     or summed (op=Sum) over all ranks. See the module docstring.
 
@@ -354,12 +432,22 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
     ``gradient_predivide_factor=f`` (op=Average): Horovod's split of the averaging, divide by
     f before the sum and by P/f after it (for float16 range). ``process_set``: reduce among
     the set's ranks only (a col.ProcessSet; every rank of the world creates the optimizer).
+
+    Checks (collective/checks.py): every step's first bucket reduction carries a hash of (this
+    optimizer, step number, bucket layout, backward passes), so ranks out of step raise
+    ``StepMismatchError`` in that step. ``check_finite=True``: a NaN/Inf in the reduced
+    gradients (the same bits on every rank) raises ``NonFiniteGradientError`` on every rank in
+    step(), naming the parameters; ``skip_nonfinite=True``: such a step is skipped on every rank
+    instead (one pass over the gradients per step). ``check_replicas_every=N``: every N steps
+    ``col.check_replicas`` compares the parameters across ranks after the update (one pass over
+    the parameters and one small allreduce; raises ``ReplicaDriftError``).
     """
     base = type(optimizer)
-    if getattr(base, "_OWN", None) is _DistributedOptimizer._OWN:
+    if is_distributed_optimizer(optimizer):
         raise TypeError("the optimizer is already a DistributedOptimizer")
     settings = _settings(op, compression, backward_passes_per_step, bucket_cap_mb, overlap,
-                         named_parameters, gradient_predivide_factor, process_set)
+                         named_parameters, gradient_predivide_factor, process_set,
+                         check_finite, skip_nonfinite, check_replicas_every)
     members = {k: v for k, v in _DistributedOptimizer.__dict__.items()
                if k not in ("__dict__", "__weakref__")}
     cls = type(base.__name__, (base,), members)
@@ -367,5 +455,8 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
     self._wrapped, self._settings = optimizer, settings
     self._skip = self._reduced = False
     self._stats = {"steps": 0, "exposed_s": 0.0}
+    ctx = context()
+    self._ordinal, ctx.optimizers = ctx.optimizers, ctx.optimizers + 1
+    self._nonfinite, self._t_end = None, 0.0
     self._build()
     return self

@@ -22,6 +22,7 @@ rank takes part in the others' steps with ``shadow_step``.
 
 from __future__ import annotations
 
+import time
 import warnings
 import weakref
 
@@ -43,6 +44,10 @@ class Reducer:
         self._passes: list[list[int]] = []  # per bucket, per parameter: passes this step
         self._waiting: list[int] = []  # per bucket: parameters not yet ready
         self._next = 0  # the next bucket to hand over; all before it are started
+        # NOTE(observability): the per-step layout check (collective/checks.py), the steps
+        # finalized so far (its step number), and the timeline's backward phase
+        self.step_check = None
+        self.steps = 0
         self._reset()
         self._claim()
         self.hooks = [p.register_post_accumulate_grad_hook(self._hook(b, j))
@@ -58,6 +63,8 @@ class Reducer:
         self._waiting = [len(b.params) for b in self.buckets]
         self._next = 0
         self.dirty = False
+        self._max_passes = 0  # the most backward passes any parameter had this step
+        self.first_grad = self.last_grad = 0.0  # timeline: backward's first and last hook
 
     def _claim(self):
         owners, me, previous = self.ctx.owners, weakref.ref(self), {}
@@ -101,6 +108,11 @@ class Reducer:
                 f"DistributedOptimizer: the gradient of {bucket.names[j]!r} was computed "
                 f"{passes} times before step(); with backward_passes_per_step={k} call step() "
                 f"(or synchronize()) after every {k} backward pass(es)")
+        if passes > self._max_passes:
+            self._max_passes = passes
+        if self.ctx.timeline is not None:
+            self.last_grad = time.perf_counter()
+            self.first_grad = self.first_grad or self.last_grad
         if passes == k:
             self._waiting[b] -= 1
             if self._waiting[b] == 0:
@@ -112,6 +124,12 @@ class Reducer:
         while self._next < len(self.buckets) and (everything or self._waiting[self._next] == 0):
             if self._next == 0 and self.step_hook is not None:
                 self.step_hook()
+            if self._next == 0 and self.step_check is not None:  # NOTE(observability)
+                self.step_check.arm(self.steps, self._max_passes if everything
+                                    else self.passes_per_step)
+            tl = self.ctx.timeline
+            if tl is not None:
+                tl.instant(1, f"bucket {self._next} ready", time.perf_counter())
             self.engine.start(self.buckets[self._next])
             self._next += 1
 
@@ -123,6 +141,7 @@ class Reducer:
             bucket.reattach_all()
         self._start_ready(everything=True)
         self.engine.wait_all()
+        self.steps += 1
         self._reset()
 
     def shadow_step(self):
@@ -133,6 +152,8 @@ class Reducer:
             for bucket in self.buckets:
                 bucket.reattach_all()
                 bucket.zero_()
+            # NOTE: the step check of the others' full step (collective/checks.py)
+            self._max_passes = self.passes_per_step
             self.finalize()
         finally:
             self.step_hook = hook

@@ -33,6 +33,7 @@ collectives on one communicator); one communication thread is fine.
 from __future__ import annotations
 
 import hashlib
+import time
 
 from .algorithms import handshake
 from .context import MISMATCH
@@ -43,6 +44,11 @@ _FP_CACHE: dict = {}  # description -> fingerprint (descriptions repeat: hashing
 def _digest(obj) -> int:
     digest = hashlib.blake2b(repr(obj).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def digest(obj) -> int:
+    """``fingerprint`` without the cache, for values that change from call to call."""
+    return _digest(obj)
 
 
 def fingerprint(desc: tuple) -> int:
@@ -103,12 +109,12 @@ def agree(ctx, desc: tuple, error: BaseException | None = None, shadowable: bool
     if ex is not None and ex.must_route():
         return ex.blocking(desc[0] or "collective", agree, ctx, desc, error, shadowable)
     fp = error_fingerprint() if error is not None else fingerprint(desc)
-    joined = ()
-    while ctx.size > 1 and handshake(ctx, fp) == MISMATCH:
-        joined = disagreement(ctx.comm, desc, error, ranks=ctx.ranks, shadowable=shadowable)
+    if ctx.size > 1:
+        return _checked_handshake(ctx, fp, desc[0] or "collective", desc, error, None,
+                                  shadowable)
     if error is not None:
         raise error
-    return joined
+    return ()
 
 
 def check_same_everywhere(ctx, signature: list, what: str):
@@ -117,8 +123,33 @@ def check_same_everywhere(ctx, signature: list, what: str):
     ex = ctx.executor
     if ex is not None and ex.must_route():  # asynchronous calls in flight go first
         return ex.blocking(what, check_same_everywhere, ctx, signature, what)
-    if ctx.size > 1 and handshake(ctx, _digest((what, signature))) == MISMATCH:
-        disagreement(ctx.comm, describe(what), None, detail=signature, ranks=ctx.ranks)
+    if ctx.size > 1:
+        _checked_handshake(ctx, _digest((what, signature)), what.split(":")[0].split(" (")[0],
+                           describe(what), None, signature)
+
+
+def _checked_handshake(ctx, fp, name, desc, error, detail, shadowable=False):
+    """The handshake, watched by the stall watchdog and recorded on the timeline (NOTE:
+    observability: ``ctx.monitor``, ``ctx.timeline``); raises on a mismatch (``error``, this
+    rank's own failure, after the others learned of it), or returns the ranks that have joined
+    (see ``agree``)."""
+    token, tl = ctx.monitor.enter(name), ctx.timeline
+    try:
+        joined = ()
+        while True:
+            t0 = time.perf_counter() if tl is not None else 0.0
+            agreed = handshake(ctx, fp)
+            if tl is not None:
+                tl.span(2, f"{name} handshake", t0, time.perf_counter())
+            if agreed != MISMATCH:
+                break
+            joined = disagreement(ctx.comm, desc, error, detail=detail, ranks=ctx.ranks,
+                                  shadowable=shadowable)
+    finally:
+        ctx.monitor.exit(token)
+    if error is not None:
+        raise error
+    return joined
 
 
 def _first_difference(what, details):

@@ -188,63 +188,29 @@ def sum_over_ranks(col, *values):
     return col.allreduce(np.array(values, dtype=np.float64), op=col.Sum)
 
 
-def save_checkpoint(path, model, optimizer, scheduler, epoch, step, world_size, args):
-    """Weights, optimizer state (tensors and scalars such as Adam's 'step'), schedule, epoch,
-    step, RNG state and world size in one .npz, written to a temporary file in the same
-    folder and renamed over ``path`` (a crash never leaves a half-written checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"model/{k}": np.asarray(v.numpy()) for k, v in model.state_dict().items()}
-    opt_state = optimizer.state_dict()
-    for index, state in opt_state["state"].items():
-        for name, value in state.items():
-            arrays[f"optim/{index}/{name}"] = np.asarray(
-                value.numpy() if hasattr(value, "numpy") else value)
-    meta = dict(epoch=epoch, step=step, world_size=world_size, rng=ds.get_rng_state(),
-                param_groups=opt_state["param_groups"], args=vars(args),
-                scheduler=scheduler.state_dict() if scheduler is not None else None)
-    arrays["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+def end_epoch(loader):
+    """Count an epoch cut short (--max-steps) as done: rewind the loader's position to the
+    epoch's end, so that a checkpoint taken now resumes at the next epoch."""
+    state = loader.state_dict()
+    if state["sampler"]["position"]:
+        loader.load_state_dict(dict(state, sampler=dict(state["sampler"], position=0)))
 
 
-def load_checkpoint(path, model, optimizer, scheduler):
-    """Restore what save_checkpoint wrote into model/optimizer/scheduler; returns its meta."""
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta"]))
-        model.load_state_dict({k[len("model/"):]: z[k] for k in z.files
-                               if k.startswith("model/")})
-        state: dict = {}
-        for k in z.files:
-            if k.startswith("optim/"):
-                _, index, name = k.split("/", 2)
-                state.setdefault(int(index), {})[name] = z[k]
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    if scheduler is not None and meta["scheduler"] is not None:
-        scheduler.load_state_dict(meta["scheduler"])
-    return meta
+def save_checkpoint(col, path, model, optimizer, scheduler, loader, epoch, step, args):
+    """Every rank calls it; rank 0 writes one file, atomically (col.save_checkpoint: weights,
+    optimizer and schedule state, every rank's RNG state and loader position, world size)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    col.save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                        sampler=loader, step=step, epoch=epoch, args=vars(args))
 
 
-def resume(path, col, rank, model, optimizer, scheduler, log):
-    """Rank 0 loads the checkpoint; every rank gets its weights, optimizer state, schedule,
-    epoch, step and RNG state by broadcast. Returns (next epoch, step)."""
-    meta = None
-    if rank == 0:
-        meta = load_checkpoint(path, model, optimizer, scheduler)
-        meta.pop("args", None)
-    meta = col.broadcast_object(meta, root=0)
-    col.broadcast_parameters(model.state_dict(), root=0)
-    col.broadcast_optimizer_state(optimizer, root=0)
-    if rank != 0 and scheduler is not None and meta["scheduler"] is not None:
-        scheduler.load_state_dict(meta["scheduler"])
-    ds.set_rng_state(meta["rng"])
-    if meta["world_size"] != col.size():
-        log.warning(f"checkpoint was written by {meta['world_size']} ranks, resuming on "
-                    f"{col.size()}: the shards of the remaining epochs differ from that run")
-    log.info(f"resumed from {path}: epoch {meta['epoch']} done, step {meta['step']}")
-    return meta["epoch"] + 1, meta["step"]
+def resume(path, col, model, optimizer, scheduler, loader, log):
+    """Restore the checkpoint on every rank (rank 0 reads it, col.load_checkpoint broadcasts;
+    each rank gets its own RNG state and loader position back). Returns (next epoch, step)."""
+    state = col.load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                sampler=loader)
+    log.info(f"resumed from {path}: epoch {state['epoch']} done, step {state['step']}")
+    return state["epoch"] + 1, state["step"]
 
 
 def parse_args(argv=None):
@@ -266,8 +232,8 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--json", default=None, help="write per-epoch results to this file")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint written (by rank 0) after every epoch; default "
-                        "checkpoints/<dataset>_<model>.npz, '' for none")
+                   help="checkpoint written (by rank 0, with col.save_checkpoint) after every "
+                        "epoch; default checkpoints/<dataset>_<model>.npz, '' for none")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from this checkpoint (rank 0 reads it and broadcasts)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -313,11 +279,12 @@ def main(argv=None):
     loss_fn = nn.CrossEntropyLoss()
     # every rank starts from rank 0's weights (and, resuming, its optimizer state)
     col.broadcast_parameters(model.state_dict(), root=0)
-    first_epoch, step = 1, 0
-    if args.resume:
-        first_epoch, step = resume(args.resume, col, rank, model, optimizer, scheduler, log)
     if world > 1:
         optimizer = col.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+    first_epoch, step = 1, 0
+    if args.resume:
+        first_epoch, step = resume(args.resume, col, model, optimizer, scheduler, train_loader,
+                                   log)
     n_params = sum(p.numel() for p in model.parameters())
     ranks = f" x {world} ranks (global batch {args.batch_size * world})" if world > 1 else ""
     log.info(f"{args.model} ({n_params} parameters) on {args.dataset}: {args.epochs} epochs, "
@@ -355,8 +322,10 @@ def main(argv=None):
         log.info(f"epoch {epoch}/{args.epochs}  train loss {loss:.4f}  test loss {test_loss:.4f}  "
                  f"test acc {100 * acc:.2f}%  epoch time {secs:.1f} s  "
                  f"{seen / secs:,.0f} samples/s")
-        if args.checkpoint and rank == 0:
-            save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch, step, world, args)
+        if args.checkpoint:
+            end_epoch(train_loader)
+            save_checkpoint(col, args.checkpoint, model, optimizer, scheduler, train_loader,
+                            epoch, step, args)
     if args.json and rank == 0:
         Path(args.json).write_text(json.dumps(dict(args=vars(args), history=history), indent=2))
     return history

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ..context import MISMATCH
 from .mpi_native import mpi_allreduce
 from .recursive_doubling import handshake, rd_allreduce
@@ -23,18 +25,38 @@ def run(ctx, fp: int, buf, op, algorithm: str, src=None) -> int:
         if src is not None:
             buf[...] = src
         return fp
+    # NOTE(observability): watched by the stall watchdog, recorded on the timeline
+    token, tl = ctx.monitor.enter("allreduce"), ctx.timeline
+    try:
+        return _run(ctx, fp, buf, op, algorithm, src, tl)
+    finally:
+        ctx.monitor.exit(token)
+
+
+def _run(ctx, fp, buf, op, algorithm, src, tl):
+    P = ctx.size
+    t0 = time.perf_counter() if tl is not None else 0.0
     divide = P if op.average else 0
     if algorithm == "shared_memory" and ctx.shm is not None:
         # reads src straight into the shared slots: no copy of the input
-        return shm_allreduce(ctx.shm, fp, buf, op.ufunc, divide, src)
-    if src is not None:
-        buf[...] = src
-    if algorithm == "recursive_doubling" or algorithm == "shared_memory":
-        return rd_allreduce(ctx, fp, buf, op.ufunc, divide)
-    if handshake(ctx, fp) == MISMATCH:
-        return MISMATCH
-    if algorithm == "ring":
-        ring_allreduce(ctx, buf, op.ufunc, divide)
+        agreed = shm_allreduce(ctx.shm, fp, buf, op.ufunc, divide, src)
     else:
-        mpi_allreduce(ctx, buf, op, divide)
-    return fp
+        if src is not None:
+            buf[...] = src
+        if algorithm == "recursive_doubling" or algorithm == "shared_memory":
+            agreed = rd_allreduce(ctx, fp, buf, op.ufunc, divide)
+        else:
+            if handshake(ctx, fp) == MISMATCH:
+                return MISMATCH
+            if tl is not None:
+                t1 = time.perf_counter()
+                tl.span(2, "allreduce handshake", t0, t1)
+                t0 = t1
+            if algorithm == "ring":
+                ring_allreduce(ctx, buf, op.ufunc, divide)
+            else:
+                mpi_allreduce(ctx, buf, op, divide)
+            agreed = fp
+    if tl is not None:
+        tl.span(2, f"allreduce {algorithm}", t0, time.perf_counter(), {"bytes": buf.nbytes})
+    return agreed

@@ -27,6 +27,7 @@ blocking calls is one grow-only buffer reused by every call (no allocation per c
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 
@@ -68,10 +69,16 @@ class Ring:
 
     __slots__ = ("comm", "rank", "size", "buf", "raw", "scratch", "sraw", "isz", "ufunc",
                  "divide_by", "counts", "offsets", "tag", "chunk", "left", "right",
-                 "reduce_steps", "nsteps", "step", "recvs", "sends", "done", "bounds", "target")
+                 "reduce_steps", "nsteps", "step", "recvs", "sends", "done", "bounds", "target",
+                 "check")
 
     def __init__(self, comm, rank, size, buf, ufunc, divide_by, lay, scratch, tag,
-                 chunk=CHUNK, gather=True):
+                 chunk=CHUNK, gather=True, check=None):
+        # NOTE(observability): ``check`` (collective.checks.StepCheck): the first message of
+        # each reduce-scatter step carries the step fingerprint as its MPI tag (received with
+        # ANY_TAG: one ring at a time, and messages from one source never overtake), merged
+        # when the step completes
+        self.check = check
         self.comm, self.rank, self.size, self.tag = comm, rank, size, tag
         self.buf, self.scratch, self.ufunc, self.divide_by = buf, scratch, ufunc, divide_by
         # every dtype travels as bytes: views made once, sliced per message
@@ -97,10 +104,20 @@ class Ring:
             so, sc, rc, step = offsets[si], counts[si], counts[ri], self.chunk
             self.target = offsets[ri]
             self.bounds = [(a, min(a + step, rc)) for a in range(0, rc, step)]
-            self.recvs = [irecv(self.sraw[a * isz:b * isz], self.left, tag)
-                          for a, b in self.bounds]
-            self.sends = [isend(raw[(so + a) * isz:(so + min(a + step, sc)) * isz], self.right,
-                                tag) for a in range(0, sc, step)]
+            rbufs = [self.sraw[a * isz:b * isz] for a, b in self.bounds]
+            sbufs = [raw[(so + a) * isz:(so + min(a + step, sc)) * isz]
+                     for a in range(0, sc, step)]
+            if self.check is None:
+                self.recvs = [irecv(b, self.left, tag) for b in rbufs]
+                self.sends = [isend(b, self.right, tag) for b in sbufs]
+            else:  # the fingerprint goes even with an empty segment
+                if not rbufs:
+                    self.bounds, rbufs = [(0, 0)], [self.sraw[:0]]
+                sbufs = sbufs or [raw[:0]]
+                self.recvs = [irecv(rbufs[0], self.left, _mpi().ANY_TAG)]
+                self.recvs += [irecv(b, self.left, tag) for b in rbufs[1:]]
+                self.sends = [isend(sbufs[0], self.right, self.check.tag)]
+                self.sends += [isend(b, self.right, tag) for b in sbufs[1:]]
         else:
             t = s - self.reduce_steps
             si, ri = (r - t) % P, (r - t - 1) % P
@@ -119,18 +136,39 @@ class Ring:
         if self.divide_by and self.step == self.reduce_steps - 1:
             np.true_divide(tgt, self.divide_by, out=tgt)
 
+    def _ready(self, k, wait=False) -> bool:
+        """Whether receive k of this checked step has arrived (``wait``: wait for it). The
+        first one of a reduce-scatter step hands its tag to the check (a request tested again
+        after it completed reports tag -1, which the check ignores)."""
+        req = self.recvs[k]
+        if k or self.step >= self.reduce_steps:
+            if wait:
+                req.Wait()
+                return True
+            return req.Test()
+        status = self.check.status
+        if wait:
+            req.Wait(status)
+        elif not req.Test(status):
+            return False
+        self.check.received(status.Get_tag())
+        return True
+
     def test(self) -> bool:
         """Advance without waiting; True when the ring is finished."""
         testall = _mpi().Request.Testall
         while self.step < self.nsteps:
             recvs, done = self.recvs, self.done
-            while done < len(recvs) and recvs[done].Test():
+            while done < len(recvs) and (recvs[done].Test() if self.check is None
+                                         else self._ready(done)):
                 if self.bounds is not None:
                     self._arrived(done)
                 done += 1
             self.done = done
             if done < len(recvs) or not testall(self.sends):
                 return False
+            if self.check is not None and self.step < self.reduce_steps:
+                self.check.merge()
             self.step += 1
             if self.step < self.nsteps:
                 self._post()
@@ -144,11 +182,14 @@ class Ring:
         while not self.test():
             pending = self.recvs[self.done] if self.done < len(self.recvs) else None
             if block and pending is not None:
-                pending.Wait()
+                if self.check is None:
+                    pending.Wait()
+                else:
+                    self._ready(self.done, wait=True)
             elif block:
                 Request.Waitall(self.sends)
             elif pending is not None:
-                ready = pending.Test
+                ready = pending.Test if self.check is None else partial(self._ready, self.done)
                 while not ready():
                     os.sched_yield()
             else:
