@@ -40,8 +40,9 @@ def allreduce(x, op=Average, algorithm="auto"):
 
     ``x`` is never modified. ``op``: col.Sum, col.Average, col.Max, col.Min. ``algorithm``:
     "auto" (cost model, see ``collective.tuning``), "ring", "recursive_doubling", "mpi" (the
-    MPI library's own Allreduce) or "shared_memory" (ranks on one node; elsewhere it means
-    recursive doubling).
+    MPI library's own Allreduce), "shared_memory" (ranks on one node; elsewhere it means
+    recursive doubling) or "hierarchical" (within each node, across nodes, within each node
+    again; see ``collective.algorithms.hierarchical``).
     Every rank must pass the same shape, dtype, op and algorithm, else every rank raises
     ValueError naming the ranks and what differed.
     """

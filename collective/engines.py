@@ -5,14 +5,15 @@ bucket index order, the same on every rank), ``progress()`` is called from every
 ``wait_all()`` finishes every started bucket and writes the results back into the gradients.
 
 - ``NonBlockingEngine`` (the default for CPU parameters): every bucket is a ``Ring`` of our
-  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm``, one at a time in
-  bucket order; ``progress()`` advances it from the hooks (Test, reduce the chunks that
-  arrived, post the next step, post the next bucket's ring) and ``wait_all()`` drives them to
-  the end.
+  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm`` (across nodes, where
+  ``auto`` prefers it, a ``HierRing``: the hierarchical allreduce as rings within the node and
+  across nodes, ``algorithms/hierarchical.py``), one at a time in bucket order;
+  ``progress()`` advances it from the hooks (Test, reduce the chunks that arrived, post the
+  next step, post the next bucket's ring) and ``wait_all()`` drives them to the end.
 - ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs a
   blocking ``collective.allreduce_`` per bucket, in submission order, by the algorithm ``auto``
   predicts fastest for the bucket's size among our own (ring, recursive doubling, shared
-  memory; never the MPI library's).
+  memory, hierarchical; never the MPI library's).
 - ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
   baseline the others are measured against); its algorithm is chosen as the thread engine's.
 
@@ -36,11 +37,11 @@ import traceback
 
 import numpy as np
 
-from .algorithms import Ring, layout
+from .algorithms import HierRing, Ring, layout
 from .allreduce import allreduce_
 from .context import TAG_BUCKETS
 from .reduce_ops import Sum
-from .tuning import choose_own
+from .tuning import choose_in_flight, choose_own
 
 
 class Work:
@@ -186,14 +187,24 @@ class NonBlockingEngine(Engine):
             return
         ctx, bucket, (prescale, op) = self.ctx, work.bucket, work.rule
         wire = bucket.pack(prescale)
-        lay = layout(ctx, wire.size)
-        nbytes = max(lay[0]) * wire.itemsize
+        hierarchical = choose_in_flight(ctx, wire.nbytes) == "hierarchical"
+        if hierarchical:
+            nbytes = HierRing.scratch_bytes(ctx.topo, wire.size, wire.itemsize)
+        else:
+            lay = layout(ctx, wire.size)
+            nbytes = max(lay[0]) * wire.itemsize
         scratch = self._scratch.get(bucket.index)
         if scratch is None or scratch.nbytes < nbytes:
             scratch = self._scratch[bucket.index] = np.empty(nbytes, np.uint8)
+        scratch = scratch[:nbytes].view(wire.dtype)
         divide = ctx.size if op.average and ctx.size > 1 else 0
-        work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
-                         scratch[:nbytes].view(wire.dtype), TAG_BUCKETS)
+        if hierarchical:  # across nodes: the node's ranks share each link (see tuning)
+            topo = ctx.topo
+            work.ring = HierRing(topo, topo.reducer_node, topo.reducer_cross, ctx.local_rank,
+                                 ctx.local_size, wire, op.ufunc, divide, scratch, TAG_BUCKETS)
+        else:
+            work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
+                             scratch, TAG_BUCKETS)
 
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()

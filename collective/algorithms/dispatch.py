@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..context import MISMATCH
+from .hierarchical import hier_allreduce
 from .mpi_native import mpi_allreduce
 from .recursive_doubling import handshake, rd_allreduce
 from .ring import ring_allreduce
 from .shared_memory import shm_allreduce
 
 #: the algorithms ``run`` knows ("auto" is resolved by collective.tuning before)
-FIXED = ("ring", "recursive_doubling", "mpi", "shared_memory")
+FIXED = ("ring", "recursive_doubling", "mpi", "shared_memory", "hierarchical")
 
 
 def run(ctx, fp: int, buf, op, algorithm: str, src=None) -> int:
@@ -24,6 +25,8 @@ def run(ctx, fp: int, buf, op, algorithm: str, src=None) -> int:
             buf[...] = src
         return fp
     divide = P if op.average else 0
+    if algorithm == "hierarchical":  # reads src itself, piece by piece
+        return hier_allreduce(ctx, fp, buf, op.ufunc, divide, src)
     if algorithm == "shared_memory" and ctx.shm is not None:
         # reads src straight into the shared slots: no copy of the input
         return shm_allreduce(ctx.shm, fp, buf, op.ufunc, divide, src)

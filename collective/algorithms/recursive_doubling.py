@@ -86,21 +86,26 @@ def _views(ctx, nb, dtype):
     return v
 
 
-def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
+def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0, group=None) -> int:
     """Agree on ``fp`` and, when ``data`` is given, reduce it in place with ``ufunc``.
 
     ``data``: C-contiguous 1-D numpy array (modified in place only when the fingerprints agree).
-    ``divide_by``: divide the result by it (Average). Returns the agreed fingerprint or MISMATCH.
+    ``divide_by``: divide the result by it (Average). ``group``: (communicator, this rank's
+    ``schedule`` on it) to run among a subset of the ranks (the cross-node step of the
+    hierarchical allreduce); default the world. Returns the agreed fingerprint or MISMATCH.
     """
-    comm = ctx.comm
     nb = 0 if data is None else data.nbytes
-    if ctx.shm is not None:  # one node: shared-memory handshake, then the data butterfly
+    if group is not None:
+        comm, steps = group
+    elif ctx.shm is not None:  # one node: shared-memory handshake, then the data butterfly
         agg = shm_handshake(ctx.shm, fp)
         if agg != MISMATCH and nb:
-            _rd_data(ctx, data, ufunc)
+            _rd_data(ctx, data, ufunc, ctx.comm, _schedule(ctx))
             if divide_by:
                 np.true_divide(data, divide_by, out=data)
         return agg
+    else:
+        comm, steps = ctx.comm, _schedule(ctx)
     fused = nb <= SMALL_MAX
     pay = nb if fused else 0
     smsg, shdr, acc, rbuf, rhdr, rin = _views(ctx, pay, data.dtype if pay else None)
@@ -108,7 +113,6 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     shdr[0] = agg
     if pay:
         acc[...] = data
-    steps = _schedule(ctx)
     last = len(steps) - 1
     for i, (kind, peer, low) in enumerate(steps):
         if kind == XCHG:
@@ -141,17 +145,16 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     if agg == MISMATCH or nb == 0:
         return agg
     if not fused:
-        _rd_data(ctx, data, ufunc)
+        _rd_data(ctx, data, ufunc, comm, steps)
     if divide_by:
         np.true_divide(data, divide_by, out=data)
     return agg
 
 
-def _rd_data(ctx, data, ufunc):
+def _rd_data(ctx, data, ufunc, comm, steps):
     """The data butterfly for large payloads, sizes already agreed; in place on ``data``."""
-    comm = ctx.comm
     tmp = ctx.pool.get("rd_data", data.nbytes, data.dtype)
-    for kind, peer, low in _schedule(ctx):
+    for kind, peer, low in steps:
         if kind == FOLD_SEND or kind == UNFOLD_SEND:
             comm.Send(data, peer, TAG_RD)
         elif kind == UNFOLD_RECV:
