@@ -25,7 +25,7 @@ Every rank makes the same choice: the times are maxima over ranks, and a cached 
 rank 0 and broadcast. Measured once per (P, hosts, ranks per node, MPI library, thread level,
 link) and cached as JSON under ``~/.cache/collective`` (or ``$COLLECTIVE_CACHE_DIR``). The link:
 across nodes a quick probe at start-up (every node's owners exchange ``PROBE_BYTES`` across
-their link, ~30 ms at 1 Gbit/s) measures the bytes per second through a node's link, and a
+their link, 0.1-0.2 s at 1 Gbit/s) measures the bytes per second through a node's link, and a
 cached table is used only when it was measured at a link within ``LINK_MATCH`` of that (so a
 rate-limited and an unlimited cluster with the same host names keep a table each; a new link
 speed is measured anew). ``COLLECTIVE_RETUNE=1`` measures again; ``COLLECTIVE_TUNING=off`` uses
@@ -59,7 +59,7 @@ OWN = tuple(a for a in CANDIDATES if a != "mpi")
 IN_FLIGHT = ("ring", "hierarchical")
 VERSION = 3
 LINK_MATCH = 2.0  # a cached table serves links within this factor of the one it measured
-PROBE_BYTES = 512 << 10  # per owner and direction, the start-up link probe
+PROBE_BYTES = 1 << 20  # per owner and direction, the start-up link probe
 LEVEL_SIZES = (4096, 64 << 10, 512 << 10, 2 << 20)  # the cost model's exchanges
 
 
@@ -177,6 +177,16 @@ def _read_entries(path, key) -> list:
     return list(data.get("entries", [])) if data.get("key") == key else []
 
 
+def pick(entries, link: float):
+    """The cached table (JSON) measured at the link speed closest to ``link`` within
+    ``LINK_MATCH``, or None."""
+    matches = [e for e in entries if same_link(e.get("link_Bps", 0.0), link)]
+    if not matches:
+        return None
+    return min(matches, key=lambda e: abs(math.log(max(e.get("link_Bps", 0.0), 1.0)
+                                                   / max(link, 1.0))))
+
+
 def load_or_measure(ctx) -> TuningTable:
     """The cached table of this setup and link (see the module docstring), else a fresh one."""
     path, key = _cache_path(ctx)
@@ -184,10 +194,7 @@ def load_or_measure(ctx) -> TuningTable:
     entries, found = [], None
     if ctx.rank == 0:
         entries = _read_entries(path, key)
-        matches = [e for e in entries if same_link(e.get("link_Bps", 0.0), link)]
-        if matches and not ctx.config.retune:
-            found = min(matches, key=lambda e: abs(math.log(max(e["link_Bps"], 1) /
-                                                            max(link, 1))))
+        found = None if ctx.config.retune else pick(entries, link)
     found = ctx.comm.bcast(found, root=0)
     if found is not None:
         return TuningTable.from_json(found)
@@ -270,9 +277,9 @@ def _level(ctx, level):
     return comm, (i - 1) % L, (i + 1) % L
 
 
-def exchange_time(ctx, level, nbytes, reps=5, batch=None) -> float:
+def exchange_time(ctx, level, nbytes, reps=5, batch=None, stat=np.median) -> float:
     """Seconds per exchange of ``nbytes`` with the ring neighbours on ``level``, every rank
-    of the level at once (a ring step), median of ``reps`` samples, max over ranks."""
+    of the level at once (a ring step), ``stat`` of ``reps`` samples, max over ranks."""
     from mpi4py import MPI
 
     where = _level(ctx, level)
@@ -298,13 +305,16 @@ def exchange_time(ctx, level, nbytes, reps=5, batch=None) -> float:
         for _ in range(batch):
             once()
         samples.append((time.perf_counter() - t0) / batch)
-    return ctx.world.allreduce(float(np.median(samples)), op=MPI.MAX)
+    return ctx.world.allreduce(float(stat(samples)), op=MPI.MAX)
 
 
 def probe_link(ctx) -> float:
     """Bytes per second through one node's link while its owners all send across (and
-    receive) ``PROBE_BYTES`` at once: the link class of the tuning cache."""
-    t = exchange_time(ctx, "inter", PROBE_BYTES, reps=3, batch=1)
+    receive) ``PROBE_BYTES`` at once: the link class of the tuning cache. The fastest of a few
+    exchanges: load from other processes only ever slows one down."""
+    # NOTE: two exchanges per sample, so that a rate-limited link's burst allowance (tbf's
+    # bucket refills while the ranks meet at a barrier) is a small part of what is timed
+    t = exchange_time(ctx, "inter", PROBE_BYTES, reps=4, batch=2, stat=np.min)
     return ctx.topo.shards * PROBE_BYTES / t
 
 
