@@ -24,6 +24,7 @@ TAG_HANDSHAKE = 11
 TAG_RING = 12
 TAG_RD = 13
 TAG_BUCKETS = 14  # DistributedOptimizer's rings in flight, on reducer_comm
+TAG_CROSS = (15, 16)  # the hierarchical allreduce's two rings in flight across nodes
 
 #: what a handshake returns when the ranks' fingerprints differ (fingerprints are >= 0)
 MISMATCH = -1

@@ -34,13 +34,17 @@ HEADER = 8  # bytes of the mismatch check's header
 
 
 def fit_line(xs, ts) -> tuple[float, float]:
-    """(alpha, beta) of ``t = alpha + beta * x`` by least squares relative to t (the small
-    sizes pin alpha, the large ones beta); both clamped at >= 0."""
+    """(alpha, beta) of ``t = alpha + beta * x`` through measurements at increasing ``xs``:
+    beta the slope between the two largest, alpha what is left at the smallest (both >= 0).
+
+    NOTE: not a least-squares fit over all sizes: a rate-limited link lets bursts through at
+    full speed (tbf's bucket), which speeds up the exchanges smaller than the bucket, and a fit
+    through them halved beta at 1 Gbit/s; the largest sizes are also the best measured."""
     xs, ts = np.asarray(xs, float), np.asarray(ts, float)
-    beta, alpha = np.polyfit(xs, ts, 1, w=1 / np.maximum(ts, 1e-9))
-    if beta < 0:
-        alpha, beta = float(np.median(ts)), 0.0
-    return max(float(alpha), 0.0), float(beta)
+    beta = (ts[-1] - ts[-2]) / (xs[-1] - xs[-2])
+    if beta <= 0:
+        return float(np.median(ts)), 0.0
+    return max(float(ts[0] - beta * xs[0]), 0.0), float(beta)
 
 
 @dataclass
@@ -170,11 +174,12 @@ class CostModel:
     def exposed(self, buckets, ready_s, backward_s, algorithm) -> dict:
         """DistributedOptimizer's buckets (bytes each, in reduction order) become ready at
         ``ready_s`` (seconds after backward started) and are reduced one after another by
-        ``algorithm``; backward takes ``backward_s``. Returns the predicted reduction time
-        ("comm_s") and the part left after backward ("exposed_s")."""
+        ``algorithm`` (one name, or one per bucket); backward takes ``backward_s``. Returns the
+        predicted reduction time ("comm_s") and the part left after backward ("exposed_s")."""
+        algos = [algorithm] * len(buckets) if isinstance(algorithm, str) else list(algorithm)
         end, total = 0.0, 0.0
-        for nbytes, ready in zip(buckets, ready_s, strict=True):
-            t = self.predict(algorithm, nbytes) or 0.0
+        for nbytes, ready, algo in zip(buckets, ready_s, algos, strict=True):
+            t = self.predict(algo, nbytes) or 0.0
             end = max(end, ready) + t
             total += t
         return {"comm_s": total, "exposed_s": max(0.0, end - backward_s)}

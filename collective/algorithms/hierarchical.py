@@ -38,9 +38,11 @@ non-blocking engine runs per bucket: the same three steps as a state machine of 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ..context import MISMATCH, TAG_RING
+from ..context import MISMATCH, TAG_CROSS, TAG_RING
 from .recursive_doubling import SMALL_MAX, handshake, rd_allreduce, schedule
 from .ring import Ring, segments
 
@@ -85,7 +87,7 @@ class _Pipeline:
         self.owner = self.lr < topo.shards
         self.step = max(1, topo.piece // buf.itemsize)  # elements per piece
         self.pieces = max(1, -(-buf.size // self.step))
-        self.ring = None  # the cross step in flight (an owner's)
+        self.rings: list = []  # the cross steps in flight (an owner's; at most two)
         self.block = ctx.config.wait == "block"
 
     def span(self, k):
@@ -100,7 +102,13 @@ class _Pipeline:
         return self.buf[a:a + counts[self.lr]]
 
     def progress(self):
-        return None if self.ring is None else self.ring.test
+        """What a window round calls while it waits: the rings in flight advance."""
+        rings = self.rings
+        if not rings:
+            return None
+        if len(rings) == 1:
+            return rings[0].test
+        return lambda: [ring.test() for ring in rings]
 
     def reduce_scatter(self, k, fp) -> bool:
         """Step 1 for piece k; False when the node's ranks published different ``fp``."""
@@ -129,16 +137,29 @@ class _Pipeline:
         return True
 
     def post(self, k):
-        """Step 2 for piece k: this owner's shard on a ring across the nodes."""
+        """Step 2 for piece k: this owner's shard on a ring across the nodes.
+
+        NOTE: two rings may be in flight (pieces k and k + 1), so that the link never waits
+        for a ring's turnaround; they use a scratch buffer and a tag each (MPI matches the
+        messages of one source and tag in order, and the two rings' steps interleave
+        differently on different ranks)."""
         topo, shard = self.topo, self.mine(k)
         lay = _layout(topo, shard.size, topo.num_nodes)
-        scratch = self.ctx.pool.get("hier_scratch", max(lay[0]) * shard.itemsize, shard.dtype)
-        self.ring = Ring(topo.cross_comm, topo.node_index, topo.num_nodes, shard, self.ufunc,
-                         self.divide, lay, scratch, TAG_RING)
+        scratch = self.ctx.pool.get(f"hier_scratch{k & 1}", max(lay[0]) * shard.itemsize,
+                                    shard.dtype)
+        self.rings.append(Ring(topo.cross_comm, topo.node_index, topo.num_nodes, shard,
+                               self.ufunc, self.divide, lay, scratch, TAG_CROSS[k & 1]))
 
     def finish_ring(self):
-        self.ring.wait(self.block)
-        self.ring = None
+        """Wait for the oldest ring in flight, advancing the other one meanwhile."""
+        ring = self.rings.pop(0)
+        if self.block or not self.rings:
+            ring.wait(self.block)
+            return
+        other = self.rings[0]
+        while not ring.test():
+            other.test()
+            os.sched_yield()
 
     def allgather(self, k, verdict) -> bool:
         """Step 3 for piece k, its round carrying ``verdict`` (fp or MISMATCH): False, and no
@@ -189,15 +210,17 @@ class _Pipeline:
                 return MISMATCH
         elif verdict == MISMATCH:
             return MISMATCH
+        # piece k crosses while k + 1 is reduced in the node; k + 1 is posted before waiting
+        # for k, then k is gathered in the node while k + 1 crosses
         if cross:
             self.post(0)
         for k in range(self.pieces):
             if k + 1 < self.pieces:
                 self.reduce_scatter(k + 1, fp)
-            if self.ring is not None:
-                self.finish_ring()
-                if k + 1 < self.pieces:
+                if cross:
                     self.post(k + 1)
+            if cross:
+                self.finish_ring()
             self.allgather(k, fp)
         return fp
 
