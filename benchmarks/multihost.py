@@ -133,7 +133,8 @@ def launch(setup, args, cache):
         env.pop("COLLECTIVE_TUNING", None)
         cmd = [str(ROOT / "tools" / "virtual-cluster.sh"), "--hosts", str(hosts), "--slots",
                str(ranks), *(["--rate", rate] if rate else []), "--",
-               str(ROOT / "mpirun.sh"), "-n", str(hosts * ranks), "--timeout", str(args.timeout),
+               "env", f"MPIR_CVAR_CH4_NETMOD={args.netmod}", str(ROOT / "mpirun.sh"),
+               "-n", str(hosts * ranks), "--timeout", str(args.timeout),
                sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out),
                "-b", args.minbytes, "-e", args.maxbytes, "-f", str(args.stepfactor),
                "--iters", str(args.iters), "--max-seconds", str(args.max_seconds)]
@@ -146,7 +147,7 @@ def launch(setup, args, cache):
         return json.loads(out.read_text())
 
 
-def summarize(setup, jobs):
+def summarize(setup, jobs, netmod):
     """Medians over the jobs; the link bound; the model over the measurement."""
     hosts, ranks, rate = parse_setup(setup)
     link = rate_Bps(rate) if rate else statistics.median(j["link_Bps"] for j in jobs)
@@ -163,14 +164,16 @@ def summarize(setup, jobs):
                      "auto_over_bound": bound / sec["auto"],
                      "pred_over_meas": {a: pred[a] / sec[a] for a in OURS}, "predicted": pred,
                      "spread": {a: [j["rows"][i]["seconds"][a] for j in jobs] for a in COLUMNS}})
-    return {"setup": setup, "hosts": hosts, "ranks_per_host": ranks, "rate": rate,
+    return {"setup": setup, "netmod": netmod, "hosts": hosts, "ranks_per_host": ranks,
+            "rate": rate,
             "link_Bps": link, "link_measured_Bps": [j["link_Bps"] for j in jobs],
             "jobs": len(jobs), "rows": rows}
 
 
 def print_table(s):
     how = f"tbf {s['rate']}" if s["rate"] else "unshaped, link = the probe's TCP rate"
-    print(f"\n## {s['setup']}: {s['hosts']} hosts x {s['ranks_per_host']} ranks, {how} "
+    print(f"\n## {s['setup']} ({s['netmod']}): {s['hosts']} hosts x {s['ranks_per_host']} "
+          f"ranks, {how} "
           f"({s['link_Bps'] / 1e6:.0f} MB/s), medians of {s['jobs']} job(s); ms per call")
     head = "".join(f"{c[:12]:>13}" for c in COLUMNS)
     print(f"{'size':>6}{head}{'link bound':>12}{'auto/mpi':>9}{'bound/auto':>11}"
@@ -209,6 +212,8 @@ def main(argv=None):
     ap.add_argument("--max-seconds", type=float, default=20.0,
                     help="fewer samples for a size whose samples would take longer")
     ap.add_argument("--jobs", type=int, default=3, help="jobs per setup (medians over them)")
+    ap.add_argument("--netmod", default="ucx", choices=("ucx", "ofi"),
+                    help="MPICH's network module (MPIR_CVAR_CH4_NETMOD; ucx is its default)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per job")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -223,7 +228,7 @@ def main(argv=None):
         for _ in range(args.jobs):
             for setup in setups:
                 runs[setup].append(launch(setup, args, cache))
-    summaries = [summarize(s, runs[s]) for s in setups]
+    summaries = [summarize(s, runs[s], args.netmod) for s in setups]
     for s in summaries:
         print_table(s)
     model_summary(summaries)

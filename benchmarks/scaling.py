@@ -473,6 +473,9 @@ def main(argv=None):
                     help="run the study across this many virtual hosts (tools/virtual-cluster.sh)")
     ap.add_argument("--rate", default=None, help="with --hosts: limit each link, e.g. 1gbit")
     ap.add_argument("--ranks-per-host", type=int, default=1, help="with --hosts (default 1)")
+    ap.add_argument("--netmod", default="ucx", choices=("ucx", "ofi"),
+                    help="with --hosts: MPICH's network module (MPIR_CVAR_CH4_NETMOD); see "
+                         "docs/multihost.md on progress")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

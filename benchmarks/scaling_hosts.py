@@ -195,7 +195,8 @@ def launch(args, hosts, timeout):
         if hosts:
             cmd = [str(ROOT / "tools" / "virtual-cluster.sh"), "--hosts", str(hosts),
                    "--slots", str(args.ranks_per_host),
-                   *(["--rate", args.rate] if args.rate else []), "--", *cmd]
+                   *(["--rate", args.rate] if args.rate else []), "--",
+                   "env", f"MPIR_CVAR_CH4_NETMOD={args.netmod}", *cmd]
         print(f"# {' '.join(cmd)}", flush=True)
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
                               timeout=timeout + 60)

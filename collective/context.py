@@ -126,9 +126,10 @@ class Topology:
     local rank, in node order (for local ranks below ``shards`` its rank is the node index).
     ``window``: the node's shared-memory window (None on a one-rank node, or with
     COLLECTIVE_SHM=0). ``piece``: bytes of one step of the hierarchical pipeline (the smallest
-    window capacity, the same on every rank), 0 where some node of several ranks has no window
-    (then the node's steps are MPI messages). ``reducer_node``/``reducer_cross``: the same
-    groups for DistributedOptimizer's reductions in flight.
+    window capacity, the same on every rank; with one rank per node, a slot's size), 0 where
+    some node of several ranks has no window (then the node's steps are MPI messages).
+    ``reducer_node``/``reducer_cross``: the same groups for DistributedOptimizer's reductions
+    in flight.
     """
     node_index: int
     node_sizes: tuple
@@ -165,11 +166,16 @@ class Topology:
                                                                       cfg.shm_slot_bytes)
         # the pipeline's step must be the same everywhere: the smallest window; and no
         # pipeline at all where a node of several ranks has no window
+        # NOTE: with one rank per node there is no window, but pieces still pay: the cross
+        # rings of 2 MiB pieces, two in flight, kept a 1 Gbit/s link busier than one ring
+        # of the whole vector (2 x 1 hosts, 16 MiB: 8 MiB messages)
         need = ctx.local_size > 1
         cap = window.capacity if window is not None else (0 if need else 1 << 62)
         piece = world.allreduce(cap, op=_mpi_min())
+        if piece >= 1 << 62:
+            piece = cfg.shm_slot_bytes // 64 * 64
         return cls(node, sizes, min(sizes), node_comm, cross, reducer_node, reducer_cross,
-                   window, 0 if piece >= 1 << 62 else piece, {})
+                   window, piece, {})
 
 
 def _mpi_min():

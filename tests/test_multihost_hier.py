@@ -45,7 +45,8 @@ def test_hierarchical_exact_identical_and_checked_across_hosts(layout, tmp_path)
     reports = check_topology(res, hosts, slots, nprocs)
     first = reports[0]
     assert first["shards"] == min(slots, nprocs - (hosts - 1) * slots), first
-    assert (first["piece"] > 0) == (layout in ("2x2", "2+1")), first  # windows where L > 1
+    # pieces (the pipeline) unless a node of several ranks has no window
+    assert (first["piece"] > 0) == (layout != "2+1-no-windows"), first
     assert len(first["hashes"]) > 150, len(first["hashes"])
     for rank, rep in reports.items():
         assert rep["nfails"] == 0, f"rank {rank} on {rep['host']}: {rep['fails']}"

@@ -30,7 +30,8 @@ arguments were, and a mismatch cannot hang.
 
 Degenerate topologies: on one node (C = 1) it is a shared-memory reduce-scatter + allgather
 (each rank reduces 1/L of the data, where "shared_memory" has every rank reduce all of it);
-with one rank per node it is the cross step alone (recursive doubling or ring over the nodes);
+with one rank per node it is the cross step alone (recursive doubling, or rings of pieces over
+the nodes);
 on one rank, a copy. Where a node of several ranks has no window (``COLLECTIVE_SHM=0``) the
 node's steps are a ring of MPI messages (``HierRing``, which is also what DistributedOptimizer's
 non-blocking engine runs per bucket: the same three steps as a state machine of ``Ring``s).
