@@ -89,6 +89,8 @@ class SharedWindow:
                     spins += 1
                     if progress is not None:
                         progress()
+                        if spins & 15:  # a burst of progress between two yields
+                            continue
                     if spins > 64:
                         os.sched_yield()
         win.Sync()

@@ -47,6 +47,11 @@ from ..context import MISMATCH, TAG_CROSS, TAG_RING
 from .recursive_doubling import SMALL_MAX, handshake, rd_allreduce, schedule
 from .ring import Ring, segments
 
+#: tests of a ring across nodes between two yields of the CPU while waiting for it
+#: NOTE: over TCP MPICH's UCX moves one ~64 KB fragment per MPI_Test; one test per yield let
+#: other processes' time slices throttle the transfer (see also engines.NonBlockingEngine)
+BURST = 16
+
 
 def _layout(topo, n: int, parts: int):
     """``segments(n, parts)``, cached on the topology."""
@@ -152,14 +157,19 @@ class _Pipeline:
                                self.ufunc, self.divide, lay, scratch, TAG_CROSS[k & 1]))
 
     def finish_ring(self):
-        """Wait for the oldest ring in flight, advancing the other one meanwhile."""
+        """Wait for the oldest ring in flight, advancing the other one meanwhile; a burst of
+        tests between two yields of the CPU (see ``BURST``)."""
         ring = self.rings.pop(0)
-        if self.block or not self.rings:
-            ring.wait(self.block)
+        if self.block:
+            ring.wait(True)
             return
-        other = self.rings[0]
-        while not ring.test():
-            other.test()
+        other = self.rings[0] if self.rings else None
+        while True:
+            for _ in range(BURST):
+                if ring.test():
+                    return
+                if other is not None:
+                    other.test()
             os.sched_yield()
 
     def allgather(self, k, verdict) -> bool:
