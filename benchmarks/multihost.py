@@ -232,6 +232,7 @@ def main(argv=None):
     for s in summaries:
         print_table(s)
     model_summary(summaries)
+    model_summary(summaries, floor=1 << 20)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"setups": summaries}, indent=1))

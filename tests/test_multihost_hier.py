@@ -10,7 +10,8 @@ made. No timing asserts: speed is benchmarks/multihost.py's.
 from __future__ import annotations
 
 import pytest
-from multihost import assert_crossed, run_cluster
+from mpi_harness import run_mpi
+from multihost import RANKS, assert_crossed, run_cluster
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -71,3 +72,18 @@ def test_distributed_optimizer_over_hierarchical_across_hosts(layout, tmp_path):
                 assert out[f"{key}_agree"], (rank, key)  # guarantee 2: bitwise replicas
                 assert out[f"{key}_algorithms"] == ["hierarchical"], (rank, key, out)
                 assert out[f"{key}_buckets"] > 2, (rank, key, out)
+
+
+@pytest.mark.parametrize("nprocs", [1, 3])
+def test_hierarchical_on_one_node(nprocs, tmp_path):
+    """One node: a shared-memory reduce-scatter + allgather (one rank: a copy), node 0 of 1."""
+    res = run_mpi(script=RANKS / "hier_allreduce.py", nprocs=nprocs, timeout=120,
+                  tmp_path=tmp_path, env={"COLLECTIVE_TUNING": "off"})
+    assert res.returncode == 0, res.output[-4000:]
+    reports = res.by_rank()
+    first = reports[0]
+    for rank, rep in reports.items():
+        assert (rep["cross_rank"], rep["cross_size"], rep["local_size"]) == (0, 1, nprocs)
+        assert rep["nfails"] == 0, (rank, rep["fails"])
+        assert all(v == "ok" for v in rep["mismatch"].values()), rep["mismatch"]
+        assert rep["hashes"] == first["hashes"], rank

@@ -140,3 +140,13 @@ def test_cached_tables_are_kept_per_link_class():
     assert tuning.pick([shaped], 0.0) is None
     assert tuning.same_link(1e8, 1.9e8) and not tuning.same_link(1e8, 2.1e8)
     assert math.isclose(tuning.LINK_MATCH, 2.0)
+
+
+def test_hierarchical_is_one_of_the_design_algorithms():
+    from collective.allreduce import ALGORITHMS, check_algorithm
+
+    assert set(ALGORITHMS) == {"auto", "ring", "recursive_doubling", "mpi", "shared_memory",
+                               "hierarchical"}
+    assert check_algorithm("hierarchical") == "hierarchical"
+    with pytest.raises(ValueError, match="hierarchical"):
+        check_algorithm("tree")
