@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/scaling.py [--ranks 1,2,4] [--steps 30] [--jobs 2]
                                            [--json PATH] [--plot PATH]
+    .venv/bin/python benchmarks/scaling.py --hosts 2 --rate 1gbit [--ranks-per-host 1]
+
+With --hosts the study runs across virtual hosts instead (benchmarks/scaling_hosts.py: a
+character GPT, overlap per engine, the cost model's predicted step beside the measured one).
 
 Run it as a plain process: it launches its own MPI jobs, one per world size P, through
 ./mpirun.sh (with --worker; rank 0 of each job writes its measurements to a temporary JSON
@@ -47,6 +51,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 WEAK_BATCH = 64
 STRONG_BATCH = 128
@@ -453,7 +458,8 @@ def driver(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ranks", default="1,2,4", help="world sizes to run (default 1,2,4)")
-    ap.add_argument("--steps", type=int, default=30, help="timed training steps per config")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="timed training steps per config (default 30; 5 with --hosts)")
     ap.add_argument("--repeat", type=int, default=15, help="repetitions of each collective")
     ap.add_argument("--jobs", type=int, default=2,
                     help="MPI jobs per world size, alternating (the fastest is kept)")
@@ -463,9 +469,26 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--plot", default="benchmarks/results/scaling.png",
                     help="PNG path (default benchmarks/results/scaling.png; '' for none)")
+    ap.add_argument("--hosts", type=int, default=None,
+                    help="run the study across this many virtual hosts (tools/virtual-cluster.sh)")
+    ap.add_argument("--rate", default=None, help="with --hosts: limit each link, e.g. 1gbit")
+    ap.add_argument("--ranks-per-host", type=int, default=1, help="with --hosts (default 1)")
+    ap.add_argument("--netmod", default="ucx", choices=("ucx", "ofi"),
+                    help="with --hosts: MPICH's network module (MPIR_CVAR_CH4_NETMOD); see "
+                         "docs/multihost.md on progress")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.steps is None:
+        args.steps = 30 if args.hosts is None else 5
+    if args.hosts is not None:
+        import scaling_hosts
+
+        if args.worker:
+            scaling_hosts.worker(args)
+        else:
+            scaling_hosts.driver(args)
+        return
     if args.worker:
         worker(args)
         return

@@ -32,6 +32,8 @@ from .collectives import (
     reducescatter,
 )
 from .comm import (
+    cross_rank,
+    cross_size,
     init,
     is_initialized,
     local_rank,
@@ -58,7 +60,7 @@ from .reduce_ops import Average, Max, Min, Product, ReduceOp, Sum
 from .timeline import start_timeline, stop_timeline
 
 __all__ = ["init", "is_initialized", "shutdown", "mpi_threads_supported",
-           "rank", "size", "local_rank", "local_size",
+           "rank", "size", "local_rank", "local_size", "cross_rank", "cross_size",
            "Sum", "Average", "Max", "Min", "Product", "ReduceOp",
            "allreduce", "allreduce_", "broadcast", "broadcast_", "allgather", "reduce_scatter",
            "reducescatter", "alltoall", "barrier", "broadcast_object", "allgather_object",

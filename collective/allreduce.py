@@ -52,8 +52,10 @@ def allreduce(x, op=Average, algorithm="auto", prescale_factor=1.0, postscale_fa
 
     ``x`` is never modified. ``op``: col.Sum, col.Average, col.Max, col.Min, col.Product.
     ``algorithm``: "auto" (cost model, see ``collective.tuning``), "ring",
-    "recursive_doubling", "mpi" (the MPI library's own Allreduce) or "shared_memory" (ranks on
-    one node; elsewhere it means recursive doubling). The result is
+    "recursive_doubling", "mpi" (the MPI library's own Allreduce), "shared_memory" (ranks on
+    one node; elsewhere it means recursive doubling) or "hierarchical" (within each node,
+    across nodes, within each node again; see ``collective.algorithms.hierarchical``). The
+    result is
     ``postscale_factor * op(prescale_factor * x)``. ``process_set``: the ranks taking part
     (a col.ProcessSet; None: all). ``name``: checked to agree, as Horovod's.
     Every rank must pass the same shape, dtype, op, algorithm, factors and name, else every

@@ -165,6 +165,17 @@ def _explain(fields, layouts) -> str:
     return "DistributedOptimizer: the step fingerprints differ (a hash collision?)"
 
 
+def agree_by_message(comm, check: StepCheck) -> int:
+    """The step fingerprint compared in one allreduce of [fp, -fp] with Max (the non-blocking
+    engine's hierarchical rings, which carry no tag): ``check.fp`` when every rank's is equal,
+    else MISMATCH (for ``StepCheck.verify``)."""
+    from mpi4py import MPI
+
+    both = np.array([check.fp, -check.fp], np.int64)
+    comm.Allreduce(MPI.IN_PLACE, both, op=MPI.MAX)
+    return check.fp if both[0] == -both[1] else MISMATCH
+
+
 def checked_allreduce(ctx, wire, op, algorithm: str, check: StepCheck):
     """Bucket 0's blocking allreduce (thread and inline engines): its handshake agrees on
     the call's fingerprint combined with the step's."""

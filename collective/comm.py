@@ -88,3 +88,16 @@ def local_rank() -> int:
 def local_size() -> int:
     """The number of ranks on this node."""
     return context().local_size
+
+
+def cross_rank() -> int:
+    """The index of this rank's node: nodes (the ranks that share memory, as for
+    ``local_rank``) are numbered 0 .. cross_size() - 1 by their lowest world rank."""
+    topo = context().topo
+    return 0 if topo is None else topo.node_index
+
+
+def cross_size() -> int:
+    """The number of nodes the world spans."""
+    topo = context().topo
+    return 1 if topo is None else topo.num_nodes

@@ -3,10 +3,11 @@
 It owns the communicators (the world, this node's, and private duplicates: one for the
 collectives, one for DistributedOptimizer's non-blocking reductions, one for the exit guard,
 one for the stall watchdog and the timeline, so their messages can never match a user's
-messages or each other's), the shared-memory window of a single-node job, the host scratch
-memory, the tuning table and the caches of the algorithms. It is created by ``col.init()``
-(``collective.comm``), a collective call on every rank (``Dup`` is collective), and never
-imports the algorithms that use it.
+messages or each other's), the shared-memory window of a single-node job, the topology
+(``Topology``: nodes, their windows and the node and cross communicators of algorithm
+"hierarchical"), the host scratch memory, the tuning table and the caches of the algorithms.
+It is created by ``col.init()`` (``collective.comm``), a collective call on every rank
+(``Dup`` is collective), and never imports the algorithms that use it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ TAG_HANDSHAKE = 11
 TAG_RING = 12
 TAG_RD = 13
 TAG_BUCKETS = 14  # DistributedOptimizer's rings in flight, on reducer_comm
+TAG_CROSS = (15, 16)  # the hierarchical allreduce's two rings in flight across nodes
 
 #: what a handshake returns when the ranks' fingerprints differ (fingerprints are >= 0)
 MISMATCH = -1
@@ -33,17 +35,23 @@ MISMATCH = -1
 @dataclass
 class TuningTable:
     """``auto``'s cost table (collective.tuning measures it): seconds per allreduce call,
-    ``times[algorithm][i]`` at ``sizes[i]`` bytes."""
+    ``times[algorithm][i]`` at ``sizes[i]`` bytes; ``link_Bps``: the bytes per second through
+    a node's link measured with it (0 on one node); ``model``: the fitted cost model's
+    parameters (``collective.cost_model.CostModel.to_json``), where measured."""
     sizes: list
     times: dict
     key: str = ""
+    link_Bps: float = 0.0
+    model: dict | None = None
 
     def to_json(self) -> dict:
-        return {"sizes": self.sizes, "times": self.times, "key": self.key}
+        return {"sizes": self.sizes, "times": self.times, "key": self.key,
+                "link_Bps": self.link_Bps, "model": self.model}
 
     @classmethod
     def from_json(cls, data: dict) -> TuningTable:
-        return cls(list(data["sizes"]), dict(data["times"]), data.get("key", ""))
+        return cls(list(data["sizes"]), dict(data["times"]), data.get("key", ""),
+                   float(data.get("link_Bps", 0.0)), data.get("model"))
 
 
 class HostPool:
@@ -109,6 +117,7 @@ class Context:
                                      MPI.Query_thread() == MPI.THREAD_MULTIPLE)
         if self.size > 1 and parent is None and cfg.ranks_file:
             write_ranks_file(world, cfg.ranks_file)
+        self.topo = Topology.of(self, cfg) if self.size > 1 else None
         self.pool = HostPool()
         # algorithm="auto": the measured costs (set by tuning.prepare at init) and its answers
         self.tuning: TuningTable | None = None
@@ -128,3 +137,75 @@ class Context:
         self.executor = None
         # the process sets registered so far (world Context only): id -> ProcessSet
         self.process_sets: dict = {}
+
+
+# -- topology: nodes, their windows, the node and cross communicators -----------------------
+
+@dataclass
+class Topology:
+    """Where this rank sits among the nodes, and what algorithm "hierarchical" runs on.
+
+    A node is a set of ranks that can share memory (``Split_type(COMM_TYPE_SHARED)``); nodes
+    are numbered by their lowest world rank (``node_index`` is ``col.cross_rank()``,
+    ``len(node_sizes)`` ``col.cross_size()``). ``shards``: the ranks per node that own a shard
+    of a hierarchical allreduce, the smallest node's size (local ranks below it; with uneven
+    nodes the others only contribute and receive). ``cross_comm``: the ranks with this rank's
+    local rank, in node order (for local ranks below ``shards`` its rank is the node index).
+    ``window``: the node's shared-memory window (None on a one-rank node, or with
+    COLLECTIVE_SHM=0). ``piece``: bytes of one step of the hierarchical pipeline (the smallest
+    window capacity, the same on every rank; with one rank per node, a slot's size), 0 where
+    some node of several ranks has no window (then the node's steps are MPI messages).
+    ``reducer_node``/``reducer_cross``: the same groups for DistributedOptimizer's reductions
+    in flight.
+    """
+    node_index: int
+    node_sizes: tuple
+    shards: int
+    node_comm: object
+    cross_comm: object
+    reducer_node: object
+    reducer_cross: object
+    window: SharedWindow | None
+    piece: int
+    cache: dict  # the hierarchical algorithm's schedules and layouts, made once
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_sizes)
+
+    @classmethod
+    def of(cls, ctx, cfg) -> Topology:
+        """Collective over the world: every rank learns every node's size."""
+        world, rank, local = ctx.world, ctx.rank, ctx.local
+        # NOTE: the split keys by world rank, so local rank 0 is the node's lowest world rank
+        leaders = world.allgather(local.bcast(rank, root=0))
+        nodes = sorted(set(leaders))
+        node = nodes.index(leaders[rank])
+        sizes = tuple(leaders.count(lead) for lead in nodes)
+        lr = ctx.local_rank
+        node_comm = ctx.comm.Split(node, rank)
+        cross = ctx.comm.Split(lr, node)
+        reducer_node = ctx.reducer_comm.Split(node, rank)
+        reducer_cross = ctx.reducer_comm.Split(lr, node)
+        window = None
+        if cfg.shm and ctx.local_size > 1:
+            window = ctx.shm if ctx.shm is not None else SharedWindow(node_comm,
+                                                                      cfg.shm_slot_bytes)
+        # the pipeline's step must be the same everywhere: the smallest window; and no
+        # pipeline at all where a node of several ranks has no window
+        # NOTE: with one rank per node there is no window, but pieces still pay: the cross
+        # rings of 2 MiB pieces, two in flight, kept a 1 Gbit/s link busier than one ring
+        # of the whole vector (2 x 1 hosts, 16 MiB: 8 MiB messages)
+        need = ctx.local_size > 1
+        cap = window.capacity if window is not None else (0 if need else 1 << 62)
+        piece = world.allreduce(cap, op=_mpi_min())
+        if piece >= 1 << 62:
+            piece = cfg.shm_slot_bytes // 64 * 64
+        return cls(node, sizes, min(sizes), node_comm, cross, reducer_node, reducer_cross,
+                   window, piece, {})
+
+
+def _mpi_min():
+    from mpi4py import MPI
+
+    return MPI.MIN

@@ -5,14 +5,15 @@ bucket index order, the same on every rank), ``progress()`` is called from every
 ``wait_all()`` finishes every started bucket and writes the results back into the gradients.
 
 - ``NonBlockingEngine`` (the default for CPU parameters): every bucket is a ``Ring`` of our
-  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm``, one at a time in
-  bucket order; ``progress()`` advances it from the hooks (Test, reduce the chunks that
-  arrived, post the next step, post the next bucket's ring) and ``wait_all()`` drives them to
-  the end.
+  own (``algorithms/ring.py``) in flight on the Context's ``reducer_comm`` (across nodes, where
+  ``auto`` prefers it, a ``HierRing``: the hierarchical allreduce as rings within the node and
+  across nodes, ``algorithms/hierarchical.py``), one at a time in bucket order;
+  ``progress()`` advances it from the hooks (Test, reduce the chunks that arrived, post the
+  next step, post the next bucket's ring) and ``wait_all()`` drives them to the end.
 - ``ThreadEngine`` (the default for CUDA parameters): one communication thread runs a
   blocking ``collective.allreduce_`` per bucket, in submission order, by the algorithm ``auto``
   predicts fastest for the bucket's size among our own (ring, recursive doubling, shared
-  memory; never the MPI library's).
+  memory, hierarchical; never the MPI library's).
 - ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
   baseline the others are measured against); its algorithm is chosen as the thread engine's.
 
@@ -39,23 +40,26 @@ import traceback
 
 import numpy as np
 
-from .algorithms import Ring, layout
+from .algorithms import HierRing, Ring, layout
 from .allreduce import allreduce_
-from .checks import StepMismatchError, checked_allreduce
+from .checks import StepMismatchError, agree_by_message, checked_allreduce
 from .context import TAG_BUCKETS
 from .reduce_ops import Sum
-from .tuning import choose_own
+from .tuning import choose_in_flight, choose_own
 
 
 class Work:
     """One bucket's reduction, started by an engine: ``rule`` (prescale, op on the wire), the
     ``ring`` once posted (non-blocking engine), ``done`` once reduced."""
 
-    __slots__ = ("bucket", "rule", "ring", "done", "t0")
+    __slots__ = ("bucket", "rule", "ring", "done", "t0", "check", "agreed")
 
     def __init__(self, bucket, rule, done=False):
         self.bucket, self.rule, self.ring, self.done = bucket, rule, None, done
         self.t0 = 0.0  # when its reduction started (for the timeline)
+        # the step check this reduction carries (NOTE(observability)), and its verdict when it
+        # was reached apart from the ring (None: the ring's merged tags say)
+        self.check = self.agreed = None
 
 
 class Engine:
@@ -214,11 +218,19 @@ class NonBlockingEngine(Engine):
     gradients backward produces. One ring at a time, because rings in flight together slowed
     each other down: measured 2.8 ms to synchronize 5.1 MiB in 2 buckets with both posted at
     once, 1.8 ms one after the other (P = 2, 2-core box; docs/overlap.md).
+
+    NOTE: across nodes every progress() tests the ring in flight up to ``BURST`` times: over
+    TCP, MPICH's UCX moves one fragment (~64 KB) per MPI_Test, so a 4 MiB ring tested once per
+    hook needed 66 hooks (157 ms with a hook every 2 ms, 2 x 1 hosts at 1 Gbit/s); tested up
+    to 16 times per hook it finished in 13 hooks, 32 ms (the link's time), for 3-4 ms of CPU.
     """
+
+    BURST = 16
 
     def __init__(self, ctx, op, predivide=1.0):
         super().__init__(ctx, op, predivide)
         self._block = ctx.config.wait == "block"
+        self._burst = self.BURST if ctx.topo is not None and ctx.topo.num_nodes > 1 else 1
         self._queue: collections.deque[Work] = collections.deque()  # started, not finished
         self._finished: list[Work] = []  # reduced, not yet written back
         self._scratch: dict[int, np.ndarray] = {}  # bucket index -> room for one segment
@@ -231,25 +243,37 @@ class NonBlockingEngine(Engine):
             return
         ctx, bucket, (prescale, op) = self.ctx, work.bucket, work.rule
         wire = bucket.pack(prescale)
-        lay = layout(ctx, wire.size)
-        nbytes = max(lay[0]) * wire.itemsize
+        hierarchical = choose_in_flight(ctx, wire.nbytes) == "hierarchical"
+        if hierarchical:
+            nbytes = HierRing.scratch_bytes(ctx.topo, wire.size, wire.itemsize)
+        else:
+            lay = layout(ctx, wire.size)
+            nbytes = max(lay[0]) * wire.itemsize
         scratch = self._scratch.get(bucket.index)
         if scratch is None or scratch.nbytes < nbytes:
             scratch = self._scratch[bucket.index] = np.empty(nbytes, np.uint8)
+        scratch = scratch[:nbytes].view(wire.dtype)
         divide = ctx.size if op.average and ctx.size > 1 else 0
         check = self.step_check if bucket.index == 0 else None  # NOTE(observability)
+        work.check = check if check is not None and check.fields is not None else None
         work.t0 = time.perf_counter()
-        work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
-                         scratch[:nbytes].view(wire.dtype), TAG_BUCKETS,
-                         check=check if check is not None and check.fields is not None else None)
+        if hierarchical:  # across nodes: the node's ranks share each link (see tuning)
+            topo = ctx.topo
+            work.ring = HierRing(topo, topo.reducer_node, topo.reducer_cross, ctx.local_rank,
+                                 ctx.local_size, wire, op.ufunc, divide, scratch, TAG_BUCKETS)
+            if work.check is not None:  # NOTE: HierRing carries no tag: one small message
+                work.agreed = agree_by_message(ctx.reducer_comm, work.check)
+        else:
+            work.ring = Ring(ctx.reducer_comm, ctx.rank, ctx.size, wire, op.ufunc, divide, lay,
+                             scratch, TAG_BUCKETS, check=work.check)
 
     def _done(self, work):
         """A ring finished: verify the step check it carried (NOTE(observability)), record."""
         work.done = True
-        check = work.ring.check
+        check = work.check
         if check is not None:
             try:
-                check.verify(self.ctx.reducer_comm)
+                check.verify(self.ctx.reducer_comm, work.agreed)
             except BaseException:
                 self._queue.clear()  # the optimizer is unusable now; leave nothing in flight
                 raise
@@ -269,7 +293,11 @@ class NonBlockingEngine(Engine):
         while queue:
             work = queue[0]
             self._post(work)
-            if not work.ring.test():
+            ring = work.ring
+            for _ in range(self._burst):
+                if ring.test():
+                    break
+            else:
                 return
             self._done(work)
             self._finished.append(queue.popleft())

@@ -66,10 +66,11 @@ class SharedWindow:
             v = self._views[key] = [p[slot][:nb].view(dtype) for p in self.pay]
         return v
 
-    def round(self, fp: int, nb: int) -> bool:
+    def round(self, fp: int, nb: int, progress=None) -> bool:
         """One round: publish ``fp`` and this rank's payload size ``nb`` (already written to
         ``views(next_slot, ...)``), wait for every rank. True when every rank published the
-        same ``fp`` (the same answer on every rank)."""
+        same ``fp`` (the same answer on every rank). ``progress``: called while waiting (the
+        hierarchical allreduce advances its messages across nodes there)."""
         self.seq = k = self.seq + 1
         slot = k & 1
         me = self.rank
@@ -86,6 +87,10 @@ class SharedWindow:
                 spins = 0
                 while c[0] < k:
                     spins += 1
+                    if progress is not None:
+                        progress()
+                        if spins & 15:  # a burst of progress between two yields
+                            continue
                     if spins > 64:
                         os.sched_yield()
         win.Sync()

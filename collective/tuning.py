@@ -1,34 +1,45 @@
 """algorithm="auto": choose the allreduce algorithm from measured costs.
 
-The rule. Each candidate k (shared memory on one node, recursive doubling, ring, the MPI
-library's own Allreduce) is timed once, through the full call path (handshake included), on
-float32 Sum at sizes s_1 < ... < s_m (4 KiB, 32 KiB, 256 KiB, 1 MiB, 4 MiB, 16 MiB; up to 2 MiB
-when P > 4). The candidates take turns; each keeps the median of 7 samples, the maximum over
-ranks, capped by its time at any larger size (fewer bytes never take longer: this removes the
-noise spikes of a shared machine). Between two measured sizes a candidate's time is the
-alpha-beta line through them, T_k(n) = alpha_k + beta_k * n: alpha is the per-call latency and
-Python overhead, beta the per-byte transfer and reduction cost. Below s_1 every candidate costs
-T_k(s_1). Above s_m the last line is extrapolated for our own algorithms (linear by
-construction: fixed schedule, no allocation per call), while the MPI library's own Allreduce is
-not chosen there (MPICH allocates a temporary buffer per call and collapses at >= 32 MiB on this
-machine, which no line predicts). ``auto`` picks the argmin of the predicted times, cached per
-byte size. Typical outcome: shared memory (or recursive doubling across nodes) for small
+The rule. Each candidate k (shared memory on one node, hierarchical across nodes, recursive
+doubling, ring, the MPI library's own Allreduce) is timed once, through the full call path
+(handshake included), on float32 Sum at sizes s_1 < ... < s_m (4 KiB, 32 KiB, 256 KiB, 1 MiB,
+4 MiB, 16 MiB; up to 2 MiB when P > 4). The candidates take turns; each keeps the median of 7
+samples, the maximum over ranks, capped by its time at any larger size (fewer bytes never take
+longer: this removes the noise spikes of a shared machine). Between two measured sizes a
+candidate's time is the alpha-beta line through them, T_k(n) = alpha_k + beta_k * n: alpha is
+the per-call latency and Python overhead, beta the per-byte transfer and reduction cost. Below
+s_1 every candidate costs T_k(s_1). Above s_m the last line is extrapolated for our own
+algorithms (linear by construction: fixed schedule, no allocation per call), while the MPI
+library's own Allreduce is not chosen there (MPICH allocates a temporary buffer per call and
+collapses at >= 32 MiB on this machine, which no line predicts). ``auto`` picks the argmin of
+the predicted times, cached per byte size. Typical outcome on one node: shared memory for small
 messages, where one round carries data and mismatch check together; the ring for large ones
-(2(P-1)/P of the data per rank and 1/P of the reduction work); the MPI library's own wherever it
-measured faster.
+(2(P-1)/P of the data per rank and 1/P of the reduction work); across nodes: hierarchical (each
+byte crosses a node's link once per direction), recursive doubling or the MPI library's own
+wherever they measured faster.
+
+The same measurement fits the cost model (``collective.cost_model``): point-to-point exchanges
+within a node and across nodes (every rank at once), a window round, memcpy and ufunc rates.
 
 Every rank makes the same choice: the times are maxima over ranks, and a cached table is read by
-rank 0 and broadcast. Measured once per (P, hosts, MPI library, thread level) and cached as JSON
-under ``~/.cache/collective`` (or ``$COLLECTIVE_CACHE_DIR``). ``COLLECTIVE_RETUNE=1`` measures
-again; ``COLLECTIVE_TUNING=off`` uses built-in defaults without measuring. ``prepare`` runs at
-start-up (``col.init()``, when every rank is in the same call and nothing else runs), so no
-measurement ever happens inside a training step, under the load of backward and of other
-reductions in flight; the measurement takes about a second on the 2-core machine.
+rank 0 and broadcast. Measured once per (P, hosts, ranks per node, MPI library, thread level,
+link) and cached as JSON under ``~/.cache/collective`` (or ``$COLLECTIVE_CACHE_DIR``). The link:
+across nodes a quick probe at start-up (every node's owners exchange ``PROBE_BYTES`` across
+their link, 0.1-0.2 s at 1 Gbit/s) measures the bytes per second through a node's link, and a
+cached table is used only when it was measured at a link within ``LINK_MATCH`` of that (so a
+rate-limited and an unlimited cluster with the same host names keep a table each; a new link
+speed is measured anew). ``COLLECTIVE_RETUNE=1`` measures again; ``COLLECTIVE_TUNING=off`` uses
+built-in defaults without measuring (across nodes: hierarchical at every size). ``prepare``
+runs at start-up (``col.init()``, when every rank is in the same call and nothing else runs), so
+no measurement ever happens inside a training step, under the load of backward and of other
+reductions in flight; the measurement takes about a second on the 2-core machine (ten across
+1 Gbit/s links, where a 16 MiB allreduce takes 150-350 ms).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -37,13 +48,31 @@ import numpy as np
 
 from .algorithms import FIXED, SMALL_MAX, run
 from .context import TuningTable
+from .cost_model import CostModel, fit_line
 from .reduce_ops import Sum
 from .safety import describe, fingerprint
 
 CANDIDATES = FIXED
 #: the algorithms whose arithmetic is our own (numpy's, in a documented order): all but "mpi"
 OWN = tuple(a for a in CANDIDATES if a != "mpi")
-VERSION = 2
+#: the algorithms DistributedOptimizer's non-blocking engine can keep in flight
+IN_FLIGHT = ("ring", "hierarchical")
+VERSION = 3
+LINK_MATCH = 2.0  # a cached table serves links within this factor of the one it measured
+PROBE_BYTES = 1 << 20  # per owner and direction, the start-up link probe
+LEVEL_SIZES = (4096, 64 << 10, 512 << 10, 2 << 20)  # the cost model's exchanges
+
+
+def across_nodes(ctx) -> bool:
+    return ctx.topo is not None and ctx.topo.num_nodes > 1
+
+
+def candidates(ctx) -> list:
+    """The algorithms ``auto`` measures here: shared memory where the world shares a window,
+    hierarchical across nodes."""
+    return [a for a in CANDIDATES
+            if (a != "shared_memory" or ctx.shm is not None)
+            and (a != "hierarchical" or across_nodes(ctx))]
 
 
 def _sizes(P):
@@ -55,15 +84,18 @@ def _sizes(P):
     return sizes
 
 
-def _defaults(P):
-    """No measurement: the shared-memory allreduce (recursive doubling across nodes) while
-    the data fits in a few slots, ring above (shapes of the curves measured on the 2-core box)."""
+def _defaults(ctx):
+    """No measurement: on one node the shared-memory allreduce while the data fits in a few
+    slots, ring above (shapes of the curves measured on the 2-core box); across nodes
+    hierarchical at every size (measured on 2 x 2 virtual hosts, shaped and not)."""
     sizes = [4096, SMALL_MAX, 4 * SMALL_MAX, 1 << 24]
-    return TuningTable(sizes, {
-        "shared_memory": [5e-6, 2e-5, 1.5e-4, 1.0],
-        "recursive_doubling": [1e-5, 4e-5, 1e-3, 1.0],
-        "ring": [1e-4, 1.1e-4, 1.2e-4, 1e-2],
-        "mpi": [1.0, 1.0, 1.0, 1.0]}, key="defaults")
+    times = {"shared_memory": [5e-6, 2e-5, 1.5e-4, 1.0],
+             "recursive_doubling": [1e-5, 4e-5, 1e-3, 1.0],
+             "ring": [1e-4, 1.1e-4, 1.2e-4, 1e-2],
+             "mpi": [1.0, 1.0, 1.0, 1.0]}
+    if across_nodes(ctx):
+        times["hierarchical"] = [4e-6, 1.5e-5, 1e-4, 5e-3]
+    return TuningTable(sizes, times, key="defaults")
 
 
 def predict(table: TuningTable, algo, n):
@@ -93,6 +125,14 @@ def choose_own(ctx, nbytes: int) -> str:
     return "ring" if ctx.tuning is None else best(ctx.tuning, nbytes, OWN)
 
 
+def choose_in_flight(ctx, nbytes: int) -> str:
+    """What DistributedOptimizer's non-blocking engine runs for a bucket of ``nbytes``: the
+    ring on one node, across nodes the faster of ring and hierarchical."""
+    if not across_nodes(ctx):
+        return "ring"
+    return "hierarchical" if ctx.tuning is None else best(ctx.tuning, nbytes, IN_FLIGHT)
+
+
 def choose(ctx, nbytes: int) -> str:
     """The algorithm ``auto`` runs for an allreduce of ``nbytes`` (the same on every rank)."""
     algo = ctx.choices.get(nbytes)
@@ -107,7 +147,7 @@ def prepare(ctx):
     """Give ``ctx`` its tuning table (at start-up, on every rank together): the built-in one
     with COLLECTIVE_TUNING=off, else the cached one, else a fresh measurement."""
     if ctx.size > 1:
-        ctx.tuning = _defaults(ctx.size) if not ctx.config.tuning else load_or_measure(ctx)
+        ctx.tuning = _defaults(ctx) if not ctx.config.tuning else load_or_measure(ctx)
         ctx.choices.clear()
 
 
@@ -115,32 +155,58 @@ def _cache_path(ctx):
     from mpi4py import MPI
 
     hosts = ctx.comm.allgather(socket.gethostname())
-    key = "|".join([str(ctx.size), ",".join(sorted(set(hosts))), MPI.Get_library_version(),
-                    str(MPI.Query_thread()), str(VERSION)])
+    layout = "x".join(map(str, ctx.topo.node_sizes))  # ranks per node
+    key = "|".join([str(ctx.size), ",".join(sorted(set(hosts))), layout,
+                    MPI.Get_library_version(), str(MPI.Query_thread()), str(VERSION)])
     digest = fingerprint((key,))
     return ctx.config.cache_dir / f"allreduce-tuning-P{ctx.size}-{digest:016x}.json", key
 
 
+def same_link(a: float, b: float) -> bool:
+    """Whether link speeds ``a`` and ``b`` (bytes/s; 0: one node) are the same class."""
+    if a <= 0 or b <= 0:
+        return a <= 0 and b <= 0
+    return max(a, b) / min(a, b) <= LINK_MATCH
+
+
+def _read_entries(path, key) -> list:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return list(data.get("entries", [])) if data.get("key") == key else []
+
+
+def pick(entries, link: float):
+    """The cached table (JSON) measured at the link speed closest to ``link`` within
+    ``LINK_MATCH``, or None."""
+    matches = [e for e in entries if same_link(e.get("link_Bps", 0.0), link)]
+    if not matches:
+        return None
+    return min(matches, key=lambda e: abs(math.log(max(e.get("link_Bps", 0.0), 1.0)
+                                                   / max(link, 1.0))))
+
+
 def load_or_measure(ctx) -> TuningTable:
+    """The cached table of this setup and link (see the module docstring), else a fresh one."""
     path, key = _cache_path(ctx)
-    table = None
-    if ctx.rank == 0 and not ctx.config.retune:
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                table = data
-        except (OSError, ValueError):
-            table = None
-    table = ctx.comm.bcast(table, root=0)
-    if table is not None:
-        return TuningTable.from_json(table)
-    table = measure(ctx)
-    table.key = key
+    link = probe_link(ctx) if across_nodes(ctx) else 0.0
+    entries, found = [], None
     if ctx.rank == 0:
+        entries = _read_entries(path, key)
+        found = None if ctx.config.retune else pick(entries, link)
+    found = ctx.comm.bcast(found, root=0)
+    if found is not None:
+        return TuningTable.from_json(found)
+    table = measure(ctx)
+    table.key, table.link_Bps = key, link
+    if ctx.rank == 0:
+        keep = [e for e in entries if not same_link(e.get("link_Bps", 0.0), link)]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(dict(table.to_json(), size=ctx.size), indent=1))
+            tmp.write_text(json.dumps({"key": key, "size": ctx.size,
+                                       "entries": keep + [table.to_json()]}, indent=1))
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only home: measure again next time
@@ -156,7 +222,7 @@ def measure(ctx, sizes=None, reps=7):
     from mpi4py import MPI
 
     sizes = sizes or _sizes(ctx.size)
-    algos = [a for a in CANDIDATES if a != "shared_memory" or ctx.shm is not None]
+    algos = candidates(ctx)
     buf_all = np.zeros(max(sizes) // 4, dtype=np.float32)
     plans = []
     for s in sizes:
@@ -189,4 +255,130 @@ def measure(ctx, sizes=None, reps=7):
     # a reduction of fewer bytes never takes longer: a noise spike at a small size is capped by
     # the time measured at a larger one (running minimum from the largest size down)
     best_t = np.minimum.accumulate(best_t[:, ::-1], axis=1)[:, ::-1]
-    return TuningTable(sizes, {a: best_t[j].tolist() for j, a in enumerate(algos)})
+    return TuningTable(sizes, {a: best_t[j].tolist() for j, a in enumerate(algos)},
+                       model=measure_levels(ctx).to_json())
+
+
+# -- the levels: what the cost model is fitted to --------------------------------------------
+
+def _level(ctx, level):
+    """(communicator, left, right) of this rank's ring neighbours on ``level`` ("intra": the
+    node's ranks; "inter": the owners' cross communicator, one rank per node), or None when
+    this rank sends nothing on it."""
+    topo = ctx.topo
+    if level == "intra":
+        if ctx.local_size == 1:
+            return None
+        L, i, comm = ctx.local_size, ctx.local_rank, topo.node_comm
+    else:
+        if topo.num_nodes == 1 or ctx.local_rank >= topo.shards:
+            return None
+        L, i, comm = topo.num_nodes, topo.node_index, topo.cross_comm
+    return comm, (i - 1) % L, (i + 1) % L
+
+
+def exchange_time(ctx, level, nbytes, reps=5, batch=None, stat=np.median) -> float:
+    """Seconds per exchange of ``nbytes`` with the ring neighbours on ``level``, every rank
+    of the level at once (a ring step), ``stat`` of ``reps`` samples, max over ranks."""
+    from mpi4py import MPI
+
+    where = _level(ctx, level)
+    sbuf = ctx.pool.get("level_send", nbytes)
+    rbuf = ctx.pool.get("level_recv", nbytes)
+
+    poll = ctx.config.wait == "poll"
+
+    def once():
+        # NOTE: waiting as our algorithms wait (tests, a yield of the CPU between bursts of
+        # them), not in MPICH's spinning Sendrecv: the model is of our algorithms
+        if where is None:
+            return
+        comm, left, right = where
+        reqs = [comm.Irecv(rbuf, left, 21), comm.Isend(sbuf, right, 21)]
+        if not poll:
+            MPI.Request.Waitall(reqs)
+            return
+        while True:
+            for _ in range(16):
+                if MPI.Request.Testall(reqs):
+                    return
+            os.sched_yield()
+
+    once()  # warm-up (and a rate-limited link's burst allowance spent)
+    if batch is None:
+        ctx.world.Barrier()
+        t0 = time.perf_counter()
+        once()
+        est = ctx.world.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        batch = int(max(1, min(100, 2e-3 / max(est, 1e-7))))
+    samples = []
+    for _ in range(reps):
+        ctx.world.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            once()
+        samples.append((time.perf_counter() - t0) / batch)
+    return ctx.world.allreduce(float(stat(samples)), op=MPI.MAX)
+
+
+def probe_link(ctx) -> float:
+    """Bytes per second through one node's link while its owners all send across (and
+    receive) ``PROBE_BYTES`` at once: the link class of the tuning cache. The fastest of a few
+    exchanges: load from other processes only ever slows one down."""
+    # NOTE: two exchanges per sample, so that a rate-limited link's burst allowance (tbf's
+    # bucket refills while the ranks meet at a barrier) is a small part of what is timed
+    t = exchange_time(ctx, "inter", PROBE_BYTES, reps=4, batch=2, stat=np.min)
+    return ctx.topo.shards * PROBE_BYTES / t
+
+
+def _round_time(ctx, rounds=200) -> float:
+    from mpi4py import MPI
+
+    win = ctx.topo.window
+    t = 0.0
+    ctx.world.Barrier()
+    if win is not None:
+        for _ in range(10):
+            win.round(0, 0)
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            win.round(0, 0)
+        t = (time.perf_counter() - t0) / rounds
+    return ctx.world.allreduce(t, op=MPI.MAX)
+
+
+def _memory_rates(ctx, nbytes=1 << 20, reps=7) -> tuple[float, float]:
+    """Seconds per byte of one memcpy pass and of one float32 ufunc pass (a + b -> out),
+    every rank at once."""
+    from mpi4py import MPI
+
+    a = np.ones(nbytes // 4, np.float32)
+    b, out = a.copy(), np.empty_like(a)
+    rates = []
+    for fn in (lambda: np.copyto(out, a), lambda: np.add(a, b, out=out)):
+        fn()
+        ctx.world.Barrier()
+        samples = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fn()
+            samples.append((time.perf_counter() - t0) / 5 / nbytes)
+        rates.append(ctx.world.allreduce(float(np.median(samples)), op=MPI.MAX))
+    return rates[0], rates[1]
+
+
+def measure_levels(ctx) -> CostModel:
+    """Fit the cost model's parameters (see collective.cost_model), every rank together."""
+    topo = ctx.topo
+    intra = inter = None
+    if max(topo.node_sizes) > 1:
+        intra = fit_line(LEVEL_SIZES, [exchange_time(ctx, "intra", s) for s in LEVEL_SIZES])
+    if topo.num_nodes > 1:
+        times = [exchange_time(ctx, "inter", s) for s in LEVEL_SIZES]
+        inter = fit_line([topo.shards * s for s in LEVEL_SIZES], times)
+    copy, reduce = _memory_rates(ctx)
+    return CostModel(nodes=ctx.world.allgather(topo.node_index), shards=topo.shards,
+                     piece=topo.piece, intra=intra, inter=inter, round_s=_round_time(ctx),
+                     copy=copy, reduce=reduce,
+                     slot=ctx.shm.capacity if ctx.shm is not None else 0)

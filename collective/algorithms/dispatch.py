@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 
 from ..context import MISMATCH
+from .hierarchical import hier_allreduce
 from .mpi_native import mpi_allreduce
 from .recursive_doubling import handshake, rd_allreduce
 from .ring import ring_allreduce
 from .shared_memory import shm_allreduce
 
 #: the algorithms ``run`` knows ("auto" is resolved by collective.tuning before)
-FIXED = ("ring", "recursive_doubling", "mpi", "shared_memory")
+FIXED = ("ring", "recursive_doubling", "mpi", "shared_memory", "hierarchical")
 
 
 def run(ctx, fp: int, buf, op, algorithm: str, src=None) -> int:
@@ -37,6 +38,8 @@ def _run(ctx, fp, buf, op, algorithm, src, tl):
     P = ctx.size
     t0 = time.perf_counter() if tl is not None else 0.0
     divide = P if op.average else 0
+    if algorithm == "hierarchical":  # reads src itself, piece by piece
+        return hier_allreduce(ctx, fp, buf, op.ufunc, divide, src)
     if algorithm == "shared_memory" and ctx.shm is not None:
         # reads src straight into the shared slots: no copy of the input
         agreed = shm_allreduce(ctx.shm, fp, buf, op.ufunc, divide, src)

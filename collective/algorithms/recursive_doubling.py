@@ -22,6 +22,8 @@ round instead, followed by the data butterfly.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..context import MISMATCH, TAG_HANDSHAKE, TAG_RD
@@ -86,21 +88,27 @@ def _views(ctx, nb, dtype):
     return v
 
 
-def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
+def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0, group=None) -> int:
     """Agree on ``fp`` and, when ``data`` is given, reduce it in place with ``ufunc``.
 
     ``data``: C-contiguous 1-D numpy array (modified in place only when the fingerprints agree).
-    ``divide_by``: divide the result by it (Average). Returns the agreed fingerprint or MISMATCH.
+    ``divide_by``: divide the result by it (Average). ``group``: (communicator, this rank's
+    ``schedule`` on it) to run among a subset of the ranks (the cross-node step of the
+    hierarchical allreduce); default the world. Returns the agreed fingerprint or MISMATCH.
     """
-    comm = ctx.comm
     nb = 0 if data is None else data.nbytes
-    if ctx.shm is not None:  # one node: shared-memory handshake, then the data butterfly
+    if group is not None:
+        comm, steps = group
+    elif ctx.shm is not None:  # one node: shared-memory handshake, then the data butterfly
         agg = shm_handshake(ctx.shm, fp)
         if agg != MISMATCH and nb:
-            _rd_data(ctx, data, ufunc)
+            _rd_data(ctx, data, ufunc, ctx.comm, _schedule(ctx))
             if divide_by:
                 np.true_divide(data, divide_by, out=data)
         return agg
+    else:
+        comm, steps = ctx.comm, _schedule(ctx)
+    poll = ctx.config.wait == "poll"
     fused = nb <= SMALL_MAX
     pay = nb if fused else 0
     smsg, shdr, acc, rbuf, rhdr, rin = _views(ctx, pay, data.dtype if pay else None)
@@ -108,15 +116,14 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     shdr[0] = agg
     if pay:
         acc[...] = data
-    steps = _schedule(ctx)
     last = len(steps) - 1
     for i, (kind, peer, low) in enumerate(steps):
         if kind == XCHG:
-            comm.Sendrecv(smsg, peer, TAG_HANDSHAKE, rbuf, peer, TAG_HANDSHAKE)
+            _sendrecv(comm, smsg, rbuf, peer, TAG_HANDSHAKE, poll)
         elif kind == FOLD_RECV:
-            comm.Recv(rbuf, peer, TAG_HANDSHAKE)
+            _recv(comm, rbuf, peer, TAG_HANDSHAKE, poll)
         elif kind == UNFOLD_RECV:  # the final result
-            comm.Recv(rbuf, peer, TAG_HANDSHAKE)
+            _recv(comm, rbuf, peer, TAG_HANDSHAKE, poll)
             agg = int(rhdr[0])
             if pay and agg != MISMATCH:
                 np.copyto(data, rin)
@@ -141,27 +148,59 @@ def rd_allreduce(ctx, fp: int, data, ufunc, divide_by: int = 0) -> int:
     if agg == MISMATCH or nb == 0:
         return agg
     if not fused:
-        _rd_data(ctx, data, ufunc)
+        _rd_data(ctx, data, ufunc, comm, steps, poll)
     if divide_by:
         np.true_divide(data, divide_by, out=data)
     return agg
 
 
-def _rd_data(ctx, data, ufunc):
+def _rd_data(ctx, data, ufunc, comm, steps, poll=False):
     """The data butterfly for large payloads, sizes already agreed; in place on ``data``."""
-    comm = ctx.comm
     tmp = ctx.pool.get("rd_data", data.nbytes, data.dtype)
-    for kind, peer, low in _schedule(ctx):
+    for kind, peer, low in steps:
         if kind == FOLD_SEND or kind == UNFOLD_SEND:
-            comm.Send(data, peer, TAG_RD)
+            if poll:
+                _wait([comm.Isend(data, peer, TAG_RD)], True)
+            else:
+                comm.Send(data, peer, TAG_RD)
         elif kind == UNFOLD_RECV:
-            comm.Recv(data, peer, TAG_RD)
+            _recv(comm, data, peer, TAG_RD, poll)
         else:
             if kind == XCHG:
-                comm.Sendrecv(data, peer, TAG_RD, tmp, peer, TAG_RD)
+                _sendrecv(comm, data, tmp, peer, TAG_RD, poll)
             else:
-                comm.Recv(tmp, peer, TAG_RD)
+                _recv(comm, tmp, peer, TAG_RD, poll)
             if low:
                 ufunc(data, tmp, out=data)
             else:
                 ufunc(tmp, data, out=data)
+
+
+# -- waiting across nodes --------------------------------------------------------------------
+# NOTE: across nodes (COLLECTIVE_WAIT=poll, the default) a rank waits for a message by testing
+# it and yielding the CPU in between, as the ring does: MPICH's blocking calls busy-poll, and
+# with more ranks than cores (2 x 2 virtual hosts on 2 cores) a rank spinning in MPI_Recv keeps
+# the peer it waits for, or the other rank of its node, off the core for a whole time slice.
+
+def _wait(reqs, poll):
+    from mpi4py import MPI
+
+    if not poll:
+        MPI.Request.Waitall(reqs)
+        return
+    while not MPI.Request.Testall(reqs):
+        os.sched_yield()
+
+
+def _sendrecv(comm, sbuf, rbuf, peer, tag, poll):
+    if poll:
+        _wait([comm.Irecv(rbuf, peer, tag), comm.Isend(sbuf, peer, tag)], True)
+    else:
+        comm.Sendrecv(sbuf, peer, tag, rbuf, peer, tag)
+
+
+def _recv(comm, rbuf, peer, tag, poll):
+    if poll:
+        _wait([comm.Irecv(rbuf, peer, tag)], True)
+    else:
+        comm.Recv(rbuf, peer, tag)

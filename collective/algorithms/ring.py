@@ -64,7 +64,9 @@ class Ring:
     ``test()`` advances it as far as it can without waiting (posting the next step's Isend/
     Irecv when the current one completed, reducing each chunk that arrived) and says whether it
     is done; ``wait()`` finishes it. ``scratch``: room for the largest segment. Every rank must
-    run the same rings in the same order on ``comm`` with the same ``tag``.
+    run the same rings in the same order on ``comm`` with the same ``tag``. ``gather=False``:
+    the reduce-scatter only; ``scatter=False``: the allgather only (rank r already holds
+    segment r). ``lay`` may hold empty segments (the ranks that own them move nothing to them).
     """
 
     __slots__ = ("comm", "rank", "size", "buf", "raw", "scratch", "sraw", "isz", "ufunc",
@@ -73,7 +75,7 @@ class Ring:
                  "check")
 
     def __init__(self, comm, rank, size, buf, ufunc, divide_by, lay, scratch, tag,
-                 chunk=CHUNK, gather=True, check=None):
+                 chunk=CHUNK, gather=True, scatter=True, check=None):
         # NOTE(observability): ``check`` (collective.checks.StepCheck): the first message of
         # each reduce-scatter step carries the step fingerprint as its MPI tag (received with
         # ANY_TAG: one ring at a time, and messages from one source never overtake), merged
@@ -88,11 +90,12 @@ class Ring:
         self.left, self.right = (rank - 1) % size, (rank + 1) % size
         self.reduce_steps = size - 1
         self.nsteps = (size - 1) * (2 if gather else 1)
-        self.step = self.done = 0
+        self.step = 0 if scatter else self.reduce_steps
+        self.done = 0
         self.recvs = self.sends = ()
         if size == 1 and divide_by:
             np.true_divide(buf, divide_by, out=buf)
-        if self.nsteps:
+        if self.step < self.nsteps:
             self._post()
 
     def _post(self):
