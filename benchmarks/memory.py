@@ -92,7 +92,7 @@ def make_step(layers, segments, seed=0):
         fwd_bwd()
         opt.step()
 
-    return fwd_bwd, step, sum(p.size * p.dtype.itemsize for p in model.parameters())
+    return fwd_bwd, step, sum(p.numel() * p.dtype.itemsize for p in model.parameters())
 
 
 def peak_bytes(fwd_bwd):
