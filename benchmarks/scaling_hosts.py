@@ -52,11 +52,11 @@ def gpt(ds, nn, F):
         def forward(self, x, mask):
             B, T, d = x.shape
             h = HEADS
-            qkv = self.qkv(self.ln1(x)).reshape(B, T, 3, h, d // h).transpose(2, 0, 3, 1, 4)
+            qkv = self.qkv(self.ln1(x)).reshape(B, T, 3, h, d // h).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]
-            att = F.softmax((q @ k.transpose(0, 1, 3, 2)) * (1.0 / (d // h) ** 0.5) + mask,
-                            axis=-1)
-            x = x + self.proj((att @ v).transpose(0, 2, 1, 3).reshape(B, T, d))
+            att = F.softmax((q @ k.transpose(-2, -1)) * (1.0 / (d // h) ** 0.5) + mask,
+                            dim=-1)
+            x = x + self.proj((att @ v).transpose(1, 2).reshape(B, T, d))
             return x + self.out(F.gelu(self.fc(self.ln2(x))))
 
     class GPT(nn.Module):
