@@ -59,14 +59,16 @@ def link_deltas(stats: dict) -> dict:
 
 def run_cluster(module: str, hosts: int, slots: int, *, tmp_path: Path, nprocs: int = 0,
                 timeout: float = 60, env: dict | None = None, args=(),
-                inside=()) -> ClusterResult:
+                inside=(), flags=()) -> ClusterResult:
     """Run ``tests/ranks/<module>.py`` on ``nprocs`` (default hosts * slots) ranks spread over
     ``hosts`` virtual hosts, at most ``slots`` ranks each (hydra fills node0 first).
-    ``inside``: a command prefix for the launcher inside the cluster (e.g. ``env -u X``)."""
+    ``inside``: a command prefix for the launcher inside the cluster (e.g. ``env -u X``);
+    ``flags``: more options of tools/virtual-cluster.sh (e.g. ``["--delay", 2]``)."""
     require_namespaces()
     stats = tmp_path / f"links-{module}-{hosts}x{slots}.json"
     stats.unlink(missing_ok=True)
-    wrap = [VCLUSTER, "--hosts", hosts, "--slots", slots, "--stats", stats, "--", *inside]
+    wrap = [VCLUSTER, "--hosts", hosts, "--slots", slots, "--stats", stats, *flags, "--",
+            *inside]
     res = run_mpi(script=RANKS / f"{module}.py", nprocs=nprocs or hosts * slots,
                   args=[*map(str, args)], timeout=timeout, env={**ENV, **(env or {})},
                   tmp_path=tmp_path, wrap=wrap)

@@ -66,7 +66,8 @@ def test_mpirun_launches_across_the_hosts():
 
 def test_exit_status_is_the_commands_and_usage_errors():
     assert cluster("--hosts", 1, "--", "sh", "-c", "exit 5").returncode == 5
-    for args, words in ((["--delay", "2"], "--delay is not supported"),
+    for args, words in ((["--delay", "soon"], "--delay must be milliseconds"),
+                        (["--delay", "20000"], "--delay must be milliseconds"),
                         (["--hosts", "0"], "--hosts must be"),
                         (["--rate", "fast"], "--rate 'fast'"),
                         (["--bogus"], "unknown option")):
@@ -120,3 +121,32 @@ def test_the_link_check_catches_mpi_over_shared_memory(tmp_path):
     assert {rep["host"] for rep in trapped.by_rank().values()} == {"node0", "node1"}
     with pytest.raises(AssertionError, match="crossed the links"):
         assert_crossed(trapped, 4 * n)
+
+
+def test_delay_holds_every_frame(tmp_path):
+    """--delay: the hosts are joined by the userspace hub, every frame held that long once, so
+    a round trip between two hosts takes at least twice the delay (a lower bound: the hub
+    runs late under load, never early); bulk TCP still flows, and the counters count it."""
+    stats, tcp, n = tmp_path / "stats.json", RANKS / "multihost_tcp.py", 2_000_000
+    script = (f'"$VCLUSTER_SSH" node1 {sys.executable} {tcp} serve 5000 & '
+              f'"$VCLUSTER_SSH" node0 {sys.executable} {tcp} ping node1 5000 5; wait; '
+              f'"$VCLUSTER_SSH" node0 {sys.executable} {tcp} serve 5001 & '
+              f'"$VCLUSTER_SSH" node1 {sys.executable} {tcp} send node0 5001 {n}; wait')
+    out = cluster("--hosts", 2, "--delay", 4, "--stats", stats, "--", "sh", "-c", script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rtt = [float(line.split()[1]) for line in out.stdout.splitlines()
+           if line.startswith("rtt_ms")]
+    assert len(rtt) == 1 and rtt[0] >= 8.0, out.stdout
+    assert out.stdout.split()[-1] == str(n)
+    links = link_deltas(json.loads(stats.read_text()))
+    assert links["node1"]["tx"] >= n and links["node0"]["rx"] >= n, links
+
+
+@pytest.mark.mpi
+def test_mpi_allreduce_through_the_delaying_hub(tmp_path):
+    n = 1 << 18
+    res = run_cluster("multihost_allreduce", 2, 2, tmp_path=tmp_path, args=[n, "auto"],
+                      flags=["--delay", 1], timeout=120)
+    assert res.returncode == 0, res.output[-3000:]
+    assert {rep["host"] for rep in res.by_rank().values()} == {"node0", "node1"}
+    assert_crossed(res, 4 * n // 2)

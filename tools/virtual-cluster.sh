@@ -2,7 +2,7 @@
 # A throw-away cluster of N "hosts" on this machine: Linux network namespaces joined by a
 # bridge, TCP over veth links (optionally rate-limited), each host with its own host name.
 #
-#   tools/virtual-cluster.sh [--hosts N] [--slots K] [--rate RATE] [--stats FILE] -- CMD...
+#   tools/virtual-cluster.sh [--hosts N] [--slots K] [--rate RATE] [--delay MS] [--stats FILE] -- CMD...
 #
 # CMD runs on the head node, with the launcher environment exported so that
 # `./mpirun.sh -n P python script.py` inside it runs across the hosts. See --help.
@@ -10,7 +10,8 @@ set -euo pipefail
 
 usage() {
     cat <<'EOT'
-Usage: tools/virtual-cluster.sh [--hosts N] [--slots K] [--rate RATE] [--stats FILE] [-- CMD...]
+Usage: tools/virtual-cluster.sh [--hosts N] [--slots K] [--rate RATE] [--delay MS]
+                                [--stats FILE] [-- CMD...]
 
 Runs CMD (default: an interactive shell) on the head node of a fresh virtual cluster and
 exits with CMD's status. Everything lives in one sandbox of Linux namespaces that the
@@ -20,7 +21,10 @@ kernel removes when CMD ends; no packet can leave it (it has no uplink).
   --slots K      MPI slots (ranks) per host in the hostfile (default 2)
   --rate RATE    limit each host's link to RATE in each direction (tbf), e.g. 1gbit,
                  100mbit, 10gbit (units as tc: bit, kbit, mbit, gbit, bps, kbps, mbps, gbps)
-  --delay MS     not supported: this needs netem or a userspace hub (exits 2)
+  --delay MS     hold every frame MS milliseconds (a round trip between hosts: 2 MS more):
+                 the hosts are then joined by a userspace hub (tools/vcluster-hub.py) on
+                 TAP devices instead of a bridge, MTU 9000; with --rate each host's
+                 sending side is shaped (tbf on its eth0). Needs /dev/net/tun and python3.
   --stats FILE   write each host's link counters (ip -s -j link of its eth0) before and
                  after CMD to FILE as JSON: {"hosts": [...], "before": {host: ...}, "after": ...}
   -h, --help     this text
@@ -46,17 +50,14 @@ die_usage() { echo "virtual-cluster.sh: $*" >&2; exit 2; }
 cannot() { echo "virtual-cluster.sh: cannot make a virtual cluster here: $*" >&2; exit 77; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-hosts=2 slots=2 rate="" stats=""
+hosts=2 slots=2 rate="" delay="" stats=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --hosts) hosts="${2:?--hosts needs a number}"; shift 2 ;;
         --slots) slots="${2:?--slots needs a number}"; shift 2 ;;
         --rate) rate="${2:?--rate needs a rate, e.g. 1gbit}"; shift 2 ;;
-        --delay) die_usage "--delay is not supported: a constant delay needs the netem qdisc" \
-                           "(missing from many kernels, this project's machines' included) or" \
-                           "a userspace hub, and this tool uses neither; --rate shapes the" \
-                           "links with tbf" ;;
+        --delay) delay="${2:?--delay needs milliseconds, e.g. 2}"; shift 2 ;;
         --stats) stats="${2:?--stats needs a file}"; shift 2 ;;
         --) shift; break ;;
         -*) die_usage "unknown option '$1' (see --help)" ;;
@@ -66,6 +67,8 @@ done
 [[ "$hosts" =~ ^[1-9][0-9]*$ && "$hosts" -le 200 ]] \
     || die_usage "--hosts must be an integer from 1 to 200, got '$hosts'"
 [[ "$slots" =~ ^[1-9][0-9]*$ ]] || die_usage "--slots must be a positive integer, got '$slots'"
+[[ -z "$delay" || ( "$delay" =~ ^[0-9]+(\.[0-9]+)?$ && ${delay%.*} -le 10000 ) ]] \
+    || die_usage "--delay must be milliseconds from 0 to 10000, e.g. 2 or 0.5, got '$delay'"
 burst=""
 if [[ -n "$rate" ]]; then
     # bytes per second, from tc's units; tbf's bucket must hold ~3 ms of traffic, else it
@@ -88,6 +91,10 @@ if [[ "${VCLUSTER_INSIDE:-}" != 1 ]]; then
         command -v "$tool" >/dev/null || cannot "'$tool' is not installed (util-linux, iproute2)"
     done
     [[ -z "$rate" ]] || command -v tc >/dev/null || cannot "--rate needs 'tc' (iproute2)"
+    if [[ -n "$delay" ]]; then
+        command -v python3 >/dev/null || cannot "--delay needs python3 (tools/vcluster-hub.py)"
+        [[ -c /dev/net/tun ]] || cannot "--delay needs TAP devices (/dev/net/tun)"
+    fi
     flags=(--net --mount --uts --pid --fork --kill-child --mount-proc)
     [[ $(id -u) -eq 0 ]] || flags=(--user --map-root-user "${flags[@]}")
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/vcluster.XXXXXX")
@@ -95,7 +102,7 @@ if [[ "${VCLUSTER_INSIDE:-}" != 1 ]]; then
     rc=0
     VCLUSTER_INSIDE=1 VCLUSTER_SCRATCH="$scratch" unshare "${flags[@]}" \
         bash "${BASH_SOURCE[0]}" --hosts "$hosts" --slots "$slots" ${rate:+--rate "$rate"} \
-        ${stats:+--stats "$stats"} -- "$@" || rc=$?
+        ${delay:+--delay "$delay"} ${stats:+--stats "$stats"} -- "$@" || rc=$?
     if [[ ! -e "$scratch/started" ]]; then  # unshare itself failed (its message is above)
         cannot "unshare ${flags[*]} failed (exit $rc); user namespaces may be disabled"
     fi
@@ -125,25 +132,45 @@ net=10.77.0
 mount --bind "$scratch/hosts" /etc/hosts 2>/dev/null || true  # names are a convenience only
 
 ip link set lo up || cannot "cannot configure the sandbox's network namespace"
-ip link add br0 type bridge || cannot "cannot create a bridge"
+names=()
+for ((i = 0; i < hosts; i++)); do names+=("node$i"); done
+if [[ -z "$delay" ]]; then
+    ip link add br0 type bridge || cannot "cannot create a bridge"
+else  # the hub's ports: br0 for the head, t-nodeI for each host (moved in below)
+    python3 "$here/vcluster-hub.py" --delay "$delay" --ready "$scratch/hub-ready" --mtu 9000 \
+        br0 "${names[@]/#/t-}" &
+    for ((t = 0; t < 100; t++)); do
+        [[ ! -e "$scratch/hub-ready" ]] || break
+        kill -0 $! 2>/dev/null || cannot "the hub (tools/vcluster-hub.py) did not start"
+        sleep 0.05
+    done
+    [[ -e "$scratch/hub-ready" ]] || cannot "the hub (tools/vcluster-hub.py) did not start"
+    ip link set br0 mtu 9000
+fi
 ip addr add "$net.1/24" dev br0
 ip link set br0 up
-names=()
 for ((i = 0; i < hosts; i++)); do
     h=node$i
-    names+=("$h")
     ip netns add "$h" || cannot "cannot create network namespace $h"
-    ip link add "v-$h" type veth peer name eth0 netns "$h" || cannot "cannot create veth v-$h"
-    ip link set "v-$h" master br0 up
+    if [[ -z "$delay" ]]; then
+        ip link add "v-$h" type veth peer name eth0 netns "$h" || cannot "cannot create veth v-$h"
+        ip link set "v-$h" master br0 up
+    else
+        ip link set "t-$h" netns "$h" || cannot "cannot move t-$h into $h"
+        ip -n "$h" link set "t-$h" name eth0
+        ip -n "$h" link set eth0 mtu 9000
+    fi
     ip -n "$h" addr add "$net.$((10 + i))/24" dev eth0
     ip -n "$h" link set lo up
     ip -n "$h" link set eth0 up
     if [[ -n "$rate" ]]; then
-        # both directions: the host's egress on eth0, its ingress on the head's end
+        # the host's egress on eth0; without the hub also its ingress, on the head's end
         tc -n "$h" qdisc add dev eth0 root tbf rate "$rate" burst "$burst" latency 50ms \
             || cannot "tc tbf on $h"
-        tc qdisc add dev "v-$h" root tbf rate "$rate" burst "$burst" latency 50ms \
-            || cannot "tc tbf on v-$h"
+        if [[ -z "$delay" ]]; then
+            tc qdisc add dev "v-$h" root tbf rate "$rate" burst "$burst" latency 50ms \
+                || cannot "tc tbf on v-$h"
+        fi
     fi
 done
 hostfile="$scratch/hostfile"
