@@ -48,7 +48,7 @@ def open_tap(name: str) -> int:
 def forward(fds: list[int], delay: float, mtu: int):
     """Read, hold for ``delay`` seconds, deliver: forever."""
     ep = select.epoll()
-    for port, fd in enumerate(fds):
+    for fd in fds:
         ep.register(fd, select.EPOLLIN)
     port_of = {fd: port for port, fd in enumerate(fds)}
     where: dict[bytes, int] = {}  # MAC -> port it was last seen on
