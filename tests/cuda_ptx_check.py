@@ -169,7 +169,11 @@ def main():
         print(f"NO_NVVM {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return
     failed = []
-    all_cases = cases(K, KN, MM, OPT)
+    # NOTE: ``--shard k/n``: every n-th case from the k-th (the test runs n of these at once)
+    k, n = map(int, sys.argv[sys.argv.index("--shard") + 1].split("/")) \
+        if "--shard" in sys.argv else (0, 1)
+    every = cases(K, KN, MM, OPT)
+    all_cases = every[k::n]
     for name, kern, sig in all_cases:
         try:
             compile_ptx(kern.py_func, sig, cc=(8, 0))
@@ -178,7 +182,7 @@ def main():
     if failed:
         print("\n".join(failed))
         sys.exit(1)
-    print(f"OK {len(all_cases)}")
+    print(f"OK {len(all_cases)} of {len(every)}")
 
 
 if __name__ == "__main__":

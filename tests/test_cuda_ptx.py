@@ -21,11 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_every_kernel_compiles_to_ptx():
+    # NOTE: compiling is single-threaded: one shard of the cases per core, at once
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "cuda_ptx_check.py")], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    out = proc.stdout + proc.stderr
-    if "NO_NVVM" in proc.stdout:
+    n = max(1, min(4, len(os.sched_getaffinity(0))))
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "cuda_ptx_check.py"),
+                               "--shard", f"{k}/{n}"], env=env, cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for k in range(n)]
+    try:
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    if any("NO_NVVM" in out for out in outs):
         pytest.skip("NVVM (the CUDA compiler library) is not installed: "
-                    + proc.stdout.strip()[:200])
-    assert proc.returncode == 0 and "OK" in proc.stdout, out[-5000:]
+                    + next(out for out in outs if "NO_NVVM" in out).strip()[:200])
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0 and "OK" in out, out[-5000:]
+    done = [out.split("OK")[-1].split() for out in outs]  # "OK <mine> of <all>"
+    assert sum(int(d[0]) for d in done) == int(done[0][2]), outs
