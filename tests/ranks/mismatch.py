@@ -4,35 +4,16 @@ what differed, within 30 s, and leave the communicator usable
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 import collective as col
 from ranks.report import report
+from ranks.scenarios import Scenarios
 
 r, P = col.rank(), col.size()
 last = P - 1
-results = {}
-
-
-def scenario(name, fn, expect_words, exc_type=ValueError):
-    t0 = time.monotonic()
-    try:
-        fn()
-        results[name] = "no error"
-    except exc_type as exc:
-        msg = str(exc)
-        missing = [w for w in expect_words if w not in msg]
-        results[name] = "ok" if not missing else f"missing {missing}: {msg}"
-    except Exception as exc:  # noqa: BLE001
-        results[name] = f"wrong exception {type(exc).__name__}: {exc}"
-    if time.monotonic() - t0 > 30:
-        results[name] += f" / took {time.monotonic() - t0:.0f} s"
-    # the communicator must still work, with the same result everywhere
-    y = col.allreduce(np.full(3, r, np.int64), op=col.Sum)
-    if y.tolist() != [P * (P - 1) // 2] * 3:
-        results[name] += " / communicator broken afterwards"
+scenario = Scenarios()
+results = scenario.results
 
 
 for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):

@@ -5,10 +5,9 @@ the communicator still works afterwards. The odd one out is the last rank, on th
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from multihost_common import placement, report
+from scenarios import Scenarios
 
 import collective as col
 import dlsys as ds
@@ -17,28 +16,8 @@ from dlsys import nn
 col.init()
 r, P = col.rank(), col.size()
 last = P - 1
-results: dict = {}
-crossed = 0
-
-
-def scenario(name, fn, expect_words):
-    global crossed
-    t0 = time.monotonic()
-    try:
-        fn()
-        results[name] = "no error"
-    except ValueError as exc:
-        missing = [w for w in expect_words if w not in str(exc)]
-        results[name] = "ok" if not missing else f"missing {missing}: {exc}"
-    except Exception as exc:  # noqa: BLE001 - any other exception is a failure to report
-        results[name] = f"wrong exception {type(exc).__name__}: {exc}"
-    if time.monotonic() - t0 > 30:
-        results[name] += f" / took {time.monotonic() - t0:.0f} s"
-    # the communicator must still work, with the same result everywhere (and across the links)
-    y = col.allreduce(np.full(1 << 18, r, np.int64), op=col.Sum)
-    crossed += y.nbytes
-    if not np.all(y == P * (P - 1) // 2):
-        results[name] += " / communicator broken afterwards"
+scenario = Scenarios(elements=1 << 18)
+results = scenario.results
 
 
 for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
@@ -64,4 +43,4 @@ scenario("optimizer", lambda: col.DistributedOptimizer(
     [f"rank {last}", "(8, 6)", "(9, 6)"])
 scenario("broadcast_parameters", lambda: col.broadcast_parameters(model.state_dict(), root=0),
          [f"rank {last}"])
-report(results=results, crossed=crossed, **placement())
+report(results=results, crossed=scenario.crossed, **placement())
