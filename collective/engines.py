@@ -39,6 +39,7 @@ step (``Engine.active``). ``docs/overlap.md`` has the measurements behind the de
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 import time
@@ -47,7 +48,6 @@ import traceback
 import numpy as np
 
 from .algorithms import HierRing, Ring, layout
-from .algorithms.shared_memory import shm_handshake
 from .allreduce import allreduce_
 from .checks import StepMismatchError, agree_by_message, checked_allreduce
 from .context import MISMATCH, TAG_BUCKETS
@@ -338,11 +338,12 @@ class SharedEngine(Engine):
     docstring and ``collective/shared_buckets.py`` for the protocol and the arithmetic).
 
     NOTE: the step check (``collective/checks.py``) of bucket 0 is one round of the
-    Context's node window (``shm_handshake``, about a microsecond), blocking, when bucket 0 is
-    handed over: the ranks meet there before any of them publishes bucket 0, so ranks that
-    step different optimizers (each has its own bucket window) or different steps find out
-    there instead of waiting for flags that never come. Without the check (COLLECTIVE_STEP_
-    CHECK=0) a rank that never reaches the step is named by the stall watchdog.
+    Context's node window (``SharedWindow.post``: a store, then a few loads of the others'
+    control words, no message), started when bucket 0 is handed over and finished before
+    bucket 0 is reduced: the ranks meet there before any of them reduces a bucket, so ranks
+    that step different optimizers (each has its own bucket window) or different steps find
+    out there instead of waiting for flags that never come. Without the check
+    (COLLECTIVE_STEP_CHECK=0) a rank that never reaches the step is named by the stall watchdog.
     """
 
     def __init__(self, ctx, op, predivide=1.0, window=None):
@@ -354,30 +355,37 @@ class SharedEngine(Engine):
         self._queue: collections.deque[Work] = collections.deque()  # published, not reduced
         self._reduced: list[Work] = []  # this rank's segment written, not yet complete
 
-    def _check(self, work):
-        """Bucket 0's step check: one handshake round of the node window."""
-        check = self.step_check if work.bucket.index == 0 else None
-        if check is None or check.fields is None:
-            return
-        ctx = self.ctx
-        token = ctx.monitor.enter("DistributedOptimizer bucket 0")  # NOTE(observability)
-        try:
-            agreed = shm_handshake(ctx.shm, digest(("shared buckets", check.fp)))
-        finally:
-            ctx.monitor.exit(token)
-        check.verify(ctx.comm, MISMATCH if agreed == MISMATCH else check.fp)
-
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()
         work = Work(bucket, self.rule(bucket))
         work.t0 = t0
         bucket.pack(work.rule[0])  # in place, in the window (or compressed into it)
-        self._check(work)
+        check = self.step_check if bucket.index == 0 else None
+        if check is not None and check.fields is not None:  # NOTE(observability)
+            work.check, work.agreed = check, digest(("shared buckets", check.fp))
+            self.ctx.shm.post(work.agreed)
         self.window.publish(bucket.index, READY, self.gen)
         self._queue.append(work)
         self._advance()
         self.busy_s += time.perf_counter() - t0
         return work
+
+    def _checked(self, work, wait) -> bool:
+        """Bucket 0's step check finished (``wait``: wait for it); raises StepMismatchError on
+        every rank when the ranks' steps differ."""
+        shm = self.ctx.shm
+        if wait:
+            spins = 0
+            while not shm.arrived():
+                spins += 1
+                if spins > 64:
+                    os.sched_yield()
+        elif not shm.arrived():
+            return False
+        check, fp = work.check, work.agreed
+        work.check = None
+        check.verify(self.ctx.comm, fp if shm.agreed(fp) else MISMATCH)
+        return True
 
     def _reduce(self, work):
         """Every rank published this bucket: reduce this rank's segment into every rank's."""
@@ -395,7 +403,10 @@ class SharedEngine(Engine):
         """Reduce the published buckets, in order, while every rank has published them."""
         queue, win, g = self._queue, self.window, self.gen
         while queue:
-            b = queue[0].bucket.index
+            work = queue[0]
+            if work.check is not None and not self._checked(work, wait):
+                return
+            b = work.bucket.index
             if wait:
                 win.wait(b, READY, g)
             elif not win.reached(b, READY, g):
