@@ -404,10 +404,13 @@ class SharedEngine(Engine):
         queue, win, g = self._queue, self.window, self.gen
         while queue:
             work = queue[0]
-            if work.check is not None and not self._checked(work, wait):
-                return
             b = work.bucket.index
-            if wait:
+            if work.check is not None:
+                # NOTE: every rank posted the check's round after packing bucket 0, so the
+                # round's end says bucket 0 is ready everywhere: no wait on its flags
+                if not self._checked(work, wait):
+                    return
+            elif wait:
                 win.wait(b, READY, g)
             elif not win.reached(b, READY, g):
                 return
