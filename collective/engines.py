@@ -393,7 +393,7 @@ class SharedEngine(Engine):
         wire, op = bucket.wire, work.rule[1]
         counts, offsets = layout(ctx, wire.size)
         lo = offsets[ctx.rank]
-        fn = reducer_for(wire.dtype, op.ufunc)
+        fn = reducer_for(wire.dtype, op.ufunc, ctx.size)
         fn(win.arrays[bucket.index], ctx.rank, lo, lo + counts[ctx.rank],
            ctx.size if op.average else 0)
         win.publish(bucket.index, DONE, self.gen)

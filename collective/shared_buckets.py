@@ -13,9 +13,9 @@ Arithmetic: exactly the ring's (``algorithms/ring.py``): the element of segment 
 ``x_k op (x_{k-1} op (... op x_{k+1}))`` in numpy's arithmetic of the dtype, then divided by P
 with ``np.true_divide`` for Average. It is computed once, by rank k, and stored into every
 rank's bucket, so the replicas are bitwise identical (guarantee 2) and equal to what the ring
-gives. ``sum_into_all`` is the Numba kernel for float32/float64 Sum (blocks of ``BLOCK``
-elements kept in L1 between the P reads and the P writes); ``reduce_into_all`` is its numpy
-reference and the path of every other dtype and op (float16: numpy adds in float32 and rounds
+gives. ``sum_into_all`` is the Numba kernel for float32/float64 Sum at P = 2, 3, 4 (one pass:
+P reads and P writes per element); ``reduce_into_all`` is its numpy reference and the path of
+every other dtype, op and P (float16: numpy adds in float32 and rounds
 each time, as the ring does).
 
 The window (``BucketWindow``): each rank's segment starts with one cache line of control words
@@ -36,7 +36,6 @@ import numpy as np
 
 _LINE = 64  # bytes: one cache line
 READY, DONE = 0, 1  # control words of a bucket
-BLOCK = 2048  # elements per block of sum_into_all (16 KiB of float64: in L1 with the inputs)
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -60,51 +59,67 @@ def reduce_into_all(xs, k: int, lo: int, hi: int, ufunc, divisor: int = 0):
         x[lo:hi] = acc
 
 
-def _sum_into_all_py(xs, k, lo, hi, divisor, block):
-    P = len(xs)
-    acc = np.empty(min(block, max(hi - lo, 0)), xs[0].dtype)
-    for a in range(lo, hi, block):
-        n = min(a + block, hi) - a
-        src = xs[(k + 1) % P]
-        for i in range(n):
-            acc[i] = src[a + i]
-        for j in range(2, P + 1):
-            x = xs[(k + j) % P]
-            for i in range(n):
-                acc[i] = x[a + i] + acc[i]
+def _sum2(a, b, lo, hi, divisor):
+    for i in range(lo, hi):
+        s = b[i] + a[i]
         if divisor != 0:
-            for i in range(n):
-                acc[i] = acc[i] / divisor
-        for j in range(P):
-            x = xs[j]
-            for i in range(n):
-                x[a + i] = acc[i]
+            s = s / divisor
+        a[i] = s
+        b[i] = s
 
 
-_KERNEL = None
+def _sum3(a, b, c, lo, hi, divisor):
+    for i in range(lo, hi):
+        s = c[i] + (b[i] + a[i])
+        if divisor != 0:
+            s = s / divisor
+        a[i] = s
+        b[i] = s
+        c[i] = s
 
 
-def _kernel():
-    """The Numba kernel, compiled (or loaded from Numba's cache) on first use: importing
-    collective does not import Numba."""
-    global _KERNEL
-    if _KERNEL is None:
+def _sum4(a, b, c, d, lo, hi, divisor):
+    for i in range(lo, hi):
+        s = d[i] + (c[i] + (b[i] + a[i]))
+        if divisor != 0:
+            s = s / divisor
+        a[i] = s
+        b[i] = s
+        c[i] = s
+        d[i] = s
+
+
+_KERNELS: dict = {}
+
+
+def _kernel(P):
+    """The Numba kernel for P ranks, compiled (or loaded from Numba's cache) on first use:
+    importing collective does not import Numba."""
+    fn = _KERNELS.get(P)
+    if fn is None:
         from numba import njit
 
-        _KERNEL = njit(cache=True, nogil=True)(_sum_into_all_py)
-    return _KERNEL
+        fn = _KERNELS[P] = njit(cache=True, nogil=True)({2: _sum2, 3: _sum3, 4: _sum4}[P])
+    return fn
 
 
 def sum_into_all(xs: tuple, k: int, lo: int, hi: int, divisor: int = 0):
-    """``reduce_into_all(xs, k, lo, hi, np.add, divisor)`` for float32/float64 in one pass
-    over the inputs (``xs``: a tuple of 1-D C-contiguous arrays of one dtype)."""
-    _kernel()(xs, k, lo, hi, xs[0].dtype.type(divisor), BLOCK)
+    """``reduce_into_all(xs, k, lo, hi, np.add, divisor)`` for float32/float64 and P = 2, 3,
+    4 in one pass over the inputs (``xs``: 1-D C-contiguous arrays of one dtype).
+
+    NOTE: one kernel per P, the arrays as separate arguments in the ring's order (x_{k+1}
+    first, x_k last): a loop over a tuple of arrays indexed at run time (one kernel for every
+    P) was not vectorised by LLVM and ran at 0.55x memcpy on one core where these run at
+    memcpy's speed (8 MiB segments of 16 MiB buckets, P = 2)."""
+    P = len(xs)
+    args = [xs[(k + j) % P] for j in range(1, P + 1)]
+    _kernel(P)(*args, lo, hi, xs[0].dtype.type(divisor))
 
 
-def reducer_for(dtype, ufunc):
-    """The function that reduces a segment of arrays of ``dtype`` with ``ufunc``:
+def reducer_for(dtype, ufunc, P):
+    """The function that reduces a segment of P arrays of ``dtype`` with ``ufunc``:
     ``fn(xs, k, lo, hi, divisor)``."""
-    if ufunc is np.add and np.dtype(dtype) in KERNEL_DTYPES:
+    if ufunc is np.add and np.dtype(dtype) in KERNEL_DTYPES and 2 <= P <= 4:
         return sum_into_all
     return lambda xs, k, lo, hi, divisor: reduce_into_all(xs, k, lo, hi, ufunc, divisor)
 
