@@ -62,6 +62,9 @@ def main(argv=None):
                     default="ring,recursive_doubling,shared_memory,auto,mpi,shared_buckets",
                     help="columns; 'mpi' is the MPI library's own in-place Allreduce, "
                          "'shared_buckets' DistributedOptimizer's buckets in shared memory")
+    ap.add_argument("--steps", default="16M",
+                    help="size at which the steps of a private array's ring are timed apart "
+                         "(every rank at once; empty: skip)")
     ap.add_argument("--no-fusion", dest="fusion", action="store_false",
                     help="skip the fusion benchmark (110 small gradients vs one allreduce)")
     ap.add_argument("--max-seconds", type=float, default=3.0,
@@ -199,6 +202,7 @@ def main(argv=None):
             print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>8.2f}"
                   f"{memcpy_all:>8.2f}{over}  {row['auto_choice']}", flush=True)
     fusion_out = fusion(comm, op, args.iters) if args.fusion else None
+    steps_out = ring_steps(comm, parse_size(args.steps), dtype) if args.steps and P > 1 else None
     # the cost of the mismatch check alone: one handshake (shared memory on one node, else an
     # 8-byte recursive-doubling butterfly), next to an 8-byte MPI Allreduce for scale
     from collective.algorithms import handshake
@@ -248,7 +252,8 @@ def main(argv=None):
                    "op": str(op),
                    "host": platform.node(), "mpi": MPI.Get_library_version().splitlines()[0],
                    "algorithms": algos, "tuning": ctx.tuning and ctx.tuning.to_json(), "rows": rows,
-                   "check_us": check_us, "fusion": fusion_out}
+                   "check_us": check_us, "fusion": fusion_out,
+                   "steps": steps_out}
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(out, indent=1))
 
@@ -266,6 +271,45 @@ def shared_bucket(count, dtype, op):
                                    bucket_cap_mb=max(25, count * dtype.itemsize / 2**20))
     p.grad = ds.zeros(count, dtype=dtype)
     return opt
+
+
+def ring_steps(comm, nbytes, dtype, reps=15):
+    """The steps of the ring of a private array of ``nbytes`` timed apart, every rank at once
+    (medians, max over ranks): a memcpy of the array, the exchange of one segment with the
+    neighbours (MPI Isend/Irecv: what each ring step moves), the reduction of one segment
+    (numpy's add of two segments into one), and the whole ring allreduce."""
+    from mpi4py import MPI
+
+    P, r = comm.Get_size(), comm.Get_rank()
+    n = nbytes // dtype.itemsize
+    seg = n // P
+    a, b = np.ones(n, dtype), np.ones(n, dtype)
+    send, recv = a[:seg], b[:seg]
+    left, right = (r - 1) % P, (r + 1) % P
+
+    def exchange():
+        MPI.Request.Waitall([comm.Irecv(recv, left, 7), comm.Isend(send, right, 7)])
+
+    ring_buf = np.ones(n, dtype)
+    fns = {"memcpy": lambda: np.copyto(b, a), "exchange_segment": exchange,
+           "add_segment": lambda: np.add(a[:seg], b[:seg], out=a[:seg]),
+           "ring": lambda: col.allreduce_(ring_buf, op=col.Sum, algorithm="ring")}
+    t = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fn()
+            t[k].append(time.perf_counter() - t0)
+    t = {k: comm.allreduce(float(np.median(v)), op=MPI.MAX) for k, v in t.items()}
+    # the ring: 2(P-1) exchanges of a segment and P-1 reductions of one
+    model = 2 * (P - 1) * t["exchange_segment"] + (P - 1) * t["add_segment"]
+    if r == 0:
+        print(f"# ring steps at {fmt_size(nbytes)} (every rank at once): memcpy "
+              f"{t['memcpy'] * 1e3:.2f} ms, segment exchange {t['exchange_segment'] * 1e3:.2f} "
+              f"ms, segment add {t['add_segment'] * 1e3:.2f} ms; 2(P-1) exchanges + (P-1) adds "
+              f"= {model * 1e3:.2f} ms; the ring {t['ring'] * 1e3:.2f} ms")
+    return {"bytes": nbytes, "seconds": t, "steps_model_s": model}
 
 
 def fusion(comm, op, reps):

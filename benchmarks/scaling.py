@@ -57,7 +57,7 @@ WEAK_BATCH = 64
 STRONG_BATCH = 128
 OVERLAP_CAP_MB = 0.5
 OVERLAP_BATCH = 128
-ENGINES = ("nonblocking", "thread", "inline")
+ENGINES = ("shared", "nonblocking", "thread", "inline")
 MODEL_RANKS = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 
