@@ -7,8 +7,14 @@ back-to-back calls after a barrier; its time is the maximum over ranks), algbw =
 and busbw = algbw * 2(P-1)/P, for the ring, recursive doubling, shared-memory and auto
 algorithms of ``collective`` (in place, ``allreduce_``, mismatch check included) and the MPI
 library's own in-place ``Allreduce`` side by side (interleaved, so machine noise hits them
-alike), plus one core's memcpy payload bandwidth (``np.copyto``, bytes copied per second, rank
-0 alone while the others wait) measured in the same run. The table goes to stdout on rank 0.
+alike), and "shared_buckets": DistributedOptimizer's reduction of one bucket of that size in
+the node's shared window (``overlap="shared"``, ``opt.synchronize()`` with the step check), plus
+memcpy payload bandwidth (``np.copyto``, bytes copied per second) of one core (rank 0 alone
+while the others wait) and of each core while every rank copies at once ("memcpy_all": what
+the cores share of the memory bus), measured in the same run, and each column's busbw over
+one core's memcpy. The fusion benchmark (``--fusion``, on by default) times a
+DistributedOptimizer synchronize over 110 ResNet-like gradients (5 MiB; both engines) against
+one flat ``allreduce_`` (and MPI's own) of the same bytes. The table goes to stdout on rank 0.
 """
 
 from __future__ import annotations
@@ -52,8 +58,15 @@ def main(argv=None):
     ap.add_argument("-n", "--iters", type=int, default=20)
     ap.add_argument("-d", "--dtype", default="float32")
     ap.add_argument("-o", "--op", default="sum", choices=["sum", "max", "min", "average"])
-    ap.add_argument("--algorithms", default="ring,recursive_doubling,shared_memory,auto,mpi",
-                    help="columns; 'mpi' is the MPI library's own in-place Allreduce")
+    ap.add_argument("--algorithms",
+                    default="ring,recursive_doubling,shared_memory,auto,mpi,shared_buckets",
+                    help="columns; 'mpi' is the MPI library's own in-place Allreduce, "
+                         "'shared_buckets' DistributedOptimizer's buckets in shared memory")
+    ap.add_argument("--steps", default="16M",
+                    help="size at which the steps of a private array's ring are timed apart "
+                         "(every rank at once; empty: skip)")
+    ap.add_argument("--no-fusion", dest="fusion", action="store_false",
+                    help="skip the fusion benchmark (110 small gradients vs one allreduce)")
     ap.add_argument("--max-seconds", type=float, default=3.0,
                     help="fewer iterations for a size whose iterations would take longer")
     ap.add_argument("--passes", type=int, default=1,
@@ -82,8 +95,14 @@ def main(argv=None):
     copy_src = np.ones(hi, dtype=np.uint8)
     copy_dst = np.empty_like(copy_src)
     mpi_op = op.mpi_op()
+    optimizers = {}  # size -> DistributedOptimizer of one bucket in the shared window
 
     def make(algo, buf):
+        if algo == "shared_buckets":
+            opt = optimizers.get(buf.nbytes)
+            if opt is None:
+                opt = optimizers[buf.nbytes] = shared_bucket(buf.size, dtype, op)
+            return opt.synchronize
         if algo == "mpi":
             def fn():
                 comm.Allreduce(MPI.IN_PLACE, buf, mpi_op)
@@ -96,13 +115,17 @@ def main(argv=None):
         print(f"# collective allreduce benchmark: P={P}, dtype={dtype}, op={op}, "
               f"host={platform.node()}, MPI={MPI.Get_library_version().splitlines()[0].strip()}")
         cols = "".join(f"{a[:18]:>28}" for a in algos)
-        print(f"# {'':>10}{'':>11}{cols}{'auto/mpi':>10}{'memcpy':>9}  auto")
+        ratios = "".join(f"{RATIO_NAMES.get(a, a)[:8]:>9}" for a in algos)
+        print(f"# {'':>10}{'':>11}{cols}{'auto/mpi':>10}{'memcpy':>8}{'mem_all':>8}"
+              f"{ratios}  auto")
         sub = "".join(f"{'time(us)':>10}{'algbw':>9}{'busbw':>9}" for _ in algos)
-        print(f"# {'size':>10}{'count':>11}{sub}{'busbw':>10}{'GB/s':>9}  chose")
+        print(f"# {'size':>10}{'count':>11}{sub}{'busbw':>10}{'GB/s':>8}{'GB/s':>8}"
+              f"{'/memcpy':>9}{'':>{9 * (len(algos) - 1)}}  chose")
     # --passes N sweeps all sizes N times and takes medians over every pass's samples: on a
     # shared machine a burst of load then hits each size in one pass only
     samples = {s: [] for s in sizes}
     copies = {s: [] for s in sizes}
+    copies_all = {s: [] for s in sizes}
     meta = {}
     for _ in range(args.passes):
         for size in sizes:
@@ -145,18 +168,28 @@ def main(argv=None):
                     cp[i] = time.perf_counter() - t0
             comm.Barrier()
             copies[size].extend(cp.tolist())
+            # every rank's memcpy at once: each core's share of the memory bus
+            src, dst = copy_src[:size], copy_dst[:size]
+            for _ in range(max(3, iters // 2)):
+                comm.Barrier()
+                t0 = time.perf_counter()
+                np.copyto(dst, src)
+                copies_all[size].append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
     rows = []
     for size in sizes:
         count, batch, iters = meta[size]
         nbytes = count * dtype.itemsize
         med = np.median(np.concatenate(samples[size], axis=1), axis=1)
         memcpy_bw = nbytes / np.median(copies[size]) / 1e9 if rank == 0 else 0.0
+        memcpy_all = nbytes / np.median(copies_all[size]) / 1e9
         row = {"bytes": nbytes, "count": count, "iters": iters, "batch": batch,
-               "memcpy_GBps": memcpy_bw}
+               "memcpy_GBps": memcpy_bw, "memcpy_all_GBps": memcpy_all}
         for j, a in enumerate(algos):
             algbw = nbytes / med[j] / 1e9
             row[a] = {"time_us": med[j] * 1e6, "algbw_GBps": algbw,
                       "busbw_GBps": algbw * 2 * (P - 1) / P if P > 1 else algbw}
+            if rank == 0:
+                row[a]["over_memcpy"] = row[a]["busbw_GBps"] / memcpy_bw
         row["auto_choice"] = ctx.choices.get(nbytes, "-")
         if "auto" in algos and "mpi" in algos:
             row["auto_over_mpi"] = row["auto"]["busbw_GBps"] / row["mpi"]["busbw_GBps"]
@@ -165,8 +198,11 @@ def main(argv=None):
             cells = "".join(f"{row[a]['time_us']:>10.1f}{row[a]['algbw_GBps']:>9.2f}"
                             f"{row[a]['busbw_GBps']:>9.2f}" for a in algos)
             ratio = f"{row.get('auto_over_mpi', float('nan')):>10.2f}"
-            print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>9.2f}  "
-                  f"{row['auto_choice']}", flush=True)
+            over = "".join(f"{row[a]['over_memcpy']:>9.2f}" for a in algos)
+            print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>8.2f}"
+                  f"{memcpy_all:>8.2f}{over}  {row['auto_choice']}", flush=True)
+    fusion_out = fusion(comm, op, args.iters) if args.fusion else None
+    steps_out = ring_steps(comm, parse_size(args.steps), dtype) if args.steps and P > 1 else None
     # the cost of the mismatch check alone: one handshake (shared memory on one node, else an
     # 8-byte recursive-doubling butterfly), next to an 8-byte MPI Allreduce for scale
     from collective.algorithms import handshake
@@ -195,18 +231,125 @@ def main(argv=None):
             print(f"# auto vs MPI Allreduce: worst busbw ratio {worst['auto_over_mpi']:.2f} "
                   f"at {fmt_size(worst['bytes'])}")
         r16 = next((r for r in rows if r["bytes"] == 16 << 20), None)
-        if r16 is not None and "auto" in algos:
-            print(f"# 16M: auto busbw {r16['auto']['busbw_GBps']:.2f} GB/s = "
-                  f"{r16['auto']['busbw_GBps'] / r16['memcpy_GBps']:.2f}x one-core memcpy "
-                  f"({r16['memcpy_GBps']:.2f} GB/s)")
+        if r16 is not None and P > 1:
+            # bytes each rank moves per payload byte, against memcpy's 2 (one read, one
+            # write): the ring of a private array (MPICH's single-copy receive, the reduction
+            # reading two and writing one, the allgather's receive) 7(P-1)/P; the shared
+            # buckets (read P segments of N/P, write P) 2; busbw counts 2(P-1)/P of N
+            f = (P - 1) / P
+            share = r16["memcpy_all_GBps"] / r16["memcpy_GBps"]
+            print(f"# 16M bounds with every core copying at once ({share:.2f}x one core's "
+                  f"memcpy each): ring of a private array <= {4 / 7 * share:.2f}x one-core "
+                  f"memcpy, shared buckets <= {2 * f * share:.2f}x")
+        for a in ("auto", "shared_buckets"):
+            if r16 is not None and a in algos:
+                print(f"# 16M: {a} busbw {r16[a]['busbw_GBps']:.2f} GB/s = "
+                      f"{r16[a]['over_memcpy']:.2f}x one-core memcpy "
+                      f"({r16['memcpy_GBps']:.2f} GB/s; each core's while all copy: "
+                      f"{r16['memcpy_all_GBps']:.2f} GB/s)")
         if args.json:
             out = {"benchmark": "allreduce", "P": P, "passes": args.passes, "dtype": str(dtype),
                    "op": str(op),
                    "host": platform.node(), "mpi": MPI.Get_library_version().splitlines()[0],
                    "algorithms": algos, "tuning": ctx.tuning and ctx.tuning.to_json(), "rows": rows,
-                   "check_us": check_us}
+                   "check_us": check_us, "fusion": fusion_out,
+                   "steps": steps_out}
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+RATIO_NAMES = {"recursive_doubling": "rd", "shared_memory": "shm", "shared_buckets": "shm_bkt"}
+
+
+def shared_bucket(count, dtype, op):
+    """A DistributedOptimizer whose one bucket of ``count`` elements lives in the shared
+    window (private memory where it cannot be had: the column then shows the rings)."""
+    import dlsys as ds
+
+    p = ds.zeros(count, dtype=dtype, requires_grad=True)
+    opt = col.DistributedOptimizer(ds.optim.SGD([p], lr=0.0), op=op, overlap="shared",
+                                   bucket_cap_mb=max(25, count * dtype.itemsize / 2**20))
+    p.grad = ds.zeros(count, dtype=dtype)
+    return opt
+
+
+def ring_steps(comm, nbytes, dtype, reps=15):
+    """The steps of the ring of a private array of ``nbytes`` timed apart, every rank at once
+    (medians, max over ranks): a memcpy of the array, the exchange of one segment with the
+    neighbours (MPI Isend/Irecv: what each ring step moves), the reduction of one segment
+    (numpy's add of two segments into one), and the whole ring allreduce."""
+    from mpi4py import MPI
+
+    P, r = comm.Get_size(), comm.Get_rank()
+    n = nbytes // dtype.itemsize
+    seg = n // P
+    a, b = np.ones(n, dtype), np.ones(n, dtype)
+    send, recv = a[:seg], b[:seg]
+    left, right = (r - 1) % P, (r + 1) % P
+
+    def exchange():
+        MPI.Request.Waitall([comm.Irecv(recv, left, 7), comm.Isend(send, right, 7)])
+
+    ring_buf = np.ones(n, dtype)
+    fns = {"memcpy": lambda: np.copyto(b, a), "exchange_segment": exchange,
+           "add_segment": lambda: np.add(a[:seg], b[:seg], out=a[:seg]),
+           "ring": lambda: col.allreduce_(ring_buf, op=col.Sum, algorithm="ring")}
+    t = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fn()
+            t[k].append(time.perf_counter() - t0)
+    t = {k: comm.allreduce(float(np.median(v)), op=MPI.MAX) for k, v in t.items()}
+    # the ring: 2(P-1) exchanges of a segment and P-1 reductions of one
+    model = 2 * (P - 1) * t["exchange_segment"] + (P - 1) * t["add_segment"]
+    if r == 0:
+        print(f"# ring steps at {fmt_size(nbytes)} (every rank at once): memcpy "
+              f"{t['memcpy'] * 1e3:.2f} ms, segment exchange {t['exchange_segment'] * 1e3:.2f} "
+              f"ms, segment add {t['add_segment'] * 1e3:.2f} ms; 2(P-1) exchanges + (P-1) adds "
+              f"= {model * 1e3:.2f} ms; the ring {t['ring'] * 1e3:.2f} ms")
+    return {"bytes": nbytes, "seconds": t, "steps_model_s": model}
+
+
+def fusion(comm, op, reps):
+    """DistributedOptimizer synchronize over 110 ResNet-like gradients (5 MiB) against one
+    flat allreduce_ of the same bytes: medians of interleaved samples, max over ranks."""
+    from mpi4py import MPI
+    from scaling import resnet_like_shapes
+
+    import dlsys as ds
+
+    shapes = resnet_like_shapes()
+    nbytes = int(sum(np.prod(s) for s in shapes)) * 4
+    fns = {}
+    for overlap in ("shared", "nonblocking"):
+        params = [ds.zeros(*s, requires_grad=True) for s in shapes]
+        opt = col.DistributedOptimizer(ds.optim.SGD(params, lr=0.0), op=op, overlap=overlap)
+        fns[f"sync_{overlap}"] = opt.synchronize
+    flat = np.zeros(nbytes // 4, np.float32)
+    fns["flat_allreduce_"] = lambda: col.allreduce_(flat, op=op)
+    fns["flat_mpi"] = lambda: comm.Allreduce(MPI.IN_PLACE, flat, op.mpi_op())
+    samples = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(max(reps, 15)):
+        for k, fn in fns.items():
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / 5)
+    t = {k: comm.allreduce(float(np.median(v)), op=MPI.MAX) for k, v in samples.items()}
+    out = {"tensors": len(shapes), "bytes": nbytes, "seconds": t,
+           "ratio_shared": t["sync_shared"] / t["flat_allreduce_"],
+           "ratio_nonblocking": t["sync_nonblocking"] / t["flat_allreduce_"]}
+    if comm.Get_rank() == 0:
+        cells = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in t.items())
+        print(f"# fusion: {len(shapes)} gradients, {nbytes / 2**20:.2f} MiB: {cells}; "
+              f"synchronize / one flat allreduce_: shared {out['ratio_shared']:.2f}x, "
+              f"nonblocking {out['ratio_nonblocking']:.2f}x")
+    return out
 
 
 if __name__ == "__main__":

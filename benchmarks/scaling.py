@@ -57,7 +57,7 @@ WEAK_BATCH = 64
 STRONG_BATCH = 128
 OVERLAP_CAP_MB = 0.5
 OVERLAP_BATCH = 128
-ENGINES = ("nonblocking", "thread", "inline")
+ENGINES = ("shared", "nonblocking", "thread", "inline")
 MODEL_RANKS = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -69,7 +69,7 @@ def _mlp(ds, nn):
                          nn.Linear(256, 10))
 
 
-def _resnet_like_shapes(widths=(16, 32, 64, 128), blocks=(3, 4, 6, 3), classes=10):
+def resnet_like_shapes(widths=(16, 32, 64, 128), blocks=(3, 4, 6, 3), classes=10):
     """Parameter shapes of a ResNet-34-like network (convs + batch-norm scale/shift + fc)."""
     shapes = [(widths[0], 3, 3, 3), (widths[0],), (widths[0],)]
     cin = widths[0]
@@ -224,7 +224,7 @@ def worker(args):
         out["overlap"] = overlap_study(ds, F, nn, col, args)
 
     # -- fusion: 100+ small gradients ------------------------------------------------------
-    shapes = _resnet_like_shapes()
+    shapes = resnet_like_shapes()
     rng = np.random.default_rng(R)
 
     def make_params():  # one set per optimizer: two optimizers on the same parameters would

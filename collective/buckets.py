@@ -59,7 +59,7 @@ class Bucket:
     """One flat gradient buffer, the parameters whose ``.grad`` are views into it, and the
     host memory its reduction works on."""
 
-    def __init__(self, index, params, names, device, dtype, compression):
+    def __init__(self, index, params, names, device, dtype, compression, memory=None):
         self.index = index
         self.params = list(params)
         self.names = list(names)
@@ -71,12 +71,31 @@ class Bucket:
         self.offsets = [int(o) for o in np.cumsum([0] + self.numels[:-1])]
         self.numel = int(sum(self.numels))
         self.nbytes = self.numel * self.dtype.itemsize
-        self.flat = tensors.flat_zeros(self.numel, self.dtype, device)
-        self.views = tensors.views(self.flat, self.offsets, self.numels, self.shapes)
-        self.on_cpu = tensors.on_cpu(self.flat)
-        self.host = self.flat.numpy() if self.on_cpu else np.zeros(self.numel, self.dtype)
         wire_dtype = np.dtype(compression.wire_dtype(self.dtype))
-        self.wire = self.host if wire_dtype == self.dtype else np.zeros(self.numel, wire_dtype)
+        # ``memory``: a zeroed array given for the wire (DistributedOptimizer's buckets in the
+        # node's shared window, collective/shared_buckets.py); uncompressed CPU gradients then
+        # live in it, so backward writes them there
+        self.shared = memory is not None
+        if memory is not None and (memory.dtype != wire_dtype or memory.size != self.numel):
+            raise ValueError(f"bucket {index}: memory of {memory.size} x {memory.dtype} given "
+                             f"for a wire of {self.numel} x {wire_dtype}")
+        cpu = device.name == "cpu"
+        if memory is not None and cpu and wire_dtype == self.dtype:
+            self.flat = tensors.host_tensor(memory)
+        else:
+            self.flat = tensors.flat_zeros(self.numel, self.dtype, device)
+        self.views = tensors.views(self.flat, self.offsets, self.numels, self.shapes)
+        self.on_cpu = cpu
+        if cpu:
+            self.host = self.flat.numpy()
+        elif memory is not None and wire_dtype == self.dtype:
+            self.host = memory
+        else:
+            self.host = np.zeros(self.numel, self.dtype)
+        if wire_dtype == self.dtype:
+            self.wire = self.host
+        else:
+            self.wire = memory if memory is not None else np.zeros(self.numel, wire_dtype)
         for p, view in zip(self.params, self.views, strict=True):
             self.adopt(p, view)
 
@@ -135,13 +154,30 @@ class Bucket:
                 f"{self.nbytes / 2**20:.2f} MiB, {self.device})")
 
 
-def build_buckets(names, params, cap_bytes, compression, first_cap_bytes=FIRST_BUCKET_BYTES):
-    """Buckets for ``params`` (Tensors requiring grad) named ``names``, in reduction order; the
-    first of each (dtype, device) holds up to min(first_cap_bytes, cap_bytes)."""
+def plan_buckets(params, cap_bytes, first_cap_bytes=FIRST_BUCKET_BYTES):
+    """The buckets of ``params`` (Tensors requiring grad) as lists of parameter indices, in
+    reduction order; the first of each (dtype, device) holds up to min(first_cap_bytes,
+    cap_bytes)."""
     specs = [((np.dtype(p.dtype).str, repr(p.device)),
               int(np.prod(p.shape, dtype=np.int64)) * np.dtype(p.dtype).itemsize)
              for p in params]
-    groups = assign_buckets(specs, cap_bytes, min(first_cap_bytes, cap_bytes))
+    return assign_buckets(specs, cap_bytes, min(first_cap_bytes, cap_bytes))
+
+
+def wire_specs(params, groups, compression) -> list:
+    """(elements, wire dtype) of each bucket of ``groups`` (what a shared window must hold)."""
+    return [(int(sum(int(np.prod(params[i].shape, dtype=np.int64)) for i in idx)),
+             np.dtype(compression.wire_dtype(np.dtype(params[idx[0]].dtype))))
+            for idx in groups]
+
+
+def build_buckets(names, params, cap_bytes, compression, first_cap_bytes=FIRST_BUCKET_BYTES,
+                  groups=None, memory=None):
+    """Buckets for ``params`` (Tensors requiring grad) named ``names``, in reduction order
+    (``groups``: as ``plan_buckets`` gives them, planned here if None). ``memory``: None, or
+    ``memory(b)`` the zeroed array bucket b's wire lives in (see ``Bucket``)."""
+    if groups is None:
+        groups = plan_buckets(params, cap_bytes, first_cap_bytes)
     return [Bucket(b, [params[i] for i in idx], [names[i] for i in idx], params[idx[0]].device,
-                   params[idx[0]].dtype, compression)
+                   params[idx[0]].dtype, compression, None if memory is None else memory(b))
             for b, idx in enumerate(groups)]

@@ -14,6 +14,12 @@ bucket index order, the same on every rank), ``progress()`` is called from every
   blocking ``collective.allreduce_`` per bucket, in submission order, by the algorithm ``auto``
   predicts fastest for the bucket's size among our own (ring, recursive doubling, shared
   memory, hierarchical; never the MPI library's).
+- ``SharedEngine`` (the default for CPU parameters when every rank is on one node): the
+  buckets live in the node's shared window (``collective/shared_buckets.py``); a complete
+  bucket is published with a flag, and once every rank's flag is up each rank reduces its
+  segment of all ranks' buckets into all of them, no message and no copy. ``progress()``
+  tests the flags of the next bucket from the hooks and reduces it as soon as everyone is
+  ready; ``wait_all()`` waits for the rest.
 - ``InlineEngine``: no overlap, each bucket is reduced inside the hook that completed it (the
   baseline the others are measured against); its algorithm is chosen as the thread engine's.
 
@@ -33,6 +39,7 @@ step (``Engine.active``). ``docs/overlap.md`` has the measurements behind the de
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 import time
@@ -43,8 +50,10 @@ import numpy as np
 from .algorithms import HierRing, Ring, layout
 from .allreduce import allreduce_
 from .checks import StepMismatchError, agree_by_message, checked_allreduce
-from .context import TAG_BUCKETS
+from .context import MISMATCH, TAG_BUCKETS
 from .reduce_ops import Sum
+from .safety import digest
+from .shared_buckets import DONE, READY, reducer_for
 from .tuning import choose_in_flight, choose_own
 
 
@@ -323,10 +332,118 @@ class NonBlockingEngine(Engine):
         self.busy_s += time.perf_counter() - t0
 
 
-ENGINES = {"nonblocking": NonBlockingEngine, "thread": ThreadEngine, "inline": InlineEngine}
+class SharedEngine(Engine):
+    """Buckets in the node's shared window (``window``: a ``shared_buckets.BucketWindow``
+    holding every bucket's wire), reduced in place by every rank's segment (see the module
+    docstring and ``collective/shared_buckets.py`` for the protocol and the arithmetic).
+
+    NOTE: the step check (``collective/checks.py``) of bucket 0 is one round of the
+    Context's node window (``SharedWindow.post``: a store, then a few loads of the others'
+    control words, no message), started when bucket 0 is handed over and finished before
+    bucket 0 is reduced: the ranks meet there before any of them reduces a bucket, so ranks
+    that step different optimizers (each has its own bucket window) or different steps find
+    out there instead of waiting for flags that never come. Without the check
+    (COLLECTIVE_STEP_CHECK=0) a rank that never reaches the step is named by the stall watchdog.
+    """
+
+    def __init__(self, ctx, op, predivide=1.0, window=None):
+        super().__init__(ctx, op, predivide)
+        if window is None:
+            raise ValueError("SharedEngine needs the buckets' shared window")
+        self.window = window
+        self.gen = 1  # the number of this step's reductions in the window's flags
+        self._queue: collections.deque[Work] = collections.deque()  # published, not reduced
+        self._reduced: list[Work] = []  # this rank's segment written, not yet complete
+
+    def start(self, bucket) -> Work:
+        t0 = time.perf_counter()
+        work = Work(bucket, self.rule(bucket))
+        work.t0 = t0
+        bucket.pack(work.rule[0])  # in place, in the window (or compressed into it)
+        check = self.step_check if bucket.index == 0 else None
+        if check is not None and check.fields is not None:  # NOTE(observability)
+            work.check, work.agreed = check, digest(("shared buckets", check.fp))
+            self.ctx.shm.post(work.agreed)
+        self.window.publish(bucket.index, READY, self.gen)
+        self._queue.append(work)
+        self._advance()
+        self.busy_s += time.perf_counter() - t0
+        return work
+
+    def _checked(self, work, wait) -> bool:
+        """Bucket 0's step check finished (``wait``: wait for it); raises StepMismatchError on
+        every rank when the ranks' steps differ."""
+        shm = self.ctx.shm
+        if wait:
+            spins = 0
+            while not shm.arrived():
+                spins += 1
+                if spins > 64:
+                    os.sched_yield()
+        elif not shm.arrived():
+            return False
+        check, fp = work.check, work.agreed
+        work.check = None
+        check.verify(self.ctx.comm, fp if shm.agreed(fp) else MISMATCH)
+        return True
+
+    def _reduce(self, work):
+        """Every rank published this bucket: reduce this rank's segment into every rank's."""
+        ctx, bucket, win = self.ctx, work.bucket, self.window
+        wire, op = bucket.wire, work.rule[1]
+        counts, offsets = layout(ctx, wire.size)
+        lo = offsets[ctx.rank]
+        fn = reducer_for(wire.dtype, op.ufunc, ctx.size)
+        fn(win.arrays[bucket.index], ctx.rank, lo, lo + counts[ctx.rank],
+           ctx.size if op.average else 0)
+        win.publish(bucket.index, DONE, self.gen)
+        self._reduced.append(work)
+
+    def _advance(self, wait=False):
+        """Reduce the published buckets, in order, while every rank has published them."""
+        queue, win, g = self._queue, self.window, self.gen
+        while queue:
+            work = queue[0]
+            b = work.bucket.index
+            if work.check is not None:
+                # NOTE: every rank posted the check's round after packing bucket 0, so the
+                # round's end says bucket 0 is ready everywhere: no wait on its flags
+                if not self._checked(work, wait):
+                    return
+            elif wait:
+                win.wait(b, READY, g)
+            elif not win.reached(b, READY, g):
+                return
+            self._reduce(queue.popleft())
+
+    def progress(self):
+        if self._queue:
+            t0 = time.perf_counter()
+            self._advance()
+            self.busy_s += time.perf_counter() - t0
+
+    def wait_all(self):
+        t0 = time.perf_counter()
+        self._advance(wait=True)
+        reduced, self._reduced = self._reduced, []
+        for work in reduced:
+            self.window.wait(work.bucket.index, DONE, self.gen)
+            work.done = True
+            self._record(work)
+            work.bucket.unpack(self.post(work.bucket))
+        self.gen += 1
+        self.busy_s += time.perf_counter() - t0
 
 
-def default_engine(on_cpu: bool) -> str:
-    """``overlap="auto"``: non-blocking rings for CPU buckets; a communication thread for CUDA
-    ones (their reduction is staged through host memory, and a GPU leaves the cores free)."""
-    return "nonblocking" if on_cpu else "thread"
+ENGINES = {"nonblocking": NonBlockingEngine, "thread": ThreadEngine, "inline": InlineEngine,
+           "shared": SharedEngine}
+
+
+def default_engine(on_cpu: bool, shared: bool = False) -> str:
+    """``overlap="auto"``: for CPU buckets the shared window where it can be had (``shared``:
+    every rank on one node, COLLECTIVE_SHM on), else non-blocking rings; a communication
+    thread for CUDA ones (their reduction is staged through host memory, and a GPU leaves the
+    cores free)."""
+    if not on_cpu:
+        return "thread"
+    return "shared" if shared else "nonblocking"

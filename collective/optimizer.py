@@ -33,17 +33,18 @@ import warnings
 import weakref
 from dataclasses import dataclass
 
-from .buckets import build_buckets
+from .buckets import build_buckets, plan_buckets, wire_specs
 from .checks import NonFiniteGradientError, StepCheck, check_replicas, nonfinite, nonfinite_message
 from .comm import context
 from .compression import Compression, Compressor
-from .engines import ENGINES, default_engine
+from .engines import ENGINES, SharedEngine, default_engine
 from .join import Joined
 from .parameters import broadcast_optimizer_state, broadcast_parameters
 from .process_sets import ProcessSet, context_of
 from .reduce_ops import Average, ReduceOp, Sum, as_op
 from .reducer import Reducer
 from .safety import STEP, agree, check_same_everywhere, describe, fingerprint
+from .shared_buckets import open_window
 from .tensors import describe_param, on_cpu
 
 
@@ -172,12 +173,20 @@ class _DistributedOptimizer:
         signature += [describe_param(n, p) for n, p in zip(names, params, strict=True)]
         check_same_everywhere(ctx, signature, "DistributedOptimizer parameters (name, shape, "
                               "dtype, device type) or settings")
-        buckets = build_buckets(names, params, max(1, int(s.bucket_cap_mb * 2**20)),
-                                s.compression)
+        cap = max(1, int(s.bucket_cap_mb * 2**20))
+        groups = plan_buckets(params, cap)
         overlap = s.overlap
         if overlap == "auto":  # the same on every rank: the device types agree
-            overlap = default_engine(all(on_cpu(b.flat) for b in buckets))
-        engine = ENGINES[overlap](ctx, s.op, s.predivide)
+            overlap = default_engine(all(on_cpu(p) for p in params), ctx.shm is not None)
+        window = None
+        if overlap == "shared":  # the buckets in the node's shared window, where it can be had
+            window = open_window(ctx, wire_specs(params, groups, s.compression))
+            if window is None:
+                overlap = default_engine(all(on_cpu(p) for p in params))
+        buckets = build_buckets(names, params, cap, s.compression, groups=groups,
+                                memory=None if window is None else window.array)
+        engine = (SharedEngine(ctx, s.op, s.predivide, window) if window is not None
+                  else ENGINES[overlap](ctx, s.op, s.predivide))
         weakref.finalize(self, engine.close)
         if old is not None:
             old.detach()
@@ -427,8 +436,10 @@ def DistributedOptimizer(optimizer, named_parameters=None, op=Average,
     ``Compression.fp16``. ``backward_passes_per_step=k``: gradients of k backward passes are
     summed locally, then reduced once (scale the loss by 1/k to average them, as with Horovod).
     ``bucket_cap_mb``: the size of the fused buffers (the first holds at most 1 MiB, as in
-    DDP). ``overlap``: "auto" (non-blocking rings for CPU parameters, a communication thread
-    for CUDA ones), "nonblocking", "thread" or "inline" (no overlap); see collective.engines.
+    DDP). ``overlap``: "auto" (CPU parameters: buckets in the node's shared memory when every
+    rank is on one node, else non-blocking rings; a communication thread for CUDA ones),
+    "shared" (non-blocking rings, or the thread for CUDA, where the ranks share no window),
+    "nonblocking", "thread" or "inline" (no overlap); see collective.engines.
     ``gradient_predivide_factor=f`` (op=Average): Horovod's split of the averaging, divide by
     f before the sum and by P/f after it (for float16 range). ``process_set``: reduce among
     the set's ranks only (a col.ProcessSet; every rank of the world creates the optimizer).

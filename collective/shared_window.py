@@ -98,3 +98,29 @@ class SharedWindow:
             if self.hdr[j][slot][0] != fp:
                 return False
         return True
+
+    # -- a round in two halves (DistributedOptimizer's shared buckets check a step with one,
+    # started in a gradient hook and finished later): at most one is open at a time, and no
+    # other round may start on this rank before it is finished --------------------------------
+    def post(self, fp: int):
+        """Start a round without payload: publish ``fp`` and return at once."""
+        self.seq = k = self.seq + 1
+        hdr = self.hdr[self.rank][k & 1]
+        hdr[0] = fp
+        hdr[1] = 0
+        self.win.Sync()
+        self.ctrl[self.rank][0] = k
+
+    def arrived(self) -> bool:
+        """Whether every rank has published the round started by ``post``."""
+        k = self.seq
+        for j in self.others:
+            if self.ctrl[j][0] < k:
+                return False
+        self.win.Sync()
+        return True
+
+    def agreed(self, fp: int) -> bool:
+        """After ``arrived``: whether every rank published ``fp`` in that round."""
+        slot = self.seq & 1
+        return all(self.hdr[j][slot][0] == fp for j in self.others)

@@ -1,5 +1,6 @@
-"""DistributedOptimizer's buckets: the documented arithmetic in every bucket (bitwise, per bucket,
-float16/32/64, Sum/Average), and parameter groups added after construction (guarantee 2)."""
+"""DistributedOptimizer's buckets: the documented arithmetic in every bucket (bitwise, per
+bucket, float16/32/64, Sum/Average, rings in flight and buckets in shared memory), and
+parameter groups added after construction (guarantee 2)."""
 
 from __future__ import annotations
 
@@ -22,23 +23,33 @@ def bits(request, tmp_path_factory):
     return reports
 
 
+ENGINES = ["nonblocking", "shared"]
+
+
+def test_shared_buckets_live_in_the_shared_window(bits):
+    assert all(rep["shared"] == {"nonblocking": False, "shared": True}
+               for rep in bits.values()), bits
+
+
+@pytest.mark.parametrize("overlap", ENGINES)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("op", ["col.Sum", "col.Average"])
-def test_every_bucket_follows_the_documented_arithmetic(bits, dtype, op):
+def test_every_bucket_follows_the_documented_arithmetic(bits, dtype, op, overlap):
     for rank, rep in sorted(bits.items()):
-        tag = f"{dtype}/{op}"
+        tag = f"{dtype}/{op}/{overlap}"
         assert rep["results"][tag + "/buckets"] >= 3, rep["results"]
         wrong = [k for k, ok in rep["results"].items()
                  if k.startswith(tag + "/") and not k.endswith("buckets") and not ok]
         assert not wrong, f"rank {rank}: buckets {wrong} differ from the documented arithmetic"
 
 
+@pytest.mark.parametrize("overlap", ENGINES)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("op", ["col.Sum", "col.Average"])
-def test_every_bucket_is_bitwise_identical_on_every_rank(bits, dtype, op):
+def test_every_bucket_is_bitwise_identical_on_every_rank(bits, dtype, op, overlap):
     first = bits[0]["digests"]
     for rank, rep in sorted(bits.items()):
-        diff = [k for k in first if k.startswith(f"{dtype}/{op}/")
+        diff = [k for k in first if k.startswith(f"{dtype}/{op}/{overlap}/")
                 and rep["digests"][k] != first[k]]
         assert not diff, f"rank {rank} differs from rank 0 in buckets {diff}"
 

@@ -150,3 +150,30 @@ def test_hierarchical_is_one_of_the_design_algorithms():
     assert check_algorithm("hierarchical") == "hierarchical"
     with pytest.raises(ValueError, match="hierarchical"):
         check_algorithm("tree")
+
+
+def test_one_noisy_pair_does_not_decide_the_paired_comparison():
+    """The tuning's robustness rule: a is 10% faster in 8 of 9 paired samples; one pair where
+    a was hit by a burst of load (or b was lucky) must not make b the choice, and the table
+    is overruled where it disagreed."""
+    tb = np.full(9, 1e-4)
+    ta = tb * 0.9
+    ta[4] = 1e-2  # a burst of load during one of a's samples
+    assert tuning.paired_winner(ta, tb) == 0
+    tb2 = tb.copy()
+    tb2[2] = 1e-6  # one lucky sample of b
+    assert tuning.paired_winner(ta, tb2) == 0
+    assert tuning.paired_winner(tb, ta) == 1  # symmetric
+    # two separate medians of the same samples agree here; the table decided by one spoiled
+    # median (b measured faster at size 0) is overruled by the paired comparison
+    times = np.array([[2e-4, 5e-4], [1e-4, 4e-4]])  # rows: a, b; columns: sizes
+    tuning.overrule(times, 0, winner=0, loser=1)
+    assert tuning.best(TuningTable([4096, 65536], {"a": times[0].tolist(),
+                                                   "b": times[1].tolist()}),
+                       4096, ("a", "b")) == "a"
+    assert times[1, 1] == 4e-4  # other sizes untouched
+
+
+def test_monotone_caps_a_spike_at_a_small_size():
+    t = np.array([[5e-3, 1e-4, 2e-4, 8e-4]])
+    assert tuning.monotone(t).tolist() == [[1e-4, 1e-4, 2e-4, 8e-4]]
