@@ -24,3 +24,18 @@ __all__ = ["init", "rank", "size", "local_rank", "local_size",
            "barrier", "broadcast_object", "allgather_object",
            "DistributedOptimizer", "Compression", "broadcast_parameters",
            "broadcast_optimizer_state"]
+
+# NOTE: SyncBatchNorm is a dlsys Module: its module imports dlsys (seconds), so it is loaded on
+# first use only (PEP 562), keeping `import collective` light for numpy-only users.
+_LAZY = {"SyncBatchNorm": "sync_batchnorm", "convert_sync_batchnorm": "sync_batchnorm"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
