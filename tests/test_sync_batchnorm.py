@@ -33,6 +33,14 @@ def test_gradcheck_float64(shape, affine):
     assert err < 1e-7, err
 
 
+@pytest.mark.skipif(not ds.cuda_is_available(), reason="no CUDA GPU and the simulator is off")
+def test_gradcheck_cuda():
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((3, 2, 2)) + 1, rng.standard_normal(2), rng.standard_normal(2)
+    err = gradcheck(lambda x, w, b: sync_batch_norm(x, w, b)[0], x, w, b, device="cuda")
+    assert err < 1e-7, err
+
+
 def test_returns_the_global_statistics():
     x = np.random.default_rng(1).standard_normal((6, 2, 3))
     y, mean, var, n = sync_batch_norm(ds.tensor(x))
