@@ -26,9 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 import dlsys as ds
-from dlsys.autograd import Function, once_differentiable
-from dlsys.nn import BatchNorm1d, BatchNorm2d
-from dlsys.nn.normalization import BatchNormBase
 
 from .allreduce import allreduce
 from .comm import size
@@ -50,7 +47,7 @@ def _per_channel(a: np.ndarray, like, ndim: int):
     return ds.tensor(a.reshape(shape), dtype=like.dtype, device=like.device)
 
 
-class _SyncBatchNormFunction(Function):
+class _SyncBatchNormFunction(ds.autograd.Function):
     """y = (x - mean) / sqrt(var + eps) * weight + bias with the global batch's statistics.
     Returns (y, stats): stats is the float64 array [mean (C), biased var (C), count]."""
 
@@ -94,7 +91,7 @@ class _SyncBatchNormFunction(Function):
         return y, stats
 
     @staticmethod
-    @once_differentiable
+    @ds.autograd.once_differentiable
     def backward(ctx, g, _stats_grad):
         xhat, weight = ctx.saved_tensors
         C, ndim = xhat.shape[1], xhat.ndim
@@ -125,7 +122,7 @@ def sync_batch_norm(x, weight=None, bias=None, eps: float = 1e-5, process_set=No
     return y, stats[:C], stats[C:2 * C], int(stats[-1])
 
 
-class SyncBatchNorm(BatchNormBase):
+class SyncBatchNorm(ds.nn.BatchNormBase):
     """BatchNorm over (N, C, *) input whose batch statistics are reduced across the ranks
     (see the module docstring). ``process_set`` (``process_group``, PyTorch's spelling):
     reduce over that set of ranks only; default the world."""
@@ -184,7 +181,7 @@ def convert_sync_batchnorm(module, process_set=None, *, process_group=None):
         raise ValueError("convert_sync_batchnorm: give process_set or process_group, not both")
     process_set = process_set if process_set is not None else process_group
     out = module
-    if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+    if isinstance(module, (ds.nn.BatchNorm1d, ds.nn.BatchNorm2d)):
         ref = module.weight if module.affine else module.running_mean
         dev, dtype = (ref.device, ref.dtype) if ref is not None else (None, None)
         out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
