@@ -243,14 +243,14 @@ def parse_args(argv=None):
     a("--n-embd", type=int, default=128)
     a("--block-size", type=int, default=64, help="context length")
     a("--batch-size", type=int, default=12, help="sequences per rank per step")
-    a("--max-iters", type=int, default=1200, help="steps of the schedule (and of the run)")
+    a("--max-iters", type=int, default=1500, help="steps of the schedule (and of the run)")
     a("--max-steps", type=int, default=None,
       help="stop (and checkpoint) after this many steps in all, as an interrupted run would")
     a("--lr", type=float, default=2e-3, help="peak learning rate")
     a("--warmup-iters", type=int, default=100)
     a("--weight-decay", type=float, default=0.1)
     a("--grad-clip", type=float, default=1.0, help="max gradient norm (0: none)")
-    a("--eval-interval", type=int, default=200)
+    a("--eval-interval", type=int, default=250)
     a("--eval-windows", type=int, default=384, help="val windows per evaluation (all ranks)")
     a("--sample-chars", type=int, default=500, help="characters sampled at the end (0: none)")
     a("--temperature", type=float, default=0.8)
@@ -386,6 +386,7 @@ def main(argv=None):
     if args.json and rank == 0:
         Path(args.json).write_text(json.dumps(dict(args=vars(args), world_size=world,
                                                    wall_s=wall, history=history), indent=2))
+    col.barrier()  # NOTE: the others wait for rank 0's sampling instead of taking it for a hang
     return history
 
 

@@ -339,6 +339,7 @@ def main(argv=None):
     if args.json and rank == 0:
         Path(args.json).write_text(json.dumps(dict(args=vars(args), world_size=world,
                                                    wall_s=wall, history=history), indent=2))
+    col.barrier()  # the others wait for rank 0's writing instead of taking it for a hang
     return history
 
 
