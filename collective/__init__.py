@@ -78,3 +78,18 @@ __all__ = ["init", "is_initialized", "shutdown", "mpi_threads_supported",
            # observability (NOTE: collective/stall.py, checks.py, checkpoint.py, timeline.py)
            "check_replicas", "ReplicaDriftError", "StepMismatchError", "NonFiniteGradientError",
            "save_checkpoint", "load_checkpoint", "start_timeline", "stop_timeline"]
+
+# NOTE: SyncBatchNorm is a dlsys Module: its module imports dlsys (seconds), so it is loaded on
+# first use only (PEP 562), keeping `import collective` light for numpy-only users.
+_LAZY = {"SyncBatchNorm": "sync_batchnorm", "convert_sync_batchnorm": "sync_batchnorm"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ from .loss import (
     SmoothL1Loss,
 )
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNormBase, GroupNorm, LayerNorm, RMSNorm
 from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .rnn import GRU, LSTM, RNN, RNNBase
@@ -33,4 +33,4 @@ __all__ = [
     "SmoothL1Loss",
 ]
 __all__ += ["ModuleDict", "ParameterList", "ParameterDict", "GroupNorm", "RMSNorm", "SiLU",
-            "RNNBase", "RNN", "LSTM", "GRU", "MultiheadAttention"]
+            "RNNBase", "RNN", "LSTM", "GRU", "MultiheadAttention", "BatchNormBase"]

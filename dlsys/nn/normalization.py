@@ -111,6 +111,12 @@ class _BatchNorm(Module):
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
 
+#: the shared base of the BatchNorm layers under a public name (PyTorch's
+#: ``torch.nn.modules.batchnorm._BatchNorm``), for subclasses elsewhere (collective.SyncBatchNorm)
+#: and for ``isinstance`` checks that mean "any BatchNorm"
+BatchNormBase = _BatchNorm
+
+
 class BatchNorm1d(_BatchNorm):
     """BatchNorm over (N, C) or (N, C, L) input."""
 
