@@ -279,3 +279,62 @@ def test_embedding_backward_takes_the_row_kernel(monkeypatch):
     ref = np.zeros((5, 3), np.float32)
     np.add.at(ref, idx, vals)
     np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_batch_norm_kernels_match_reference(rng, dev, affine, dt):
+    x = (rng.standard_normal((5, 4, 9)) * 3 + 1).astype(dt)
+    g = rng.standard_normal(x.shape).astype(dt)
+    w, b = ((rng.standard_normal(4).astype(dt), rng.standard_normal(4).astype(dt)) if affine
+            else (None, None))
+    tol = dict(rtol=2e-5, atol=2e-5) if dt == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    out = KNo.batch_norm_fast(x, w, b, 1e-5)
+    for got, ref in zip(out, KNo.batch_norm_ref(x, w, b, 1e-5), strict=True):
+        np.testing.assert_allclose(got, ref, **tol)
+    for got, ref in zip(Device.batch_norm(dev, x, w, b, 1e-5), out, strict=True):
+        np.testing.assert_allclose(got, ref, **tol)
+    _, mean, _, rstd = out
+    grads = KNo.batch_norm_backward_fast(g, x, w, mean, rstd)
+    for got, ref, comp in zip(grads, KNo.batch_norm_backward_ref(g, x, w, mean, rstd),
+                              Device.batch_norm_backward(dev, g, x, w, mean, rstd), strict=True):
+        if ref is None:
+            assert got is None and comp is None
+        else:
+            np.testing.assert_allclose(got, ref, **tol)
+            np.testing.assert_allclose(comp, ref, **tol)
+
+
+def test_batch_norm_module_first_and_second_order_as_torch(rng):
+    x = rng.standard_normal((4, 3, 5, 2)) * 2 + 0.5
+    g = rng.standard_normal(x.shape)
+    bn, tbn = ds.nn.BatchNorm2d(3).to(ds.float64), torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        tbn.weight.copy_(torch.tensor(rng.standard_normal(3)))
+        tbn.bias.copy_(torch.tensor(rng.standard_normal(3)))
+    bn.load_state_dict({k: v.numpy() for k, v in tbn.state_dict().items()})
+    (dx, tx) = _both(x)
+    yd, yt = bn(dx), tbn(tx)
+    np.testing.assert_allclose(yd.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(bn, name).numpy(), getattr(tbn, name).numpy(),
+                                   rtol=1e-12)
+    ins_d, ins_t = [dx, bn.weight, bn.bias], [tx, tbn.weight, tbn.bias]
+    gd = ds.autograd.grad((yd * ds.tensor(g)).sum(), ins_d, create_graph=True)
+    gt = torch.autograd.grad((yt * torch.tensor(g)).sum(), ins_t, create_graph=True)
+    for a, c in zip(gd, gt, strict=True):
+        np.testing.assert_allclose(a.numpy(), c.detach().numpy(), rtol=1e-9, atol=1e-11)
+    hd = ds.autograd.grad((gd[0] * gd[0]).sum(), ins_d)
+    ht = torch.autograd.grad((gt[0] * gt[0]).sum(), ins_t, allow_unused=True)
+    for a, c in zip(hd, ht, strict=True):
+        if c is None:
+            assert a is None or np.allclose(a.numpy(), 0)
+        else:
+            np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-8, atol=1e-10)
+    # first order without create_graph: the fused backward
+    yd = bn(dx)
+    (yd * ds.tensor(g)).sum().backward()
+    yt = tbn(tx)
+    (yt * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(dx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(bn.weight.grad.numpy(), tbn.weight.grad.numpy(), rtol=1e-9)

@@ -388,6 +388,14 @@ class CPUDevice(Device):
     def rms_norm_backward(self, g, x, w, rstd):
         return KNo.rms_norm_backward_fast(g, x, w, rstd)
 
+    @float16_via_float32(0, 1, 2)
+    def batch_norm(self, x, w, b, eps):
+        return KNo.batch_norm_fast(x, w, b, eps)
+
+    @float16_via_float32(0, 1, 2, 3, 4)
+    def batch_norm_backward(self, g, x, w, mean, rstd):
+        return KNo.batch_norm_backward_fast(g, x, w, mean, rstd)
+
     def log_sigmoid(self, x):
         # NOTE: -logaddexp(0, -x) = -log1p(exp(-x)) without overflow or cancellation
         return _arr(-np.logaddexp(x.dtype.type(0), -x))

@@ -1,5 +1,6 @@
 """CPU kernels for LayerNorm and RMSNorm (forward and backward) over the last axis of a compact
-(R, C) array, and the backward of the softmax family.
+(R, C) array, BatchNorm's training forward and backward over axes 0 and 2 of a compact
+(N, C, L) array, and the backward of the softmax family.
 
 Each ``*_ref`` is the numpy reference (any float dtype); the Numba kernel (``*_nb``) beside it
 computes the same in one pass per row over compact float32/float64 arrays, with float64 row
@@ -212,3 +213,101 @@ def softmax_backward_fast(y, g, log=False):
     out = np.empty_like(y)
     (log_softmax_backward_nb if log else softmax_backward_nb)(y, g, out)
     return out
+
+
+# -- BatchNorm (training: batch statistics) over axes 0 and 2 of a compact (N, C, L) array ------
+def batch_norm_ref(x, w, b, eps):
+    """(y, mean, var, rstd) per channel: var is biased, rstd = 1 / sqrt(var + eps)."""
+    mean = x.mean(axis=(0, 2))
+    xc = x - mean[:, None]
+    var = (xc * xc).mean(axis=(0, 2)).astype(x.dtype)
+    rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    y = xc * rstd[:, None]
+    if w is not None:
+        y = y * w[:, None]
+    if b is not None:
+        y = y + b[:, None]
+    return y.astype(x.dtype, copy=False), mean, var, rstd
+
+
+def batch_norm_backward_ref(g, x, w, mean, rstd):
+    """(dx, dw, db) for the output gradient g (dw, db None when there is no weight)."""
+    r = rstd[:, None]
+    xhat = (x - mean[:, None]) * r
+    db = g.sum(axis=(0, 2))
+    dw = (g * xhat).sum(axis=(0, 2))
+    m = x.shape[0] * x.shape[2]
+    k = r if w is None else r * w[:, None]
+    dx = k * (g - (db / m)[:, None] - xhat * (dw / m)[:, None])
+    if w is None:
+        return dx.astype(x.dtype, copy=False), None, None
+    return dx.astype(x.dtype, copy=False), dw.astype(x.dtype), db.astype(x.dtype)
+
+
+@jit(fastmath=_FM)
+def batch_norm_nb(x, w, b, eps, y, mean, var, rstd):
+    n, c, L = x.shape
+    m = n * L
+    for ch in range(c):
+        s = 0.0
+        for i in range(n):
+            for j in range(L):
+                s += x[i, ch, j]
+        mu = s / m
+        v = 0.0
+        for i in range(n):
+            for j in range(L):
+                d = x[i, ch, j] - mu
+                v += d * d
+        v /= m
+        rs = 1.0 / math.sqrt(v + eps)
+        mean[ch], var[ch], rstd[ch] = mu, v, rs
+        a = rs * w[ch]
+        sh = b[ch] - mu * a
+        for i in range(n):
+            for j in range(L):
+                y[i, ch, j] = x[i, ch, j] * a + sh
+
+
+@jit(fastmath=_FM)
+def batch_norm_backward_nb(g, x, w, mean, rstd, dx, dw, db):
+    n, c, L = x.shape
+    m = n * L
+    for ch in range(c):
+        mu, rs = mean[ch], rstd[ch]
+        sg = 0.0
+        sgx = 0.0
+        for i in range(n):
+            for j in range(L):
+                sg += g[i, ch, j]
+                sgx += g[i, ch, j] * (x[i, ch, j] - mu)
+        db[ch] = sg
+        dw[ch] = sgx * rs
+        k = w[ch] * rs
+        m1 = sg / m
+        m2 = sgx * rs * rs / m  # NOTE: mean(g xhat) * rstd, for the (x - mu) form
+        for i in range(n):
+            for j in range(L):
+                dx[i, ch, j] = k * (g[i, ch, j] - m1 - (x[i, ch, j] - mu) * m2)
+
+
+def batch_norm_fast(x, w, b, eps):
+    if not numba_ok(x, *(a for a in (w, b) if a is not None)) or x.size == 0:
+        return batch_norm_ref(x, w, b, eps)
+    c = x.shape[1]
+    y = np.empty_like(x)
+    mean, var, rstd = (np.empty(c, x.dtype) for _ in range(3))
+    batch_norm_nb(x, np.ones(c, x.dtype) if w is None else w,
+                  np.zeros(c, x.dtype) if b is None else b, float(eps), y, mean, var, rstd)
+    return y, mean, var, rstd
+
+
+def batch_norm_backward_fast(g, x, w, mean, rstd):
+    if not numba_ok(g, x, mean, rstd, *(() if w is None else (w,))) or x.size == 0:
+        return batch_norm_backward_ref(g, x, w, mean, rstd)
+    c = x.shape[1]
+    dx = np.empty_like(x)
+    dw, db = np.empty(c, x.dtype), np.empty(c, x.dtype)
+    batch_norm_backward_nb(g, x, np.ones(c, x.dtype) if w is None else w, mean, rstd, dx, dw,
+                           db)
+    return (dx, None, None) if w is None else (dx, dw, db)

@@ -509,6 +509,39 @@ class Device:
             return dx, None
         return dx, self.sum(self.binary("mul", g, self.binary("mul", x, r)), (0,))
 
+    # BatchNorm's training step over axes 0 and 2 of a compact (N, C, L) array (per channel)
+    def _per_chan(self, v, shape):
+        return self.compact(self.broadcast_to(self.reshape(v, (1, shape[1], 1)), shape))
+
+    def _chan_mean(self, x):
+        return self.scalar("mul", self.sum(x, (0, 2)), 1.0 / (x.shape[0] * x.shape[2]))
+
+    def batch_norm(self, x, w, b, eps):
+        """(y, mean, var, rstd) per channel: biased var, y = (x - mean) rstd w + b."""
+        mean = self._chan_mean(x)
+        xc = self.binary("sub", x, self._per_chan(mean, x.shape))
+        var = self._chan_mean(self.binary("mul", xc, xc))
+        rstd = self._rsqrt_eps(var, eps)
+        y = self.binary("mul", xc, self._per_chan(rstd, x.shape))
+        if w is not None:
+            y = self.binary("mul", y, self._per_chan(w, x.shape))
+        if b is not None:
+            y = self.binary("add", y, self._per_chan(b, x.shape))
+        return y, mean, var, rstd
+
+    def batch_norm_backward(self, g, x, w, mean, rstd):
+        """(dx, dw, db) for the output gradient g; dw and db are None when w is None."""
+        r = self._per_chan(rstd, x.shape)
+        xhat = self.binary("mul", self.binary("sub", x, self._per_chan(mean, x.shape)), r)
+        db = self.sum(g, (0, 2))
+        dw = self.sum(self.binary("mul", g, xhat), (0, 2))
+        m1 = self._per_chan(self._chan_mean(g), x.shape)
+        m2 = self._per_chan(self._chan_mean(self.binary("mul", g, xhat)), x.shape)
+        k = r if w is None else self.binary("mul", r, self._per_chan(w, x.shape))
+        dx = self.binary("mul", k, self.binary("sub", self.binary("sub", g, m1),
+                                               self.binary("mul", xhat, m2)))
+        return (dx, None, None) if w is None else (dx, dw, db)
+
     # -- attention ---------------------------------------------------------------------------
     # q (B, L, E), k (B, S, E), v (B, S, Ev): compact 3-D batches (the front end flattens the
     # batch dims); mask None or an additive float (1 or B, L, S) array; causal masks j > i;
