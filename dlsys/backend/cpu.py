@@ -26,7 +26,6 @@ from . import cpu_kernels_pool as KP
 from .device import (
     BINARY_OPS,
     COMPARE_OPS,
-    FLOAT32,
     NUMPY_BINARY,
     UNARY_OPS,
     Device,
@@ -37,8 +36,8 @@ from .device import pair as _pair
 
 # NOTE: routing follows benchmarks/kernels.py (one thread, float32; see the table there): a
 # Numba kernel is used only where it measured faster than its numpy reference. Softmax-family
-# kernels: float32 rows of any length (cpu_kernels_math's vectorised exp); float64 rows (libm's
-# scalar exp) win on short rows only, numpy's SIMD exp beats them on long rows.
+# kernels win on short rows only: even with cpu_kernels_math's vectorised exp, the row max
+# (no vectorised max reduction without nnan) keeps them behind numpy on rows of 100-1000.
 _SOFTMAX_NUMBA_MAX_C = 32
 # sigmoid/tanh: numpy's SIMD tanh is as fast
 _NUMBA_UNARY = ("gelu", "erf", "gelu_grad", "gelu_tanh", "gelu_tanh_grad")
@@ -99,7 +98,7 @@ def _via_numba(kernel, op, *arrays):
 
 
 def _short_rows(x):
-    return x.ndim >= 1 and (x.dtype == FLOAT32 or x.shape[-1] <= _SOFTMAX_NUMBA_MAX_C)
+    return x.ndim >= 1 and x.shape[-1] <= _SOFTMAX_NUMBA_MAX_C
 
 
 def _arg_extreme(arg, x, axis, keepdims):
