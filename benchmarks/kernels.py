@@ -31,6 +31,7 @@ from dlsys.backend import cpu_kernels as K  # noqa: E402
 from dlsys.backend import cpu_kernels_attention as KA  # noqa: E402
 from dlsys.backend import cpu_kernels_conv as KC  # noqa: E402
 from dlsys.backend import cpu_kernels_nn as KN  # noqa: E402
+from dlsys.backend import cpu_kernels_norm as KNo  # noqa: E402
 from dlsys.backend import cpu_kernels_optim as KO  # noqa: E402
 from dlsys.backend import cpu_kernels_pool as KP  # noqa: E402
 
@@ -161,6 +162,53 @@ def cases(dt, rng):
             out.append((f"{op}_backward", shape,
                         lambda op=op, x=x, y=y, gr=gr: K.unary_backward_ref(op, x, y, gr),
                         lambda op=op, x=x, y=y, gr=gr: K.unary_backward_nb(op, x, y, gr)))
+    out += _fused_cases(r)
+    return out
+
+
+def _fused_cases(r):
+    """GELU (tanh), the norms and the softmax backward at the GPT's and ResNet-20's shapes."""
+    out = []
+    x = r(1024, 512)
+    for op in ("gelu_tanh", "gelu_tanh_grad"):
+        out.append((op, x.shape, lambda op=op: K.UNARY_REF[op](x), lambda op=op: K.unary_nb(op, x)))
+    out.append(("gelu_tanh_backward", x.shape,
+                lambda: K.unary_backward_ref("gelu_tanh", x, None, x),
+                lambda: K.unary_backward_nb("gelu_tanh", x, None, x)))
+    h, w, b, g = r(1024, 128), r(128), r(128), r(1024, 128)
+    _, mu, rs = KNo.layer_norm_ref(h, w, b, 1e-5)
+    _, rr = KNo.rms_norm_ref(h, w, 1e-6)
+    out += [
+        ("layer_norm", h.shape, lambda: KNo.layer_norm_ref(h, w, b, 1e-5),
+         lambda: KNo.layer_norm_fast(h, w, b, 1e-5)),
+        ("layer_norm_backward", h.shape, lambda: KNo.layer_norm_backward_ref(g, h, w, mu, rs),
+         lambda: KNo.layer_norm_backward_fast(g, h, w, mu, rs)),
+        ("rms_norm", h.shape, lambda: KNo.rms_norm_ref(h, w, 1e-6),
+         lambda: KNo.rms_norm_fast(h, w, 1e-6)),
+        ("rms_norm_backward", h.shape, lambda: KNo.rms_norm_backward_ref(g, h, w, rr),
+         lambda: KNo.rms_norm_backward_fast(g, h, w, rr)),
+    ]
+    for shape in [(64, 16, 1024), (64, 64, 64)]:  # ResNet-20's first and last stage
+        xb, gb = r(*shape), r(*shape)
+        wb, bb = r(shape[1]), r(shape[1])
+        _, mb, _, rb = KNo.batch_norm_ref(xb, wb, bb, 1e-5)
+        out += [
+            ("batch_norm", shape, lambda xb=xb, wb=wb, bb=bb: KNo.batch_norm_ref(xb, wb, bb, 1e-5),
+             lambda xb=xb, wb=wb, bb=bb: KNo.batch_norm_fast(xb, wb, bb, 1e-5)),
+            ("batch_norm_backward", shape,
+             lambda xb=xb, gb=gb, wb=wb, mb=mb, rb=rb:
+                 KNo.batch_norm_backward_ref(gb, xb, wb, mb, rb),
+             lambda xb=xb, gb=gb, wb=wb, mb=mb, rb=rb:
+                 KNo.batch_norm_backward_fast(gb, xb, wb, mb, rb)),
+        ]
+    lg = r(1024, 65)  # the GPT's logits
+    p = KN.softmax_ref(lg)
+    out += [
+        ("softmax_backward", lg.shape, lambda: KNo.softmax_backward_ref(p, lg),
+         lambda: KNo.softmax_backward_fast(p, lg)),
+        ("log_softmax_backward", lg.shape, lambda: KNo.log_softmax_backward_ref(p, lg),
+         lambda: KNo.softmax_backward_fast(p, lg, True)),
+    ]
     return out
 
 

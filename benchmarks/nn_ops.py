@@ -1,5 +1,6 @@
-"""nn-op benchmark: conv2d, pooling and scaled_dot_product_attention, dlsys vs PyTorch CPU
-side by side, one thread, forward and forward+backward (median ms, interleaved samples).
+"""nn-op benchmark: conv2d, pooling, scaled_dot_product_attention and the fused activations and
+norms (GELU, LayerNorm, RMSNorm, softmax, BatchNorm), dlsys vs PyTorch CPU side by side, one
+thread, forward and forward+backward (median ms, interleaved samples).
 
     .venv/bin/python benchmarks/nn_ops.py [--only conv] [--repeat 15] [--json PATH]
     .venv/bin/python benchmarks/nn_ops.py --block 256,512,1024,4096   # conv block-size sweep
@@ -153,7 +154,32 @@ def cases(torch, rng, only):
         out.append((name, _pair(torch, fn, _arrays(rng, xs))))
     q = (16, 4, 64, 32)
     out.append(("sdpa GPT 16x4x64x32 causal", _pair(torch, _attn, _arrays(rng, q, q, q))))
+    for name, shapes, fn in FUSED:
+        out.append((name, _pair(torch, fn, _arrays(rng, *shapes))))
     return [c for c in out if not only or only in c[0]]
+
+
+def _batch_norm(F, x, w, b):
+    if F.__name__.startswith("dlsys"):
+        from dlsys.ops.norm import batch_norm_train
+
+        return batch_norm_train(x, w, b)[0]
+    return F.batch_norm(x, None, None, w, b, training=True)
+
+
+# the fused activation / normalisation ops at the GPT's (16, 64, d) and ResNet-20's shapes
+FUSED = [
+    ("gelu GPT 16x64x512", [(16, 64, 512)], lambda F, x: F.gelu(x)),
+    ("gelu tanh GPT 16x64x512", [(16, 64, 512)], lambda F, x: F.gelu(x, approximate="tanh")),
+    ("layer_norm GPT 16x64x128", [(16, 64, 128), (128,), (128,)],
+     lambda F, x, w, b: F.layer_norm(x, (128,), w, b)),
+    ("rms_norm GPT 16x64x128", [(16, 64, 128), (128,)],
+     lambda F, x, w: F.rms_norm(x, (128,), w, 1e-6)),
+    ("softmax 1024x65", [(1024, 65)], lambda F, x: F.softmax(x, dim=-1)),
+    ("log_softmax 1024x65", [(1024, 65)], lambda F, x: F.log_softmax(x, dim=-1)),
+    ("batch_norm 64x16x32x32", [(64, 16, 32, 32), (16,), (16,)], _batch_norm),
+    ("batch_norm 64x64x8x8", [(64, 64, 8, 8), (64,), (64,)], _batch_norm),
+]
 
 
 def _at_block(b, f):

@@ -261,6 +261,19 @@ def _accumulate(leaf, g, create_graph):
     cur.device.add_(cur._data, g._data)
 
 
+def _private(prev, ig):
+    """True when the pending gradient ``prev`` may take ``ig`` in place: its array is compact
+    and its own, of ig's shape and dtype, and nothing but the engine's table and the caller's
+    local hold prev or its array (the refcount check of _accumulate). NOTE: saves a fresh
+    array per extra consumer of a tensor (the pieces of a split, residual branches)."""
+    if type(prev) is not Tensor or type(ig) is not Tensor:  # NOTE: e.g. checkpoint's Grads
+        return False
+    arr = prev._data
+    return (arr.shape == ig._data.shape and arr.dtype == ig._data.dtype
+            and prev.device.owns_storage(arr) and sys.getrefcount(prev) <= _LOCAL_REFS + 2
+            and sys.getrefcount(arr) <= _LOCAL_REFS + 1)
+
+
 def _check_replacement(t, g, r):
     if not isinstance(r, Tensor):
         raise TypeError(f"hook returned {type(r).__name__}, expected a Tensor or None")
@@ -376,8 +389,13 @@ def run_backward(roots, grads, retain_graph=False, create_graph=False, capture=N
                     ig = in_grads[j]
                     if ig is not None:
                         prev = pending.get(k)
-                        pending[k] = ig if prev is None else prev + ig
-                        ig = None
+                        if prev is None:
+                            pending[k] = ig
+                        elif not create_graph and _private(prev, ig):
+                            prev.device.add_(prev._data, ig._data)
+                        else:
+                            pending[k] = prev + ig
+                        prev = ig = None
                 c = deps[k] - 1
                 deps[k] = c
                 if c == 0:

@@ -351,3 +351,30 @@ def test_set_grad_enabled():
     assert not ds.is_grad_enabled()
     ds.set_grad_enabled(True)
     assert ds.is_grad_enabled()
+
+
+def test_pending_gradients_accumulate_in_place_only_when_private(monkeypatch):
+    """A tensor used several times sums its gradients into the first fresh one in place
+    (no new array per extra consumer), but never into a gradient someone else holds: the
+    same gradient object given to two inputs (b + b), or one kept by a hook."""
+    from dlsys.backend.cpu import CPUDevice
+
+    adds = []
+    orig = CPUDevice.add_
+    monkeypatch.setattr(CPUDevice, "add_", lambda self, d, s: adds.append(1) or orig(self, d, s))
+    x = ds.tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    y = x * 2.0
+    (y[:, :2].sum() + y[:, 2:].sum() * 3.0 + y.sum()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.tile([4.0, 4, 8, 8], (3, 1)))
+    assert adds, "the pending gradient of y was not accumulated in place"
+    a = ds.tensor(np.ones(3, np.float32), requires_grad=True)
+    b = a * 1.0
+    ((b + b) + b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [3.0, 3, 3])
+    kept = []
+    a = ds.tensor(np.ones(3, np.float32), requires_grad=True)
+    b = a * 1.0
+    b.register_hook(lambda g: kept.append(g))
+    (b[:2].sum() + b.sum()).backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [2.0, 2, 1])
+    np.testing.assert_array_equal(kept[0].numpy(), [2.0, 2, 1])

@@ -341,7 +341,7 @@ def test_stack_concatenate():
 
 # -- elementwise -------------------------------------------------------------------------------
 UNARY = ("neg", "exp", "log", "sqrt", "abs", "sign", "relu", "tanh", "sigmoid", "gelu", "erf",
-         "gelu_grad")
+         "gelu_grad", "gelu_tanh", "gelu_tanh_grad")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
@@ -359,9 +359,31 @@ def test_unary_int_and_backward():
     close(D.unary("neg", dev(i)), -i)
     close(D.unary("abs", dev(i)), np.abs(i))
     x, g = rnd(2, 4), rnd(2, 4)
-    for op in ("relu", "tanh", "sigmoid", "exp", "gelu"):
+    for op in ("relu", "tanh", "sigmoid", "exp", "gelu", "gelu_tanh"):
         y = C.unary(op, x)
         close(D.unary_backward(op, dev(x), dev(y), dev(g)), C.unary_backward(op, x, y, g))
+
+
+def test_norms_and_softmax_backward_composed_on_cuda():
+    """LayerNorm, RMSNorm and the softmax backward run the Device defaults on CUDA (composed
+    kernels): the same as the CPU's fused kernels."""
+    x, w, b, g = rnd(6, 10), rnd(10), rnd(10), rnd(6, 10)
+    y, mean, rstd = C.layer_norm(x, w, b, 1e-5)
+    for got, ref in zip(D.layer_norm(dev(x), dev(w), dev(b), 1e-5), (y, mean, rstd),
+                        strict=True):
+        close(got, ref)
+    for got, ref in zip(D.layer_norm_backward(dev(g), dev(x), dev(w), dev(mean), dev(rstd)),
+                        C.layer_norm_backward(g, x, w, mean, rstd), strict=True):
+        close(got, ref)
+    y, rstd = C.rms_norm(x, w, 1e-6)
+    close(D.rms_norm(dev(x), dev(w), 1e-6)[0], y)
+    for got, ref in zip(D.rms_norm_backward(dev(g), dev(x), dev(w), dev(rstd)),
+                        C.rms_norm_backward(g, x, w, rstd), strict=True):
+        close(got, ref)
+    p = C.softmax(x)
+    close(D.softmax_backward(dev(p), dev(g)), C.softmax_backward(p, g))
+    lp = C.log_softmax(x)
+    close(D.softmax_backward(dev(lp), dev(g), True), C.softmax_backward(lp, g, True))
 
 
 BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le",

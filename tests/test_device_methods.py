@@ -225,7 +225,7 @@ def test_a_new_update_needs_no_device_method(dev, scratch_registry):
 
 def test_an_unknown_update_names_the_device_and_what_it_has(dev):
     with pytest.raises(NotImplementedError, match=r"no 'lamb' update kernel for .*'adam'"):
-        dev.update("lamb", None)  # NOTE: an optimizer dlsys does not have
+        dev.update("lamb", None)  # NOTE: rmsprop exists since issue 12
 
 
 # -- the float16 policy --------------------------------------------------------------------------

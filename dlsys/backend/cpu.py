@@ -17,6 +17,7 @@ from . import cpu_kernels as K
 from . import cpu_kernels_attention as KA
 from . import cpu_kernels_conv as KC
 from . import cpu_kernels_nn as KN
+from . import cpu_kernels_norm as KNo
 from . import (
     cpu_kernels_optim,  # noqa: F401 - registers the CPU's optimizer updates
     cpu_memory_stats,
@@ -35,9 +36,11 @@ from .device import pair as _pair
 
 # NOTE: routing follows benchmarks/kernels.py (one thread, float32; see the table there): a
 # Numba kernel is used only where it measured faster than its numpy reference. Softmax-family
-# kernels win on short rows only: numpy's SIMD exp beats Numba's scalar exp on long rows.
+# kernels win on short rows only: even with cpu_kernels_math's vectorised exp, the row max
+# (no vectorised max reduction without nnan) keeps them behind numpy on rows of 100-1000.
 _SOFTMAX_NUMBA_MAX_C = 32
-_NUMBA_UNARY = ("gelu", "erf", "gelu_grad")  # sigmoid/tanh: numpy's SIMD tanh is faster
+# sigmoid/tanh: numpy's SIMD tanh is as fast
+_NUMBA_UNARY = ("gelu", "erf", "gelu_grad", "gelu_tanh", "gelu_tanh_grad")
 
 
 def _arr(r):
@@ -57,6 +60,8 @@ _UNARY = {
     "gelu": K.gelu_ref,
     "erf": K.erf_ref,
     "gelu_grad": K.gelu_grad_ref,
+    "gelu_tanh": K.gelu_tanh_ref,
+    "gelu_tanh_grad": K.gelu_tanh_grad_ref,
     "sin": np.sin,
     "cos": np.cos,
     "log1p": np.log1p,
@@ -229,7 +234,7 @@ class CPUDevice(Device):
         return _arr(f(x))
 
     def unary_backward(self, op, x, y, grad):
-        """grad * op'(x) for op in relu, tanh, sigmoid, gelu, exp (y = op(x), the forward output,
+        """grad * op'(x) for op in relu, tanh, sigmoid, gelu, gelu_tanh, exp (y = op(x), the output,
         is used where cheaper: tanh, sigmoid, exp). One fused pass (Numba) for float32/64."""
         if op in K.BACKWARD_NB and x.dtype.kind == "f" and x.dtype == y.dtype == grad.dtype:
             return _via_numba(K.unary_backward_nb, op, x, y, grad)
@@ -360,6 +365,35 @@ class CPUDevice(Device):
     @float16_via_float32(0)
     def cross_entropy_backward(self, probs, target, grad_loss, ignore_index=-100):
         return KN.cross_entropy_backward_fast(probs, target, grad_loss, ignore_index)
+
+    @float16_via_float32(0, 1)
+    def softmax_backward(self, y, g, log=False):
+        return KNo.softmax_backward_fast(y, g, log)
+
+    # -- normalisation -------------------------------------------------------------------------
+    @float16_via_float32(0, 1, 2)
+    def layer_norm(self, x, w, b, eps):
+        return KNo.layer_norm_fast(x, w, b, eps)
+
+    @float16_via_float32(0, 1, 2, 3, 4)
+    def layer_norm_backward(self, g, x, w, mean, rstd):
+        return KNo.layer_norm_backward_fast(g, x, w, mean, rstd)
+
+    @float16_via_float32(0, 1)
+    def rms_norm(self, x, w, eps):
+        return KNo.rms_norm_fast(x, w, eps)
+
+    @float16_via_float32(0, 1, 2, 3)
+    def rms_norm_backward(self, g, x, w, rstd):
+        return KNo.rms_norm_backward_fast(g, x, w, rstd)
+
+    @float16_via_float32(0, 1, 2)
+    def batch_norm(self, x, w, b, eps):
+        return KNo.batch_norm_fast(x, w, b, eps)
+
+    @float16_via_float32(0, 1, 2, 3, 4)
+    def batch_norm_backward(self, g, x, w, mean, rstd):
+        return KNo.batch_norm_backward_fast(g, x, w, mean, rstd)
 
     def log_sigmoid(self, x):
         # NOTE: -logaddexp(0, -x) = -log1p(exp(-x)) without overflow or cancellation

@@ -14,12 +14,19 @@ import math
 import numpy as np
 from numba import njit
 
+from .cpu_kernels_math import ferf, fexp, like
+
 
 def jit(**options):
     """``njit`` with the project's options: cache=True, and error_model="numpy" (IEEE float
     division, no zero-division checks: numpy's semantics, and the checks otherwise keep LLVM
     from vectorising a loop: 7x on the Adam update)."""
     return njit(cache=True, error_model="numpy", **options)
+
+
+# NOTE: contraction (fused multiply-add) and reassociation let LLVM vectorise the float32
+# polynomials of cpu_kernels_math; no nnan/ninf, so inf and nan propagate as in numpy.
+_FM = {"reassoc", "contract"}
 
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
@@ -41,10 +48,10 @@ def erf_ref(x):
     return _erf_obj(x).astype(x.dtype)
 
 
-@jit()
+@jit(fastmath=_FM)
 def erf_nb(x, out):
     for i in range(x.size):
-        out[i] = math.erf(x[i])
+        out[i] = ferf(x[i])
 
 
 def gelu_ref(x):
@@ -52,11 +59,15 @@ def gelu_ref(x):
     return x * (0.5 * (1.0 + erf_ref(x * _SQRT1_2)))
 
 
-@jit()
+@jit(fastmath=_FM, inline="always")
+def _gelu(v):
+    return v * (like(v, 0.5) + like(v, 0.5) * ferf(v * like(v, _SQRT1_2)))
+
+
+@jit(fastmath=_FM)
 def gelu_nb(x, out):
     for i in range(x.size):
-        v = x[i]
-        out[i] = v * (0.5 * (1.0 + math.erf(v * _SQRT1_2)))
+        out[i] = _gelu(x[i])
 
 
 def gelu_grad_ref(x):
@@ -65,11 +76,68 @@ def gelu_grad_ref(x):
     return cdf + x * (_INV_SQRT_2PI * np.exp(-0.5 * x * x))
 
 
-@jit()
+@jit(fastmath=_FM, inline="always")
+def _gelu_grad(v):
+    h = like(v, 0.5)
+    return h + h * ferf(v * like(v, _SQRT1_2)) + v * like(v, _INV_SQRT_2PI) * fexp(-h * v * v)
+
+
+@jit(fastmath=_FM)
 def gelu_grad_nb(x, out):
     for i in range(x.size):
-        v = x[i]
-        out[i] = 0.5 * (1.0 + math.erf(v * _SQRT1_2)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
+        out[i] = _gelu_grad(x[i])
+
+
+# -- GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) -----------------
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+def gelu_tanh_ref(x):
+    return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + _GELU_A * x * x * x)))
+
+
+@jit(fastmath=_FM, inline="always")
+def _gelu_tanh_parts(v):
+    """(s, s (1 - s)) for s = sigmoid(2u) = (1 + tanh(u)) / 2, u = c (v + a v^3), from
+    e = exp(-2|u|) <= 1: no overflow, and no cancellation in 1 + tanh(u) for u << 0."""
+    one = like(v, 1.0)
+    u = like(v, _GELU_C) * (v + like(v, _GELU_A) * v * v * v)
+    e = fexp(like(v, -2.0) * abs(u))
+    inv = one / (one + e)
+    s = inv if u >= 0 else e * inv
+    return s, e * inv * inv
+
+
+@jit(fastmath=_FM, inline="always")
+def _gelu_tanh(v):
+    s, _ = _gelu_tanh_parts(v)
+    return v * s
+
+
+@jit(fastmath=_FM)
+def gelu_tanh_nb(x, out):
+    for i in range(x.size):
+        out[i] = _gelu_tanh(x[i])
+
+
+def gelu_tanh_grad_ref(x):
+    """0.5 (1 + t) + 0.5 x (1 - t^2) u' for t = tanh(u), u = c (x + a x^3)."""
+    t = np.tanh(_GELU_C * (x + _GELU_A * x * x * x))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (_GELU_C * (1.0 + 3 * _GELU_A * x * x))
+
+
+@jit(fastmath=_FM, inline="always")
+def _gelu_tanh_grad(v):
+    s, ds = _gelu_tanh_parts(v)  # d/dv (v s) = s + v s (1 - s) 2u'
+    du = like(v, 2.0 * _GELU_C) * (like(v, 1.0) + like(v, 3.0 * _GELU_A) * v * v)
+    return s + v * ds * du
+
+
+@jit(fastmath=_FM)
+def gelu_tanh_grad_nb(x, out):
+    for i in range(x.size):
+        out[i] = _gelu_tanh_grad(x[i])
 
 
 def sigmoid_ref(x):
@@ -100,6 +168,8 @@ def unary_backward_ref(op, x, y, grad):
         return grad * y
     if op == "gelu":
         return grad * gelu_grad_ref(x)
+    if op == "gelu_tanh":
+        return grad * gelu_tanh_grad_ref(x)
     raise ValueError(f"unary_backward: unsupported op {op!r}")
 
 
@@ -121,19 +191,26 @@ def sigmoid_backward_nb(y, g, out):
         out[i] = g[i] * (y[i] * (1.0 - y[i]))
 
 
-@jit()
+@jit(fastmath=_FM)
 def gelu_backward_nb(x, g, out):
     for i in range(x.size):
-        v = x[i]
-        d = 0.5 * (1.0 + math.erf(v * _SQRT1_2)) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
-        out[i] = g[i] * d
+        out[i] = g[i] * _gelu_grad(x[i])
 
 
-UNARY_NB = {"erf": erf_nb, "gelu": gelu_nb, "gelu_grad": gelu_grad_nb, "sigmoid": sigmoid_nb}
-UNARY_REF = {"erf": erf_ref, "gelu": gelu_ref, "gelu_grad": gelu_grad_ref, "sigmoid": sigmoid_ref}
+@jit(fastmath=_FM)
+def gelu_tanh_backward_nb(x, g, out):
+    for i in range(x.size):
+        out[i] = g[i] * _gelu_tanh_grad(x[i])
+
+
+UNARY_NB = {"erf": erf_nb, "gelu": gelu_nb, "gelu_grad": gelu_grad_nb, "sigmoid": sigmoid_nb,
+            "gelu_tanh": gelu_tanh_nb, "gelu_tanh_grad": gelu_tanh_grad_nb}
+UNARY_REF = {"erf": erf_ref, "gelu": gelu_ref, "gelu_grad": gelu_grad_ref, "sigmoid": sigmoid_ref,
+             "gelu_tanh": gelu_tanh_ref, "gelu_tanh_grad": gelu_tanh_grad_ref}
 # which input the fused backward kernel reads: x (the forward input) or y (its output)
 BACKWARD_NB = {"relu": (relu_backward_nb, "x"), "tanh": (tanh_backward_nb, "y"),
-               "sigmoid": (sigmoid_backward_nb, "y"), "gelu": (gelu_backward_nb, "x")}
+               "sigmoid": (sigmoid_backward_nb, "y"), "gelu": (gelu_backward_nb, "x"),
+               "gelu_tanh": (gelu_tanh_backward_nb, "x")}
 
 
 def unary_nb(op, x):
@@ -219,6 +296,8 @@ def index_add_fast(out, index, values):
     if all(isinstance(i, BASIC_INDEX) for i in (index if isinstance(index, tuple) else (index,))):
         out[index] += values  # NOTE: np.add.at is ~10x slower and needless without repeats
         return
+    if isinstance(index, tuple) and len(index) == 1:
+        index = index[0]  # NOTE: the front end's normalised form of x[idx] (embedding rows)
     if (not isinstance(index, np.ndarray) or index.dtype.kind not in "iu" or out.ndim == 0
             or not numba_ok(out) or values.dtype != out.dtype
             or values.shape != index.shape + out.shape[1:]):

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .cpu_kernels import jit, numba_ok
+from .cpu_kernels_math import fexp
 
 
 # -- softmax family (last axis of a 2-D array) -------------------------------------------------
@@ -86,7 +87,7 @@ def _softmax_row(x, r, out):
     m = _row_max(x, r)
     s = 0.0
     for j in range(x.shape[1]):
-        e = math.exp(x[r, j] - m)
+        e = fexp(x[r, j] - m)
         out[r, j] = e
         s += e
     inv = 1.0 / s
@@ -107,7 +108,7 @@ def log_softmax_nb(x, out):
         m = _row_max(x, r)
         s = 0.0
         for j in range(x.shape[1]):
-            s += math.exp(x[r, j] - m)
+            s += fexp(x[r, j] - m)
         c = m + math.log(s)
         for j in range(x.shape[1]):
             out[r, j] = x[r, j] - c

@@ -28,6 +28,7 @@ from . import updates
 
 UNARY_OPS = ("neg", "exp", "log", "sqrt", "abs", "sign", "relu", "tanh", "sigmoid", "gelu",
              "erf", "gelu_grad",  # gelu is exact (erf); gelu_grad(x) = Phi(x) + x * phi(x)
+             "gelu_tanh", "gelu_tanh_grad",  # torch's approximate="tanh" and its derivative
              "sin", "cos", "log1p", "logical_not", "bitwise_not")  # the last two: bool, ints
 # The binary ops of every device, as numpy's ufuncs: the CPU computes with them, and every
 # device takes its result dtypes from them (comparisons return bool arrays).
@@ -280,7 +281,7 @@ class Device:
         raise NotImplementedError
 
     def unary_backward(self, op: str, x, y, grad):
-        """grad * op'(x), fused, for op in ("relu", "tanh", "sigmoid", "exp", "gelu");
+        """grad * op'(x), fused, for op in relu, tanh, sigmoid, exp, gelu, gelu_tanh;
         y = op(x) is the forward output (tanh, sigmoid and exp use it). Added by backend-cpu;
         this default composes other kernels, so a device need not override it."""
         if op == "relu":
@@ -291,8 +292,8 @@ class Device:
             d = self.binary("mul", y, self.scalar("sub", y, 1, reverse=True))
         elif op == "exp":
             d = y
-        elif op == "gelu":
-            d = self.unary("gelu_grad", x)
+        elif op in ("gelu", "gelu_tanh"):
+            d = self.unary(op + "_grad", x)
         else:
             raise ValueError(f"unary_backward: unsupported op {op!r}")
         return self.binary("mul", grad, d)
@@ -439,6 +440,107 @@ class Device:
         """log(sigmoid(x)) = -log1p(exp(-x)), accurate for large |x| (binary cross-entropy
         with logits)."""
         raise NotImplementedError
+
+    def softmax_backward(self, y, g, log=False):
+        """The gradient of softmax (``log``: log_softmax) along the rows of compact 2-D arrays
+        from its output y and the output gradient g: y (g - sum(g y)), or g - exp(y) sum(g).
+        Added by backend-cpu; this default composes other kernels."""
+        if log:
+            return self.binary("sub", g, self.binary("mul", self.unary("exp", y),
+                                                     self._per_row(self.sum(g, (1,)), g.shape)))
+        dot = self._per_row(self.sum(self.binary("mul", g, y), (1,)), y.shape)
+        return self.binary("mul", y, self.binary("sub", g, dot))
+
+    # -- normalisation over the rows of a compact (R, C) array --------------------------------
+    # w and b are (C,) or None; mean and rstd = 1 / sqrt(var + eps) are (R,) in x's dtype.
+    # Added by backend-cpu (fused Numba kernels); these defaults compose other kernels.
+    def _per_row(self, v, shape):
+        return self.compact(self.broadcast_to(self.reshape(v, (shape[0], 1)), shape))
+
+    def _per_col(self, v, shape):
+        return self.compact(self.broadcast_to(v, shape))
+
+    def _row_mean(self, x):
+        return self.scalar("mul", self.sum(x, (1,)), 1.0 / x.shape[1])
+
+    def _rsqrt_eps(self, ms, eps):
+        return self.scalar("div", self.unary("sqrt", self.scalar("add", ms, eps)), 1.0,
+                           reverse=True)
+
+    def layer_norm(self, x, w, b, eps):
+        """(y, mean, rstd): y = (x - mean) rstd w + b per row (biased variance)."""
+        mean = self._row_mean(x)
+        xc = self.binary("sub", x, self._per_row(mean, x.shape))
+        rstd = self._rsqrt_eps(self._row_mean(self.binary("mul", xc, xc)), eps)
+        y = self.binary("mul", xc, self._per_row(rstd, x.shape))
+        if w is not None:
+            y = self.binary("mul", y, self._per_col(w, x.shape))
+        if b is not None:
+            y = self.binary("add", y, self._per_col(b, x.shape))
+        return y, mean, rstd
+
+    def layer_norm_backward(self, g, x, w, mean, rstd):
+        """(dx, dw, db) for the output gradient g; dw and db are None when w is None."""
+        r = self._per_row(rstd, x.shape)
+        xhat = self.binary("mul", self.binary("sub", x, self._per_row(mean, x.shape)), r)
+        gw = g if w is None else self.binary("mul", g, self._per_col(w, x.shape))
+        m1 = self._per_row(self._row_mean(gw), x.shape)
+        m2 = self._per_row(self._row_mean(self.binary("mul", gw, xhat)), x.shape)
+        dx = self.binary("mul", r, self.binary("sub", self.binary("sub", gw, m1),
+                                               self.binary("mul", xhat, m2)))
+        if w is None:
+            return dx, None, None
+        return dx, self.sum(self.binary("mul", g, xhat), (0,)), self.sum(g, (0,))
+
+    def rms_norm(self, x, w, eps):
+        """(y, rstd): y = x rstd w, rstd = 1 / sqrt(mean(x^2) + eps) per row."""
+        rstd = self._rsqrt_eps(self._row_mean(self.binary("mul", x, x)), eps)
+        y = self.binary("mul", x, self._per_row(rstd, x.shape))
+        return (y if w is None else self.binary("mul", y, self._per_col(w, x.shape))), rstd
+
+    def rms_norm_backward(self, g, x, w, rstd):
+        """(dx, dw) for the output gradient g; dw is None when w is None."""
+        r = self._per_row(rstd, x.shape)
+        gw = g if w is None else self.binary("mul", g, self._per_col(w, x.shape))
+        k = self._per_row(self._row_mean(self.binary("mul", gw, x)), x.shape)
+        dx = self.binary("mul", r, self.binary("sub", gw, self.binary(
+            "mul", x, self.binary("mul", self.binary("mul", r, r), k))))
+        if w is None:
+            return dx, None
+        return dx, self.sum(self.binary("mul", g, self.binary("mul", x, r)), (0,))
+
+    # BatchNorm's training step over axes 0 and 2 of a compact (N, C, L) array (per channel)
+    def _per_chan(self, v, shape):
+        return self.compact(self.broadcast_to(self.reshape(v, (1, shape[1], 1)), shape))
+
+    def _chan_mean(self, x):
+        return self.scalar("mul", self.sum(x, (0, 2)), 1.0 / (x.shape[0] * x.shape[2]))
+
+    def batch_norm(self, x, w, b, eps):
+        """(y, mean, var, rstd) per channel: biased var, y = (x - mean) rstd w + b."""
+        mean = self._chan_mean(x)
+        xc = self.binary("sub", x, self._per_chan(mean, x.shape))
+        var = self._chan_mean(self.binary("mul", xc, xc))
+        rstd = self._rsqrt_eps(var, eps)
+        y = self.binary("mul", xc, self._per_chan(rstd, x.shape))
+        if w is not None:
+            y = self.binary("mul", y, self._per_chan(w, x.shape))
+        if b is not None:
+            y = self.binary("add", y, self._per_chan(b, x.shape))
+        return y, mean, var, rstd
+
+    def batch_norm_backward(self, g, x, w, mean, rstd):
+        """(dx, dw, db) for the output gradient g; dw and db are None when w is None."""
+        r = self._per_chan(rstd, x.shape)
+        xhat = self.binary("mul", self.binary("sub", x, self._per_chan(mean, x.shape)), r)
+        db = self.sum(g, (0, 2))
+        dw = self.sum(self.binary("mul", g, xhat), (0, 2))
+        m1 = self._per_chan(self._chan_mean(g), x.shape)
+        m2 = self._per_chan(self._chan_mean(self.binary("mul", g, xhat)), x.shape)
+        k = r if w is None else self.binary("mul", r, self._per_chan(w, x.shape))
+        dx = self.binary("mul", k, self.binary("sub", self.binary("sub", g, m1),
+                                               self.binary("mul", xhat, m2)))
+        return (dx, None, None) if w is None else (dx, dw, db)
 
     # -- attention ---------------------------------------------------------------------------
     # q (B, L, E), k (B, S, E), v (B, S, Ev): compact 3-D batches (the front end flattens the

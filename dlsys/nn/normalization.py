@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlsys.autograd import no_grad
+from dlsys.ops.norm import batch_norm_train
 
 from . import functional as F
 from . import init
@@ -71,17 +72,12 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check_input_dim(x)
-        axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, self.num_features) + (1,) * (x.ndim - 2)
         if self.training or not self.track_running_stats:
-            mean = x.mean(axis=axes, keepdims=True)
-            xc = x - mean
-            var = (xc * xc).mean(axis=axes, keepdims=True)
+            # NOTE: one fused op (batch statistics, normalisation, affine; its backward too)
+            y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, x.numel() // self.num_features)
-            y = xc / (var + self.eps).sqrt()
-            if self.affine:
-                y = y * self.weight.reshape(*bshape) + self.bias.reshape(*bshape)
             return y
         # eval: one fused scale and shift per channel
         scale = (self.running_var + self.eps).sqrt()

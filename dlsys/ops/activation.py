@@ -1,16 +1,12 @@
 """Activations composed of elementwise ops (their gradients come from those): silu, softplus,
-gelu with torch's ``approximate`` ("none": the exact erf form, one fused op; "tanh")."""
+gelu with torch's ``approximate`` ("none": the exact erf form; "tanh"), each one fused op."""
 
 from __future__ import annotations
-
-import math
 
 from ..tensor import Tensor
 from . import elementwise as _ew
 
 __all__ = ["silu", "softplus", "gelu"]
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def silu(x: Tensor) -> Tensor:
@@ -37,5 +33,4 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         return _ew.gelu(x)
     if approximate != "tanh":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    inner = (x + x * x * x * 0.044715) * _SQRT_2_OVER_PI
-    return x * 0.5 * (_ew.tanh(inner) + 1.0)
+    return _ew.gelu_tanh(x)

@@ -329,7 +329,9 @@ def minimum(a, b):
 
 
 # -- unary -------------------------------------------------------------------------------------
-_FUSED_BACKWARD = ("relu", "tanh", "sigmoid", "exp", "gelu")
+_FUSED_BACKWARD = ("relu", "tanh", "sigmoid", "exp", "gelu", "gelu_tanh")
+_GELU_C = math.sqrt(2.0 / math.pi)  # gelu_tanh: 0.5 x (1 + tanh(c (x + a x^3)))
+_GELU_A = 0.044715
 
 
 class Unary(Op):
@@ -368,7 +370,7 @@ class Unary(Op):
 
 
 class UnaryBackward(Op):
-    """grad * f'(x) for f in relu/tanh/sigmoid/exp/gelu; inputs (x, y = f(x), grad)."""
+    """grad * f'(x) for f in relu/tanh/sigmoid/exp/gelu/gelu_tanh; inputs (x, y = f(x), grad)."""
 
     __slots__ = ("name",)
 
@@ -394,6 +396,10 @@ class UnaryBackward(Op):
         elif name == "gelu":
             phi = (x * x * -0.5).exp() * (1.0 / math.sqrt(2.0 * math.pi))
             dx = gg * g * phi * (2.0 - x * x)
+        elif name == "gelu_tanh":  # f'' = (1 - t^2) (u' - x t u'^2 + x u'' / 2)
+            t = tanh((x + x * x * x * _GELU_A) * _GELU_C)
+            du = (x * x * (3.0 * _GELU_A) + 1.0) * _GELU_C
+            dx = gg * g * (1.0 - t * t) * (du - x * t * du * du + x * x * (3.0 * _GELU_A * _GELU_C))
         if not x._requires_grad:
             dx = None
         if not y._requires_grad:
@@ -430,6 +436,7 @@ sqrt = _float_unary("sqrt")
 tanh = _float_unary("tanh")
 sigmoid = _float_unary("sigmoid")
 gelu = _float_unary("gelu")
+gelu_tanh = _float_unary("gelu_tanh")
 sin = _float_unary("sin")
 cos = _float_unary("cos")
 erf = _float_unary("erf")

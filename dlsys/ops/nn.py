@@ -8,10 +8,11 @@ import warnings
 
 import numpy as np
 
+from .. import autograd as _ag
 from .. import random as _random
 from ..autograd import apply, wrap
 from ..tensor import Tensor
-from . import Op, alias, normalize_dims, wrap_dim
+from . import Op, alias, check_same, normalize_dims, wrap_dim
 from . import reduce as _rd
 from . import shape as _sh
 
@@ -25,14 +26,17 @@ def _float(x, what):
 
 # -- softmax family ----------------------------------------------------------------------------
 def _last_axis(d, fn, x, axis, drops=False):
-    """fn over ``axis`` of x via the device's last-axis kernels on a compact 2-D array."""
-    nd = x.ndim
+    """fn over ``axis`` of x via the device's last-axis kernels on a compact 2-D array; x may
+    be a tuple of same-shape arrays (fn then gets a tuple of compact 2-D arrays)."""
+    xs = x if isinstance(x, tuple) else (x,)
+    nd = xs[0].ndim
     axis = axis % nd
     if axis != nd - 1:
         perm = tuple(i for i in range(nd) if i != axis) + (axis,)
-        x = d.permute(x, perm)
-    shp = x.shape
-    y = fn(d.compact(d.reshape(x, (-1, shp[-1])) if x.ndim != 2 else x))
+        xs = tuple(d.permute(a, perm) for a in xs)
+    shp = xs[0].shape
+    rows = tuple(d.compact(d.reshape(a, (-1, shp[-1])) if a.ndim != 2 else a) for a in xs)
+    y = fn(rows if isinstance(x, tuple) else rows[0])
     if drops:
         return d.reshape(y, shp[:-1])
     y = d.reshape(y, shp)
@@ -52,6 +56,11 @@ class Softmax(Op):
         return _last_axis(d, d.log_softmax if self.log else d.softmax, x, self.axis)
 
     def gradient(self, g, node):
+        if not _ag.is_grad_enabled():  # NOTE: one fused kernel; create_graph composes below
+            d = self.device
+            grad = _last_axis(d, lambda yg: d.softmax_backward(yg[0], yg[1], self.log),
+                              (node._data, g._data), self.axis)
+            return (wrap(grad, g.device),)
         if self.log:  # g - softmax * sum(g)
             return (g - node.exp() * _rd.sum(g, self.axis, keepdims=True),)
         return (node * (g - _rd.sum(g * node, self.axis, keepdims=True)),)
@@ -138,6 +147,65 @@ def dropout(x: Tensor, p=0.5, training=True) -> Tensor:
     return x * wrap(d.from_numpy(mask), d)
 
 
+class LayerNorm(Op):
+    """Inputs (x, [weight], [bias]) with x normalised over its trailing ``k`` dims: one fused
+    kernel forward (the row statistics kept) and one backward for x, weight and bias."""
+
+    __slots__ = ("k", "eps", "has_w", "has_b", "mean", "rstd")
+
+    def __init__(self, k, eps, has_w, has_b):
+        self.k, self.eps, self.has_w, self.has_b = k, eps, has_w, has_b
+
+    def _split(self, args):
+        x, rest = args[0], list(args[1:])
+        w = rest.pop(0) if self.has_w else None
+        b = rest.pop(0) if self.has_b else None
+        return x, w, b
+
+    def compute(self, *args):
+        d = self.device
+        x, w, b = self._split(args)
+        cols = math.prod(x.shape[x.ndim - self.k:])
+        x2 = d.compact(d.reshape(x, (-1, cols)))
+        w, b = (None if a is None else d.compact(d.reshape(a, (cols,))) for a in (w, b))
+        y, self.mean, self.rstd = d.layer_norm(x2, w, b, self.eps)
+        return d.reshape(y, x.shape)
+
+    def gradient(self, g, node):
+        x, w, b = self._split(node._inputs)
+        if _ag.is_grad_enabled():  # create_graph: a differentiable gradient
+            return self._composed_gradient(g, x, w, b)
+        d, dev = self.device, g.device
+        cols = math.prod(x.shape[x.ndim - self.k:])
+        x2 = d.compact(d.reshape(x._data, (-1, cols)))
+        w2 = None if w is None else d.compact(d.reshape(w._data, (cols,)))
+        dx, dw, db = d.layer_norm_backward(d.compact(d.reshape(g._data, (-1, cols))), x2, w2,
+                                           self.mean, self.rstd)
+        out = [wrap(d.reshape(dx, x.shape), dev) if x._requires_grad else None]
+        if w is not None:
+            out.append(wrap(d.reshape(dw, w.shape), dev) if w._requires_grad else None)
+        if b is not None:
+            out.append(wrap(d.reshape(db, b.shape), dev) if b._requires_grad else None)
+        return tuple(out)
+
+    def _composed_gradient(self, g, x, w, b):
+        axes = tuple(range(x.ndim - self.k, x.ndim))
+        lead = tuple(range(x.ndim - self.k))
+        xc = x - _rd.mean(x, axes, keepdims=True)
+        rstd = (_rd.mean(xc * xc, axes, keepdims=True) + self.eps) ** -0.5
+        xhat = xc * rstd
+        gw = g if w is None else g * w
+        dx = rstd * (gw - _rd.mean(gw, axes, keepdims=True)
+                     - xhat * _rd.mean(gw * xhat, axes, keepdims=True))
+        lead_sum = (lambda t: _rd.sum(t, lead)) if lead else (lambda t: t)
+        out = [dx if x._requires_grad else None]
+        if w is not None:
+            out.append(lead_sum(g * xhat) if w._requires_grad else None)
+        if b is not None:
+            out.append(lead_sum(g) if b._requires_grad else None)
+        return tuple(out)
+
+
 def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
     """Normalise over the trailing ``normalized_shape`` dims, then scale and shift."""
     _float(x, "layer_norm")
@@ -146,22 +214,15 @@ def layer_norm(x: Tensor, normalized_shape, weight=None, bias=None, eps=1e-5) ->
     if k == 0 or x.shape[-k:] != ns:
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end with "
                          f"normalized_shape {ns}")
-    axes = tuple(range(x.ndim - k, x.ndim))
-    mu = _rd.mean(x, axes, keepdims=True)
-    xc = x - mu
-    var = _rd.mean(xc * xc, axes, keepdims=True)
-    y = xc / (var + eps).sqrt()
-    if weight is not None:
-        if weight.shape != ns:
-            raise ValueError(f"layer_norm: weight of shape {weight.shape} does not match "
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        if p.shape != ns:
+            raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match "
                              f"normalized_shape {ns}")
-        y = y * weight
-    if bias is not None:
-        if bias.shape != ns:
-            raise ValueError(f"layer_norm: bias of shape {bias.shape} does not match "
-                             f"normalized_shape {ns}")
-        y = y + bias
-    return y
+        check_same(x, p, "layer_norm")
+    inputs = [x] + [p for p in (weight, bias) if p is not None]
+    return apply(LayerNorm(k, float(eps), weight is not None, bias is not None), *inputs)
 
 
 def embedding(idx: Tensor, weight: Tensor) -> Tensor:

@@ -22,6 +22,8 @@ from .launch import TPB
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_C = math.sqrt(2.0 / math.pi)  # gelu_tanh: 0.5 x (1 + tanh(c (x + a x^3)))
+_GELU_A = 0.044715
 
 
 # ============================================================================================
@@ -99,6 +101,17 @@ def _gelu_grad(v):
 
 
 @cuda.jit(device=True)
+def _gelu_tanh(v):
+    return 0.5 * v * (1.0 + math.tanh(_GELU_C * (v + _GELU_A * v * v * v)))
+
+
+@cuda.jit(device=True)
+def _gelu_tanh_grad(v):
+    t = math.tanh(_GELU_C * (v + _GELU_A * v * v * v))
+    return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * (_GELU_C * (1.0 + 3 * _GELU_A * v * v))
+
+
+@cuda.jit(device=True)
 def _sin(v):
     return math.sin(v)
 
@@ -125,7 +138,8 @@ def _bitwise_not(v):
 
 UNARY_FUNCS = {"neg": _neg, "exp": _exp, "log": _log, "sqrt": _sqrt, "abs": _abs,
                "sign": _sign, "relu": _relu, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf,
-               "gelu": _gelu, "gelu_grad": _gelu_grad, "sin": _sin, "cos": _cos,
+               "gelu": _gelu, "gelu_grad": _gelu_grad, "gelu_tanh": _gelu_tanh,
+               "gelu_tanh_grad": _gelu_tanh_grad, "sin": _sin, "cos": _cos,
                "log1p": _log1p, "logical_not": _logical_not, "bitwise_not": _bitwise_not}
 # the ops whose result keeps an integer or bool input's dtype (the others give float64)
 UNARY_KEEPS_DTYPE = ("neg", "abs", "sign", "relu", "logical_not", "bitwise_not")
@@ -275,9 +289,15 @@ def _gelu_bw(x, g):
     return g * _gelu_grad(x)
 
 
+@cuda.jit(device=True)
+def _gelu_tanh_bw(x, g):
+    return g * _gelu_tanh_grad(x)
+
+
 BACKWARD_FUNCS = {"relu": _relu_bw, "tanh": _tanh_bw, "sigmoid": _sigmoid_bw, "exp": _exp_bw,
-                  "gelu": _gelu_bw}
-BACKWARD_INPUT = {"relu": "x", "tanh": "y", "sigmoid": "y", "exp": "y", "gelu": "x"}
+                  "gelu": _gelu_bw, "gelu_tanh": _gelu_tanh_bw}
+BACKWARD_INPUT = {"relu": "x", "tanh": "y", "sigmoid": "y", "exp": "y", "gelu": "x",
+                  "gelu_tanh": "x"}
 
 
 @functools.cache
