@@ -102,6 +102,9 @@ class Context:
         self.shm: SharedWindow | None = None
         if self.size > 1 and cfg.shm and self.local_size == self.size:
             self.shm = SharedWindow(self.comm, cfg.shm_slot_bytes)
+        # the step-check rounds of DistributedOptimizer's shared engines (engines.SharedEngine):
+        # one small window over the reducer's communicator, made with the first such engine
+        self.step_rounds: SharedWindow | None = None
         # NOTE(observability): the stall watchdog's Monitor and thread (collective/stall.py),
         # the timeline being recorded (collective/trace.py), and their private communicator
         # NOTE: a process set's Context shares the world's Monitor (one watchdog per process,

@@ -54,6 +54,7 @@ from .context import MISMATCH, TAG_BUCKETS
 from .reduce_ops import Sum
 from .safety import digest
 from .shared_buckets import DONE, READY, reducer_for
+from .shared_window import SharedWindow
 from .tuning import choose_in_flight, choose_own
 
 
@@ -337,12 +338,14 @@ class SharedEngine(Engine):
     holding every bucket's wire), reduced in place by every rank's segment (see the module
     docstring and ``collective/shared_buckets.py`` for the protocol and the arithmetic).
 
-    NOTE: the step check (``collective/checks.py``) of bucket 0 is one round of the
-    Context's node window (``SharedWindow.post``: a store, then a few loads of the others'
-    control words, no message), started when bucket 0 is handed over and finished before
-    bucket 0 is reduced: the ranks meet there before any of them reduces a bucket, so ranks
-    that step different optimizers (each has its own bucket window) or different steps find
-    out there instead of waiting for flags that never come. Without the check
+    NOTE: the step check (``collective/checks.py``) of bucket 0 is one round of a small node
+    window of the engine's own (``SharedWindow.post``: a store, then a few loads of the others'
+    control words, no message; ``ctx.step_rounds``, shared by the optimizers but not the
+    Context's window, whose rounds are the handshakes and small allreduces of collective calls
+    a model may make during backward, e.g. SyncBatchNorm's), started when bucket 0 is handed
+    over and finished before bucket 0 is reduced: the ranks meet there before any of them reduces a
+    bucket, so ranks that step different optimizers (each has its own bucket window) or
+    different steps find out there instead of waiting for flags that never come. Without the check
     (COLLECTIVE_STEP_CHECK=0) a rank that never reaches the step is named by the stall watchdog.
     """
 
@@ -351,6 +354,12 @@ class SharedEngine(Engine):
         if window is None:
             raise ValueError("SharedEngine needs the buckets' shared window")
         self.window = window
+        # NOTE: the step check's rounds: one window per Context, so that ranks stepping
+        # different optimizers meet in the same round; made (collectively, as the buckets'
+        # window is) with the first shared engine
+        if ctx.step_rounds is None:
+            ctx.step_rounds = SharedWindow(ctx.reducer_comm, 64)
+        self._rounds = ctx.step_rounds
         self.gen = 1  # the number of this step's reductions in the window's flags
         self._queue: collections.deque[Work] = collections.deque()  # published, not reduced
         self._reduced: list[Work] = []  # this rank's segment written, not yet complete
@@ -363,7 +372,7 @@ class SharedEngine(Engine):
         check = self.step_check if bucket.index == 0 else None
         if check is not None and check.fields is not None:  # NOTE(observability)
             work.check, work.agreed = check, digest(("shared buckets", check.fp))
-            self.ctx.shm.post(work.agreed)
+            self._rounds.post(work.agreed)
         self.window.publish(bucket.index, READY, self.gen)
         self._queue.append(work)
         self._advance()
@@ -373,7 +382,7 @@ class SharedEngine(Engine):
     def _checked(self, work, wait) -> bool:
         """Bucket 0's step check finished (``wait``: wait for it); raises StepMismatchError on
         every rank when the ranks' steps differ."""
-        shm = self.ctx.shm
+        shm = self._rounds
         if wait:
             spins = 0
             while not shm.arrived():
@@ -384,7 +393,7 @@ class SharedEngine(Engine):
             return False
         check, fp = work.check, work.agreed
         work.check = None
-        check.verify(self.ctx.comm, fp if shm.agreed(fp) else MISMATCH)
+        check.verify(self.ctx.reducer_comm, fp if shm.agreed(fp) else MISMATCH)
         return True
 
     def _reduce(self, work):

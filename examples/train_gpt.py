@@ -186,41 +186,22 @@ def check_replicas(col, model):
     return digests[0]
 
 
-# -- checkpoints (rank 0 writes, rank 0 reads and broadcasts) ------------------------------------
-def save_checkpoint(path, model, optimizer, scheduler, loader, step, runs, world, args,
-                    tokenizer):
-    """``runs``: every rank's running train loss (rank 0 writes the file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "loader": loader.state_dict(),
-             "step": step, "running_loss": json.dumps(runs), "world_size": world,
-             "rng": json.dumps(ds.get_rng_state()), "vocab": tokenizer.vocab,
-             "args": json.dumps(vars(args))}, path)
+# -- checkpoints: col.save_checkpoint (rank 0 writes once, with every rank's RNG and loader) ---
+def save_checkpoint(path, col, model, optimizer, scheduler, loader, step, runs, args, tokenizer):
+    """Every rank calls it. ``runs``: every rank's running train loss."""
+    if col.rank() == 0:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    col.save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                        sampler=loader, step=step, running_loss=json.dumps(runs),
+                        vocab=tokenizer.vocab, args=json.dumps(vars(args)))
 
 
-def resume(path, col, rank, model, optimizer, scheduler, loader, log):
-    """Restore every piece on every rank from rank 0's read of ``path``; returns (step, the
-    running train loss)."""
-    meta = None
-    if rank == 0:
-        ck = ds.load(path)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        meta = {k: ck[k] for k in ("scheduler", "loader", "step", "running_loss", "world_size",
-                                   "rng")}
-    meta = col.broadcast_object(meta, root=0)
-    col.broadcast_parameters(model.state_dict(), root=0)
-    col.broadcast_optimizer_state(optimizer, root=0)
-    if meta["world_size"] != col.size():
-        raise ValueError(f"{path} was written by {meta['world_size']} ranks; resume it on as "
-                         f"many (this job has {col.size()}): the random windows of each rank "
-                         "depend on the world size")
-    scheduler.load_state_dict(meta["scheduler"])
-    loader.load_state_dict(meta["loader"])
-    ds.set_rng_state(json.loads(meta["rng"]))
-    log.info(f"resumed from {path} at step {meta['step']}")
-    return int(meta["step"]), json.loads(meta["running_loss"])[col.rank()]
+def resume(path, col, model, optimizer, scheduler, loader, log):
+    """Every piece restored on every rank (col.load_checkpoint: rank 0 reads, broadcasts;
+    mid-epoch, only at the world size that wrote it); returns (step, the running loss)."""
+    extra = col.load_checkpoint(path, model, optimizer, scheduler, sampler=loader)
+    log.info(f"resumed from {path} at step {extra['step']}")
+    return int(extra["step"]), json.loads(extra["running_loss"])[col.rank()]
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -307,7 +288,7 @@ def main(argv=None):
     col.broadcast_parameters(model.state_dict(), root=0)
     step, running = 0, None
     if args.resume:
-        step, running = resume(args.resume, col, rank, model, optimizer, scheduler, loader, log)
+        step, running = resume(args.resume, col, model, optimizer, scheduler, loader, log)
     if world > 1:
         optimizer = col.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
     params = list(model.parameters())
@@ -339,9 +320,9 @@ def main(argv=None):
         if rank == 0:
             bar.write(f"step {step}: train loss {tl}, val loss {val:.4f}, lr {row['lr']:.2e}, "
                       f"{row['time_s']:.0f} s")
-        if args.checkpoint and rank == 0:
-            save_checkpoint(args.checkpoint, model, optimizer, scheduler, loader, step, runs,
-                            world, args, tok)
+        if args.checkpoint:
+            save_checkpoint(args.checkpoint, col, model, optimizer, scheduler, loader, step, runs,
+                            args, tok)
 
     if step == 0:
         report(0)

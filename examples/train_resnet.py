@@ -175,40 +175,21 @@ def check_replicas(col, model):
     return digests[0]
 
 
-# -- checkpoints ---------------------------------------------------------------------------------
-def save_checkpoint(path, col, rank, model, optimizer, scheduler, loader, epoch, step, args):
+# -- checkpoints: col.save_checkpoint (rank 0 writes once, with every rank's RNG and loader) ---
+def save_checkpoint(path, col, model, optimizer, scheduler, loader, epoch, step, args):
     """Every rank calls it (the loaders' states differ: each rank augments with its own
-    generator); rank 0 writes."""
-    loaders = col.allgather_object(loader.state_dict())
-    if rank != 0:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "loaders": json.dumps(loaders),
-             "epoch": epoch, "step": step, "world_size": len(loaders),
-             "rng": json.dumps(ds.get_rng_state()), "args": json.dumps(vars(args))}, path)
+    generator; col.save_checkpoint keeps every rank's)."""
+    if col.rank() == 0:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    col.save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                        sampler=loader, step=step, epoch=epoch, args=json.dumps(vars(args)))
 
 
-def resume(path, col, rank, model, optimizer, scheduler, loader, log):
-    """Every piece restored on every rank from rank 0's read; returns (epoch done, step)."""
-    meta = None
-    if rank == 0:
-        ck = ds.load(path)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        meta = {k: ck[k] for k in ("scheduler", "loaders", "epoch", "step", "world_size", "rng")}
-    meta = col.broadcast_object(meta, root=0)
-    if meta["world_size"] != col.size():
-        raise ValueError(f"{path} was written by {meta['world_size']} ranks; resume it on as "
-                         f"many (this job has {col.size()})")
-    col.broadcast_parameters(model.state_dict(), root=0)
-    col.broadcast_optimizer_state(optimizer, root=0)
-    scheduler.load_state_dict(meta["scheduler"])
-    loader.load_state_dict(json.loads(meta["loaders"])[rank])
-    ds.set_rng_state(json.loads(meta["rng"]))
-    log.info(f"resumed from {path}: epoch {meta['epoch']} done, step {meta['step']}")
-    return int(meta["epoch"]), int(meta["step"])
+def resume(path, col, model, optimizer, scheduler, loader, log):
+    """Every piece restored on every rank (col.load_checkpoint); returns (epoch done, step)."""
+    extra = col.load_checkpoint(path, model, optimizer, scheduler, sampler=loader)
+    log.info(f"resumed from {path}: epoch {extra['epoch']} done, step {extra['step']}")
+    return int(extra["epoch"]), int(extra["step"])
 
 
 def setup_logging(rank: int, world: int) -> logging.Logger:
@@ -282,7 +263,7 @@ def main(argv=None):
     col.broadcast_parameters(model.state_dict(), root=0)
     epoch, step = 0, 0
     if args.resume:
-        epoch, step = resume(args.resume, col, rank, model, optimizer, scheduler, train, log)
+        epoch, step = resume(args.resume, col, model, optimizer, scheduler, train, log)
         if 0 < sampler.state_dict()["position"] < len(sampler):
             epoch -= 1  # the checkpoint is inside an epoch: finish it first
     if world > 1:
@@ -332,8 +313,8 @@ def main(argv=None):
                  f"loss {test_loss:.4f}  test acc {100 * acc:.2f}%  {secs:.0f} s  "
                  f"{seen_all / secs:,.0f} images/s")
         if args.checkpoint:
-            save_checkpoint(args.checkpoint, col, rank, model, optimizer, scheduler, train, epoch,
-                            step, args)
+            save_checkpoint(args.checkpoint, col, model, optimizer, scheduler, train, epoch, step,
+                            args)
     wall = time.perf_counter() - t_start
     log.info(f"done: {step} steps in {wall:.0f} s")
     if args.json and rank == 0:

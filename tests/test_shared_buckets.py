@@ -121,3 +121,42 @@ def test_a_rank_failing_mid_step_ends_the_job_with_its_error(tmp_path):
     assert res.returncode != 0, res.output[-3000:]
     assert "injected failure on rank 1 inside backward" in res.output, res.output[-3000:]
     assert res.elapsed < 40, res.elapsed
+
+
+COLLECTIVE_IN_BACKWARD = """
+import numpy as np
+import collective as col
+import dlsys as ds
+col.init()
+# 3 buckets; after bucket 0 (the last parameter's gradient) is handed over, the backward of
+# the first multiply makes a collective call of its own (as SyncBatchNorm's backward does)
+ps = [ds.tensor([float(i + 1)] * 1000, requires_grad=True) for i in range(3)]
+opt = col.DistributedOptimizer(ds.optim.SGD(ps, lr=0.1), bucket_cap_mb=0.001)
+assert opt._overlap == "shared" and len(opt.buckets) == 3
+
+class SumInBackward(ds.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1.0
+
+    @staticmethod
+    def backward(ctx, g):
+        col.allreduce(np.ones(4), op=col.Sum)  # the Context's window, mid-step
+        return g
+
+for step in range(20):
+    opt.zero_grad()
+    (SumInBackward.apply(ps[0]).sum() + (ps[1] * 2.0).sum() + (ps[2] * 3.0).sum()).backward()
+    opt.step()
+report(w=[float(p.numpy()[0]) for p in ps])
+"""
+
+
+@pytest.mark.mpi
+def test_collective_calls_during_backward_do_not_disturb_the_step_check(tmp_path):
+    """The shared engine's step-check rounds have a window of their own: collective calls a
+    model makes during backward (SyncBatchNorm) used to shift them and hang the job."""
+    res = run_mpi(COLLECTIVE_IN_BACKWARD, 2, timeout=60, tmp_path=tmp_path, check=True)
+    ws = [rep["w"] for rep in res.by_rank().values()]
+    assert len(ws) == 2 and ws[0] == ws[1], ws
+    assert np.allclose(ws[0], [1 - 20 * 0.1, 2 - 20 * 0.2, 3 - 20 * 0.3]), ws
