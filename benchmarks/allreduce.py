@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import interleaved  # noqa: E402
+
 import collective as col  # noqa: E402
 from collective.comm import context  # noqa: E402
 
@@ -144,16 +146,7 @@ def main(argv=None):
             batch = max(1, min(200, int(2e-3 / max(est, 1e-9))))
             iters = max(3, min(args.iters, int(args.max_seconds / max(est * batch * len(algos),
                                                                        1e-9))))
-            times = np.zeros((len(algos), iters))
-            for it in range(iters):
-                for j, a in enumerate(algos):
-                    fn = fns[a]
-                    comm.Barrier()
-                    t0 = time.perf_counter()
-                    for _ in range(batch):
-                        fn()
-                    times[j, it] = (time.perf_counter() - t0) / batch
-            comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+            times = interleaved(comm, [fns[a] for a in algos], iters, batch)
             samples[size].append(times)
             meta[size] = (count, batch, meta.get(size, (0, 0, 0))[2] + iters)
             # one core's memcpy payload bandwidth, rank 0 alone

@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import interleaved  # noqa: E402
+
 import collective as col  # noqa: E402
 
 
@@ -125,16 +127,8 @@ def main(argv=None):
     for _ in range(args.warmup):
         for fn in cases.values():
             fn()
-    times = np.zeros((len(cases), args.iters))
-    for it in range(args.iters):
-        for j, fn in enumerate(cases.values()):
-            batch = 20 if j >= 4 else 3
-            comm.Barrier()
-            t0 = time.perf_counter()
-            for _ in range(batch):
-                fn()
-            times[j, it] = (time.perf_counter() - t0) / batch
-    comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+    times = interleaved(comm, list(cases.values()), args.iters,
+                        [20 if j >= 4 else 3 for j in range(len(cases))])
     med = dict(zip(cases, (np.median(times, axis=1) * 1e6).tolist(), strict=True))
     T = args.tensors
     if not args.no_join:

@@ -1,0 +1,27 @@
+"""The timing loop of the MPI benchmarks (allreduce.py, horovod_api.py, multihost.py)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def interleaved(comm, fns, iters: int, batch) -> np.ndarray:
+    """Seconds per call, shape (len(fns), iters): each sample is a batch of back-to-back calls
+    after a barrier, its time the maximum over the ranks of ``comm``. The functions take turns
+    within every iteration, so a burst of load from other processes hits them alike.
+    ``batch``: calls per sample, one number or one per function."""
+    from mpi4py import MPI
+
+    batches = list(batch) if isinstance(batch, (list, tuple)) else [batch] * len(fns)
+    times = np.zeros((len(fns), iters))
+    for it in range(iters):
+        for j, (fn, n) in enumerate(zip(fns, batches, strict=True)):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[j, it] = (time.perf_counter() - t0) / n
+    comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+    return times
