@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from allreduce import fmt_size, parse_size  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 OURS = ("hierarchical", "ring", "recursive_doubling")
 COLUMNS = ("auto", *OURS, "mpi")
@@ -100,15 +101,7 @@ def worker(args):
         batch = max(1, min(100, int(3e-3 / max(est, 1e-9))))
         iters = max(3, min(args.iters, int(args.max_seconds / max(est * batch * len(fns),
                                                                    1e-9))))
-        times = np.zeros((len(fns), iters))
-        for it in range(iters):  # interleaved: a burst of load hits every column alike
-            for j, fn in enumerate(fns.values()):
-                comm.Barrier()
-                t0 = time.perf_counter()
-                for _ in range(batch):
-                    fn()
-                times[j, it] = (time.perf_counter() - t0) / batch
-        comm.Allreduce(MPI.IN_PLACE, times, MPI.MAX)
+        times = interleaved(comm, list(fns.values()), iters, batch)
         med = np.median(times, axis=1)
         rows.append({"bytes": size, "iters": iters, "batch": batch,
                      "seconds": dict(zip(fns, med.tolist(), strict=True)),
@@ -195,6 +188,8 @@ def model_summary(summaries, floor=64 << 10):
                   for a in OURS}
         parts = []
         for a, rs in ratios.items():
+            if not rs:  # no size measured that large
+                continue
             ok = sum(0.75 <= x <= 1.25 for x in rs)
             parts.append(f"{a} {min(rs):.2f}-{max(rs):.2f} ({ok}/{len(rs)} within 25%)")
         print(f"  {s['setup']:>10}: " + "; ".join(parts))
