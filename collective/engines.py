@@ -219,7 +219,23 @@ class ThreadEngine(Engine):
             self._thread = None
 
 
-class NonBlockingEngine(Engine):
+class InFlight(Engine):
+    """An engine whose reductions advance on the caller's thread: ``_queue`` holds the works
+    started and not finished, ``_advance()`` moves them on without waiting."""
+
+    _queue: collections.deque
+
+    def _advance(self):
+        raise NotImplementedError
+
+    def progress(self):
+        if self._queue:
+            t0 = time.perf_counter()
+            self._advance()
+            self.busy_s += time.perf_counter() - t0
+
+
+class NonBlockingEngine(InFlight):
     """Every bucket a ``Ring`` in flight, progressed from the hooks (see the module docstring),
     one ring at a time in bucket order: the next is posted when the one before has finished.
 
@@ -312,12 +328,6 @@ class NonBlockingEngine(Engine):
             self._done(work)
             self._finished.append(queue.popleft())
 
-    def progress(self):
-        if self._queue:
-            t0 = time.perf_counter()
-            self._advance()
-            self.busy_s += time.perf_counter() - t0
-
     def wait_all(self):
         t0 = time.perf_counter()
         queue = self._queue
@@ -333,7 +343,7 @@ class NonBlockingEngine(Engine):
         self.busy_s += time.perf_counter() - t0
 
 
-class SharedEngine(Engine):
+class SharedEngine(InFlight):
     """Buckets in the node's shared window (``window``: a ``shared_buckets.BucketWindow``
     holding every bucket's wire), reduced in place by every rank's segment (see the module
     docstring and ``collective/shared_buckets.py`` for the protocol and the arithmetic).
@@ -424,12 +434,6 @@ class SharedEngine(Engine):
             elif not win.reached(b, READY, g):
                 return
             self._reduce(queue.popleft())
-
-    def progress(self):
-        if self._queue:
-            t0 = time.perf_counter()
-            self._advance()
-            self.busy_s += time.perf_counter() - t0
 
     def wait_all(self):
         t0 = time.perf_counter()
