@@ -123,9 +123,13 @@ if [[ -n "$hydra" ]]; then
     export COLLECTIVE_RANKS_FILE="$ranks_file"
     trap 'rm -f "$ranks_file"' EXIT
 fi
+# NOTE: mawk (Debian's default awk) reads a pipe in blocks: a long job's output would appear
+# only at its end; -W interactive makes it read line by line (gawk and BWK awk already do).
+awk_cmd=(awk)
+if awk -W version 2>&1 | grep -q mawk; then awk_cmd=(awk -W interactive); fi
 name_ranks() {
     if [[ -z "$ranks_file" ]]; then cat; return; fi
-    awk -v map="$ranks_file" '
+    "${awk_cmd[@]}" -v map="$ranks_file" '
         $2 == "PID" && $4 == "RUNNING" && $5 == "AT" {
             while ((getline line < map) > 0) { split(line, f, " "); rank[f[1] " " f[2]] = f[3] }
             close(map)

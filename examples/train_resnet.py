@@ -303,6 +303,10 @@ def main(argv=None):
         if world > 1:
             train_loss = float(col.allreduce(np.array([train_loss]), op=col.Average)[0])
             secs = float(col.allreduce(np.array([secs]), op=col.Max)[0])
+        if world > 1 and args.no_sync_bn:
+            # NOTE: local BatchNorm statistics differ across ranks: evaluate and save rank 0's
+            # on every rank (what PyTorch DDP's broadcast_buffers does at each forward)
+            col.broadcast_parameters(list(model.named_buffers()), root=0)
         test_loss, acc = evaluate(model, test, col, world)
         digest = check_replicas(col, model) if world > 1 else None
         row = dict(epoch=epoch, step=step, train_loss=train_loss, test_loss=test_loss,

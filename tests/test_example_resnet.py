@@ -48,3 +48,12 @@ def test_train_resnet_two_ranks_sync_bn_learns_agrees_and_resumes_exactly(tmp_pa
             (b["test_loss"], b["test_accuracy"], b["replicas_digest"])
     wa, wb = state(tmp_path / "full.ds"), state(ck)
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.mpi
+def test_train_resnet_plain_batchnorm_evaluates_rank_zeros_statistics(tmp_path):
+    """--no-sync-bn: local statistics differ across ranks during training; at each epoch's
+    end rank 0's are broadcast (as DDP's broadcast_buffers), so the replicas agree again."""
+    res, hist = run(tmp_path, "plain", "--no-sync-bn", "--epochs", "1", "--checkpoint", "")
+    assert "BatchNorm" in res.stdout and "SyncBatchNorm" not in res.stdout
+    assert hist[0]["replicas_digest"]

@@ -151,3 +151,22 @@ def test_unloadable_mpi_library_gives_a_clear_error(tmp_path):
     assert out.returncode != 0
     assert "pip install mpi4py mpich" in out.stderr
     assert "libmpi.so.12" in out.stderr
+
+
+def test_output_reaches_the_terminal_while_the_job_runs(tmp_path):
+    """A rank's line is on mpirun.sh's stdout (a pipe here, a file under nohup) before the job
+    ends: the launcher's line filter must not hold it back (mawk reads pipes in blocks)."""
+    script = tmp_path / "slow.py"
+    script.write_text("import time\nprint('first line', flush=True)\ntime.sleep(20)\n")
+    proc = subprocess.Popen([str(LAUNCHER), "-n", "2", sys.executable, str(script)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    try:
+        start = time.monotonic()
+        line = proc.stdout.readline()
+        assert line.strip() == "first line"
+        assert time.monotonic() - start < 15, "the line came only when the job ended"
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)
