@@ -68,6 +68,50 @@ def test_conv_routes_cover_both_kernels():
     assert KC.conv_route((1, 16, 8, 8), (16, 16, 3, 3), 1) == "gemm"
 
 
+# The stride-1 3x3 kernels (cpu_kernels_conv3x3): odd channel counts, dilation, asymmetric and
+# zero padding, several samples per block with a partial last block.
+CONV3X3 = [
+    ((5, 3, 7, 6), (5, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    ((3, 4, 9, 8), (6, 4, 3, 3), (1, 1), (0, 2, 2, 0), (2, 1), 1),
+    ((2, 2, 6, 6), (3, 2, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("case", CONV3X3)
+def test_conv3x3_kernels_match_references(rng, dt, case, monkeypatch):
+    from dlsys.backend import cpu_kernels_conv3x3 as K3
+
+    xs, ws, stride, pads, dil, groups = case
+    monkeypatch.setattr(KC, "FUSED_MIN_POSITIONS", 0)  # the forward too, at these small sizes
+    monkeypatch.setattr(K3, "POSITIONS_PER_BLOCK", 200)  # 2-3 samples per block
+    for p in ("forward", "input", "weight"):
+        assert KC.conv_route(xs, ws, groups, stride, pads, dil, p) == "3x3"
+    x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
+    out = KC.conv2d_fast(x, w, stride, pads, dil, groups)
+    np.testing.assert_allclose(out, KC.conv2d_ref(x, w, stride, pads, dil, groups), **tol(dt))
+    g = rng.standard_normal(out.shape).astype(dt)
+    np.testing.assert_allclose(
+        KC.conv2d_backward_input_fast(g, w, xs, stride, pads, dil, groups),
+        KC.conv2d_backward_input_ref(g, w, xs, stride, pads, dil, groups), **tol(dt))
+    np.testing.assert_allclose(
+        KC.conv2d_backward_weight_fast(x, g, ws, stride, pads, dil, groups),
+        KC.conv2d_backward_weight_ref(x, g, ws, stride, pads, dil, groups), **tol(dt))
+
+
+def test_conv3x3_route_is_taken_only_where_it_applies():
+    args = ((64, 16, 32, 32), (16, 16, 3, 3), 1)
+    assert KC.conv_route(*args, (1, 1), (1, 1, 1, 1), (1, 1)) == "3x3"  # ResNet's conv
+    assert KC.conv_route(*args, (2, 2), (1, 1, 1, 1), (1, 1)) == "gemm"  # strided
+    assert KC.conv_route(*args, (1, 1), (3, 3, 3, 3), (1, 1)) == "gemm"  # pad > 2 x dilation
+    assert KC.conv_route((64, 16, 8, 8), (16, 16, 3, 3), 1, (1, 1), (1, 1, 1, 1), (1, 1)) \
+        == "gemm"  # a small plane: the forward's GEMM is faster
+    assert KC.conv_route((64, 16, 8, 8), (16, 16, 3, 3), 1, (1, 1), (1, 1, 1, 1), (1, 1),
+                         "input") == "3x3"
+    assert KC.conv_route((64, 16, 32, 32), (16, 8, 3, 3), 2, (1, 1), (1, 1, 1, 1), (1, 1)) \
+        == "gemm"  # groups
+
+
 def _direct_conv(x, w, stride, pads, dil, groups):
     """A loop-per-output-position definition of the grouped, dilated cross-correlation."""
     n, c, h, wd = x.shape

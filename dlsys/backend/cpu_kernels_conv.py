@@ -3,10 +3,13 @@
 
 ``*_ref`` are the numpy references (any float dtype and layout); the Numba kernels (``*_nb``)
 work on compact float32/float64 arrays; ``conv2d_fast`` and the two backward ``*_fast``
-functions route between two implementations (see ``conv_route``):
+functions route between three implementations (see ``conv_route``):
 
 - ``gemm``: im2col of a block of samples into a (C*kh*kw, block*L) column matrix, then one
   GEMM per group (BLAS) for the whole block, L = OH*OW output positions per sample.
+- ``3x3``: the stride-1 3x3 kernels of ``cpu_kernels_conv3x3`` (nine taps per pass over flat
+  padded planes, no column matrix): the input and weight gradients always, the forward for
+  planes of at least FUSED_MIN_POSITIONS outputs.
 - ``direct``: Numba loops for depthwise and other convs whose per-group GEMM would be too
   small for BLAS to pay off: at stride 1 each tap is one long multiply-add over a flat padded
   plane (``conv2d_flat_nb``, whose input gradient is a stride-1 conv too); other strides take
@@ -25,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import cpu_kernels_conv3x3 as K3
 from .cpu_kernels import jit, numba_ok
 from .device import conv_out_size as out_size
 
@@ -38,6 +42,12 @@ COLS_PER_BLOCK = 512
 # (64, 32, 16, 16) 3x3, forward + backward: direct 3.5x faster at 9 (depthwise), 1.3x at 36,
 # 1.6x slower at 144; LeNet's first conv (150) is 2.7x faster by GEMM.
 MIN_GEMM_WORK = 64
+# NOTE: measured at batch 64, 16..64 channels (forward / input gradient / weight gradient,
+# ms, fused vs im2col + GEMM, one thread, the machine under load): 32x32 9.8/10.0/12.9 vs
+# 19.7/18.8/33.0; 16x16 14.0/17.2/9.1 vs 12.3/25.5/19.5; 8x8 15.0/10.6/10.4 vs
+# 10.2/21.4/10.4. The forward's GEMM wins on small planes (the dropped positions of the flat
+# planes are 27-56% there), the gradients' never loses.
+FUSED_MIN_POSITIONS = 256
 
 
 def _geometry(x_shape, w_shape, stride, pads, dilation):
@@ -355,10 +365,23 @@ def _transposed_weight(w, groups):
 
 
 # -- routing and the block loops -----------------------------------------------------------------
-def conv_route(x_shape, w_shape, groups):
-    """"gemm" or "direct" (see the module docstring)."""
+def conv_route(x_shape, w_shape, groups, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
+               pass_="forward"):
+    """"3x3", "gemm" or "direct" for the forward, "input" or "weight" pass (see the module
+    docstring)."""
     o, cg, kh, kw = w_shape
+    if K3.applies(x_shape, w_shape, stride, pads, dilation, groups):
+        oh, ow = _geometry(x_shape, w_shape, stride, pads, dilation)
+        if pass_ != "forward" or oh * ow >= FUSED_MIN_POSITIONS:
+            return "3x3"
     return "gemm" if (o // groups) * cg * kh * kw >= MIN_GEMM_WORK else "direct"
+
+
+def _conv3x3(x, w, pads, dilation, out):
+    (pt, _, pl, _), (dh, dw) = pads, dilation
+    nb = K3.block_samples(out.shape[2], out.shape[3], dh, dw)
+    K3.conv3x3_nb(x, w, pt, pl, dh, dw, nb, out)
+    return out
 
 
 def _blocks(n, L):
@@ -385,7 +408,10 @@ def conv2d_fast(x, w, stride, pads, dilation, groups):
     out = np.empty((n, o, oh, ow), x.dtype)
     if out.size == 0:
         return out
-    if conv_route(x.shape, w.shape, groups) == "direct":
+    route = conv_route(x.shape, w.shape, groups, stride, pads, dilation)
+    if route == "3x3":
+        return _conv3x3(x, w, pads, dilation, out)
+    if route == "direct":
         if (sh, sw) == (1, 1):
             conv2d_flat_nb(x, w, pt, pl, dh, dw, groups, out)
         else:
@@ -430,7 +456,12 @@ def conv2d_backward_input_fast(g, w, x_shape, stride, pads, dilation, groups):
     if out.size == 0 or g.size == 0:
         out[...] = 0
         return out
-    if conv_route(x_shape, w.shape, groups) == "direct":
+    route = conv_route(x_shape, w.shape, groups, stride, pads, dilation, "input")
+    if route == "3x3":  # the stride-1 conv of g with the flipped, transposed weight
+        (pt, pb, pl, pr), (dh, dw) = pads, dilation
+        return _conv3x3(g, _transposed_weight(w, 1),
+                        (2 * dh - pt, 2 * dh - pb, 2 * dw - pl, 2 * dw - pr), dilation, out)
+    if route == "direct":
         kh, kw = w.shape[2:]
         if (sh, sw) == (1, 1):  # the input gradient is a stride-1 conv of g
             conv2d_flat_nb(g, _transposed_weight(w, groups), dh * (kh - 1) - pt,
@@ -460,7 +491,14 @@ def conv2d_backward_weight_fast(x, g, w_shape, stride, pads, dilation, groups):
     if not numba_ok(x, g):
         return conv2d_backward_weight_ref(x, g, w_shape, stride, pads, dilation, groups)
     sh, sw, pt, pl, dh, dw = _args(stride, pads, dilation)
-    if conv_route(x.shape, w_shape, groups) == "direct":
+    route = conv_route(x.shape, w_shape, groups, stride, pads, dilation, "weight")
+    if route == "3x3":
+        out = np.zeros(w_shape, x.dtype)
+        if g.size:
+            nb = K3.block_samples(g.shape[2], g.shape[3], dh, dw)
+            K3.conv3x3_backward_weight_nb(x, g, pt, pl, dh, dw, nb, out)
+        return out
+    if route == "direct":
         out = np.empty(w_shape, x.dtype)
         if (sh, sw) == (1, 1):
             conv2d_flat_backward_weight_nb(x, g, pt, pl, dh, dw, groups, out)
