@@ -18,7 +18,7 @@ import numpy as np
 
 from . import config as _config
 from .process import ExitGuard, name_the_rank_in_tracebacks
-from .shared_window import SharedWindow
+from .shared_window import SharedWindow, StepRounds
 from .stall import Monitor, Watchdog, write_ranks_file
 
 # message tags (one per protocol, so a protocol can never consume another's message)
@@ -104,7 +104,7 @@ class Context:
             self.shm = SharedWindow(self.comm, cfg.shm_slot_bytes)
         # the step-check rounds of DistributedOptimizer's shared engines (engines.SharedEngine):
         # one small window over the reducer's communicator, made with the first such engine
-        self.step_rounds: SharedWindow | None = None
+        self.step_rounds: StepRounds | None = None
         # NOTE(observability): the stall watchdog's Monitor and thread (collective/stall.py),
         # the timeline being recorded (collective/trace.py), and their private communicator
         # NOTE: a process set's Context shares the world's Monitor (one watchdog per process,

@@ -39,7 +39,6 @@ step (``Engine.active``). ``docs/overlap.md`` has the measurements behind the de
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import threading
 import time
@@ -54,7 +53,7 @@ from .context import MISMATCH, TAG_BUCKETS
 from .reduce_ops import Sum
 from .safety import digest
 from .shared_buckets import DONE, READY, reducer_for
-from .shared_window import SharedWindow
+from .shared_window import StepRounds
 from .tuning import choose_in_flight, choose_own
 
 
@@ -62,7 +61,7 @@ class Work:
     """One bucket's reduction, started by an engine: ``rule`` (prescale, op on the wire), the
     ``ring`` once posted (non-blocking engine), ``done`` once reduced."""
 
-    __slots__ = ("bucket", "rule", "ring", "done", "t0", "check", "agreed")
+    __slots__ = ("bucket", "rule", "ring", "done", "t0", "check", "agreed", "outcome")
 
     def __init__(self, bucket, rule, done=False):
         self.bucket, self.rule, self.ring, self.done = bucket, rule, None, done
@@ -70,6 +69,7 @@ class Work:
         # the step check this reduction carries (NOTE(observability)), and its verdict when it
         # was reached apart from the ring (None: the ring's merged tags say)
         self.check = self.agreed = None
+        self.outcome = None  # the shared engine's step-check round: whether every rank agreed
 
 
 class Engine:
@@ -349,14 +349,15 @@ class SharedEngine(InFlight):
     docstring and ``collective/shared_buckets.py`` for the protocol and the arithmetic).
 
     NOTE: the step check (``collective/checks.py``) of bucket 0 is one round of a small node
-    window of the engine's own (``SharedWindow.post``: a store, then a few loads of the others'
-    control words, no message; ``ctx.step_rounds``, shared by the optimizers but not the
-    Context's window, whose rounds are the handshakes and small allreduces of collective calls
-    a model may make during backward, e.g. SyncBatchNorm's), started when bucket 0 is handed
-    over and finished before bucket 0 is reduced: the ranks meet there before any of them reduces a
-    bucket, so ranks that step different optimizers (each has its own bucket window) or
-    different steps find out there instead of waiting for flags that never come. Without the check
-    (COLLECTIVE_STEP_CHECK=0) a rank that never reaches the step is named by the stall watchdog.
+    window (``StepRounds``: a store, then a few loads of the others' control words, no
+    message; ``ctx.step_rounds``, shared by the optimizers; not the Context's window, whose
+    rounds are the handshakes and small allreduces of collective calls a model may make during
+    backward, e.g. SyncBatchNorm's), started when bucket 0 is handed over and finished before
+    bucket 0 is reduced: the ranks meet there before any of them reduces a bucket, so ranks
+    that step different optimizers (each has its own bucket window) or different steps find
+    out there instead of waiting for flags that never come. Without the check
+    (COLLECTIVE_STEP_CHECK=0) a rank that never reaches the step is named by the stall
+    watchdog.
     """
 
     def __init__(self, ctx, op, predivide=1.0, window=None):
@@ -368,7 +369,7 @@ class SharedEngine(InFlight):
         # different optimizers meet in the same round; made (collectively, as the buckets'
         # window is) with the first shared engine
         if ctx.step_rounds is None:
-            ctx.step_rounds = SharedWindow(ctx.reducer_comm, 64)
+            ctx.step_rounds = StepRounds(ctx.reducer_comm)
         self._rounds = ctx.step_rounds
         self.gen = 1  # the number of this step's reductions in the window's flags
         self._queue: collections.deque[Work] = collections.deque()  # published, not reduced
@@ -382,7 +383,7 @@ class SharedEngine(InFlight):
         check = self.step_check if bucket.index == 0 else None
         if check is not None and check.fields is not None:  # NOTE(observability)
             work.check, work.agreed = check, digest(("shared buckets", check.fp))
-            self._rounds.post(work.agreed)
+            self._rounds.post(work)
         self.window.publish(bucket.index, READY, self.gen)
         self._queue.append(work)
         self._advance()
@@ -392,18 +393,11 @@ class SharedEngine(InFlight):
     def _checked(self, work, wait) -> bool:
         """Bucket 0's step check finished (``wait``: wait for it); raises StepMismatchError on
         every rank when the ranks' steps differ."""
-        shm = self._rounds
-        if wait:
-            spins = 0
-            while not shm.arrived():
-                spins += 1
-                if spins > 64:
-                    os.sched_yield()
-        elif not shm.arrived():
+        if not self._rounds.finish(work, wait):
             return False
         check, fp = work.check, work.agreed
         work.check = None
-        check.verify(self.ctx.reducer_comm, fp if shm.agreed(fp) else MISMATCH)
+        check.verify(self.ctx.reducer_comm, fp if work.outcome else MISMATCH)
         return True
 
     def _reduce(self, work):

@@ -124,3 +124,47 @@ class SharedWindow:
         """After ``arrived``: whether every rank published ``fp`` in that round."""
         slot = self.seq & 1
         return all(self.hdr[j][slot][0] == fp for j in self.others)
+
+
+class StepRounds:
+    """The step-check rounds of every shared-bucket engine of a Context (engines.SharedEngine)
+    on one small node window, one round in flight at a time: ``post(work)`` starts the round
+    of a bucket-0 reduction (``work.agreed``: its fingerprint), ``finish(work, wait)`` ends it
+    and sets ``work.outcome`` (whether every rank posted the same fingerprint).
+
+    NOTE: two optimizers' buckets fill in one backward when each has its own parameters (one
+    loss, an optimizer per parameter group): each posts its round when its bucket 0 is handed
+    over, in the same order on every rank, before the first round has ended. The window keeps
+    two rounds (by parity), and a rank may only start round k + 1 once every rank has read
+    round k, so ``post`` first ends the round in flight (every rank posts it in the same
+    backward) and keeps its outcome on its work. Shared by the optimizers (not one window
+    each) so that ranks stepping different optimizers meet in one round and see the mismatch.
+    """
+
+    def __init__(self, comm):
+        self.window = SharedWindow(comm, 64)
+        self._open = None  # the work whose round is in flight
+
+    def post(self, work):
+        if self._open is not None:
+            self.finish(self._open, wait=True)
+        work.outcome = None
+        self.window.post(work.agreed)
+        self._open = work
+
+    def finish(self, work, wait: bool) -> bool:
+        """Whether ``work``'s round has ended (``wait``: wait for it); then ``work.outcome``."""
+        if work.outcome is not None:
+            return True  # ended by a later post
+        if self._open is not work:
+            raise RuntimeError("StepRounds.finish: this round was never posted")
+        shm, spins = self.window, 0
+        while not shm.arrived():
+            if not wait:
+                return False
+            spins += 1
+            if spins > 64:
+                os.sched_yield()
+        work.outcome = shm.agreed(work.agreed)
+        self._open = None
+        return True

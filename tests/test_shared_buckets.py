@@ -160,3 +160,39 @@ def test_collective_calls_during_backward_do_not_disturb_the_step_check(tmp_path
     ws = [rep["w"] for rep in res.by_rank().values()]
     assert len(ws) == 2 and ws[0] == ws[1], ws
     assert np.allclose(ws[0], [1 - 20 * 0.1, 2 - 20 * 0.2, 3 - 20 * 0.3]), ws
+
+
+TWO_OPTIMIZERS_ONE_BACKWARD = """
+import numpy as np
+import collective as col
+import dlsys as ds
+col.init()
+r = col.rank()
+# one loss, an optimizer per parameter group: both optimizers' buckets fill in one backward
+# (each hands its bucket 0 over, and posts its step-check round, before either step)
+ps = [ds.tensor([float(i + 1)] * 1000, requires_grad=True) for i in range(4)]
+a = col.DistributedOptimizer(ds.optim.SGD(ps[:2], lr=0.1), bucket_cap_mb=0.001)
+b = col.DistributedOptimizer(ds.optim.SGD(ps[2:], lr=0.1), bucket_cap_mb=0.001)
+assert a._overlap == b._overlap == "shared"
+for step in range(10):
+    a.zero_grad()
+    b.zero_grad()
+    sum((p * float(i + 1 + r)).sum() for i, p in enumerate(ps)).backward()
+    a.step()
+    b.step()
+report(w=[float(p.numpy()[0]) for p in ps])
+"""
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_two_optimizers_stepping_after_one_backward(nprocs, tmp_path):
+    """Both optimizers' step-check rounds are in flight at once: they used to overwrite each
+    other's round in the shared window and hang the job until the stall watchdog ended it."""
+    res = run_mpi(TWO_OPTIMIZERS_ONE_BACKWARD, nprocs, timeout=60, tmp_path=tmp_path,
+                  check=True)
+    ws = [rep["w"] for rep in res.by_rank().values()]
+    mean_extra = (nprocs - 1) / 2  # the gradient of p_i is i + 1 + rank, averaged over ranks
+    expected = [i + 1 - 10 * 0.1 * (i + 1 + mean_extra) for i in range(4)]
+    assert len(ws) == nprocs and all(w == ws[0] for w in ws), ws
+    assert np.allclose(ws[0], expected), (ws[0], expected)
