@@ -105,6 +105,10 @@ class Context:
         # the step-check rounds of DistributedOptimizer's shared engines (engines.SharedEngine):
         # one small window over the reducer's communicator, made with the first such engine
         self.step_rounds: StepRounds | None = None
+        # the non-blocking engines' one queue of rings in flight, the thread engines' one
+        # communication thread (engines.NonBlockingEngine, engines.ReducerThread)
+        self.ring_queue = None
+        self.reducer_thread = None
         # NOTE(observability): the stall watchdog's Monitor and thread (collective/stall.py),
         # the timeline being recorded (collective/trace.py), and their private communicator
         # NOTE: a process set's Context shares the world's Monitor (one watchdog per process,

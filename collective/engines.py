@@ -61,7 +61,7 @@ class Work:
     """One bucket's reduction, started by an engine: ``rule`` (prescale, op on the wire), the
     ``ring`` once posted (non-blocking engine), ``done`` once reduced."""
 
-    __slots__ = ("bucket", "rule", "ring", "done", "t0", "check", "agreed", "outcome")
+    __slots__ = ("bucket", "rule", "ring", "done", "t0", "check", "agreed", "outcome", "owner")
 
     def __init__(self, bucket, rule, done=False):
         self.bucket, self.rule, self.ring, self.done = bucket, rule, None, done
@@ -70,6 +70,7 @@ class Work:
         # was reached apart from the ring (None: the ring's merged tags say)
         self.check = self.agreed = None
         self.outcome = None  # the shared engine's step-check round: whether every rank agreed
+        self.owner = None  # the non-blocking engine that started it
 
 
 class Engine:
@@ -152,51 +153,60 @@ class InlineEngine(Engine):
         return work
 
 
+class ReducerThread:
+    """The one communication thread of a Context, shared by its thread engines: jobs run one
+    after another in submission order, which is the order of the hooks, the same on every rank.
+    NOTE: one thread per engine hung two optimizers stepping after one backward: their threads
+    made blocking collective calls in different orders on different ranks."""
+
+    def __init__(self):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="collective-reducer", daemon=True).start()
+
+    def _run(self):
+        while True:
+            engine, work = self.jobs.get()
+            engine.run(work)
+
+
 class ThreadEngine(Engine):
-    """Jobs run one after another, in submission order (the bucket order, identical on every
-    rank), on one daemon thread. Only packing and communication run there; writing the result
+    """Jobs run on the Context's ReducerThread, in submission order (the bucket order,
+    identical on every rank). Only packing and communication run there; writing the result
     back (device copies, decompression) runs on the caller's thread in wait_all()."""
 
     def __init__(self, ctx, op, predivide=1.0):
         super().__init__(ctx, op, predivide)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._outstanding = 0
         self._error = None
-        self._thread = None
         self._started: list[Work] = []
 
     def start(self, bucket) -> Work:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="collective-reducer",
-                                            daemon=True)
-            self._thread.start()
+        if self.ctx.reducer_thread is None:
+            self.ctx.reducer_thread = ReducerThread()
         work = Work(bucket, self.rule(bucket))
         self._started.append(work)
         with self._cond:
             self._outstanding += 1
-        self._queue.put(work)
+        self.ctx.reducer_thread.jobs.put((self, work))
         return work
 
-    def _run(self):
-        while True:
-            work = self._queue.get()
-            if work is None:
-                return
-            try:
-                if self._error is None:  # after a failure, drain without communicating
-                    t0 = work.t0 = time.perf_counter()
-                    self.reduce(work.bucket, *work.rule)
-                    self._record(work)
-                    self.busy_s += time.perf_counter() - t0
-            except BaseException as exc:  # re-raised on the main thread by wait_all()
-                exc.thread_traceback = traceback.format_exc()
-                self._error = exc
-            finally:
-                with self._cond:
-                    work.done = True
-                    self._outstanding -= 1
-                    self._cond.notify_all()
+    def run(self, work):
+        """On the reducer thread: one bucket's reduction."""
+        try:
+            if self._error is None:  # after a failure, drain without communicating
+                t0 = work.t0 = time.perf_counter()
+                self.reduce(work.bucket, *work.rule)
+                self._record(work)
+                self.busy_s += time.perf_counter() - t0
+        except BaseException as exc:  # re-raised on the main thread by wait_all()
+            exc.thread_traceback = traceback.format_exc()
+            self._error = exc
+        finally:
+            with self._cond:
+                work.done = True
+                self._outstanding -= 1
+                self._cond.notify_all()
 
     def wait_all(self):
         with self._cond:
@@ -211,12 +221,6 @@ class ThreadEngine(Engine):
                                + getattr(exc, "thread_traceback", repr(exc))) from exc
         for work in started:
             work.bucket.unpack(self.post(work.bucket))
-
-    def close(self):
-        super().close()
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread = None
 
 
 class InFlight(Engine):
@@ -257,11 +261,18 @@ class NonBlockingEngine(InFlight):
         super().__init__(ctx, op, predivide)
         self._block = ctx.config.wait == "block"
         self._burst = self.BURST if ctx.topo is not None and ctx.topo.num_nodes > 1 else 1
-        self._queue: collections.deque[Work] = collections.deque()  # started, not finished
+        # NOTE: one queue of rings per Context, shared by its non-blocking engines: one ring
+        # at a time on reducer_comm, in the same order on every rank, so one tag is enough
+        # (MPI keeps the messages of one (source, tag) in order) and the step check may take
+        # bucket 0's first message with ANY_TAG. Two optimizers' buckets fill in one backward
+        # when each has its own parameters (one loss, an optimizer per parameter group): with
+        # a queue each, their rings in flight took each other's messages ("Message truncated").
+        if ctx.ring_queue is None:
+            ctx.ring_queue = collections.deque()
+        self._queue: collections.deque[Work] = ctx.ring_queue  # every engine's, not finished
+        self._pending = 0  # this engine's works in the queue
         self._finished: list[Work] = []  # reduced, not yet written back
         self._scratch: dict[int, np.ndarray] = {}  # bucket index -> room for one segment
-        # NOTE: one tag is enough: one ring at a time on reducer_comm, in the same order on
-        # every rank, and MPI keeps the messages of one (source, tag) in order
 
     def _post(self, work):
         """Pack the bucket and post its ring (once)."""
@@ -294,49 +305,58 @@ class NonBlockingEngine(InFlight):
                              scratch, TAG_BUCKETS, check=work.check)
 
     def _done(self, work):
-        """A ring finished: verify the step check it carried (NOTE(observability)), record."""
+        """Its ring finished (and left the queue): verify the step check it carried
+        (NOTE(observability)), record."""
         work.done = True
+        self._pending -= 1
+        self._finished.append(work)
         check = work.check
         if check is not None:
             try:
                 check.verify(self.ctx.reducer_comm, work.agreed)
-            except BaseException:
-                self._queue.clear()  # the optimizer is unusable now; leave nothing in flight
+            except BaseException:  # the optimizers are unusable now; leave nothing in flight
+                for other in self._queue:
+                    other.owner._pending -= 1
+                self._queue.clear()
                 raise
         self._record(work)
 
     def start(self, bucket) -> Work:
         t0 = time.perf_counter()
         work = Work(bucket, self.rule(bucket))
+        work.owner = self
         self._queue.append(work)
+        self._pending += 1
         self._advance()
         self.busy_s += time.perf_counter() - t0
         return work
 
     def _advance(self):
-        """Post the first unfinished ring, test it; on to the next while they finish."""
+        """Post the first unfinished ring (any engine's), test it; on to the next while they
+        finish."""
         queue = self._queue
         while queue:
             work = queue[0]
-            self._post(work)
+            owner = work.owner
+            owner._post(work)
             ring = work.ring
-            for _ in range(self._burst):
+            for _ in range(owner._burst):
                 if ring.test():
                     break
             else:
                 return
-            self._done(work)
-            self._finished.append(queue.popleft())
+            owner._done(queue.popleft())
 
     def wait_all(self):
+        """Until this engine's rings finished (and every ring queued before them)."""
         t0 = time.perf_counter()
         queue = self._queue
-        while queue:
+        while self._pending:
             work = queue[0]
-            self._post(work)
-            work.ring.wait(self._block)
-            self._done(work)
-            self._finished.append(queue.popleft())
+            owner = work.owner
+            owner._post(work)
+            work.ring.wait(owner._block)
+            owner._done(queue.popleft())
         finished, self._finished = self._finished, []
         for work in finished:
             work.bucket.unpack(self.post(work.bucket))

@@ -171,9 +171,9 @@ r = col.rank()
 # one loss, an optimizer per parameter group: both optimizers' buckets fill in one backward
 # (each hands its bucket 0 over, and posts its step-check round, before either step)
 ps = [ds.tensor([float(i + 1)] * 1000, requires_grad=True) for i in range(4)]
-a = col.DistributedOptimizer(ds.optim.SGD(ps[:2], lr=0.1), bucket_cap_mb=0.001)
-b = col.DistributedOptimizer(ds.optim.SGD(ps[2:], lr=0.1), bucket_cap_mb=0.001)
-assert a._overlap == b._overlap == "shared"
+a = col.DistributedOptimizer(ds.optim.SGD(ps[:2], lr=0.1), bucket_cap_mb=0.001, overlap=OVERLAP)
+b = col.DistributedOptimizer(ds.optim.SGD(ps[2:], lr=0.1), bucket_cap_mb=0.001, overlap=OVERLAP)
+assert a._overlap == b._overlap == OVERLAP
 for step in range(10):
     a.zero_grad()
     b.zero_grad()
@@ -185,12 +185,15 @@ report(w=[float(p.numpy()[0]) for p in ps])
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("nprocs", [2, 3])
-def test_two_optimizers_stepping_after_one_backward(nprocs, tmp_path):
-    """Both optimizers' step-check rounds are in flight at once: they used to overwrite each
-    other's round in the shared window and hang the job until the stall watchdog ended it."""
-    res = run_mpi(TWO_OPTIMIZERS_ONE_BACKWARD, nprocs, timeout=60, tmp_path=tmp_path,
-                  check=True)
+@pytest.mark.parametrize("overlap,nprocs", [("shared", 2), ("shared", 3), ("nonblocking", 3),
+                                            ("thread", 2), ("inline", 2)])
+def test_two_optimizers_stepping_after_one_backward(overlap, nprocs, tmp_path):
+    """Both optimizers' reductions are in flight at once. They used to hang or fail: the
+    shared engines' step-check rounds overwrote each other in the window, the non-blocking
+    rings took each other's messages (one communicator), the thread engines' threads called
+    collectives in different orders."""
+    code = TWO_OPTIMIZERS_ONE_BACKWARD.replace("OVERLAP", repr(overlap))
+    res = run_mpi(code, nprocs, timeout=60, tmp_path=tmp_path, check=True)
     ws = [rep["w"] for rep in res.by_rank().values()]
     mean_extra = (nprocs - 1) / 2  # the gradient of p_i is i + 1 + rank, averaged over ranks
     expected = [i + 1 - 10 * 0.1 * (i + 1 + mean_extra) for i in range(4)]
