@@ -37,21 +37,24 @@ class TuningTable:
     """``auto``'s cost table (collective.tuning measures it): seconds per allreduce call,
     ``times[algorithm][i]`` at ``sizes[i]`` bytes; ``link_Bps``: the bytes per second through
     a node's link measured with it (0 on one node); ``model``: the fitted cost model's
-    parameters (``collective.cost_model.CostModel.to_json``), where measured."""
+    parameters (``collective.cost_model.CostModel.to_json``), where measured; ``load``: the
+    busiest host's load average per core when it was measured."""
     sizes: list
     times: dict
     key: str = ""
     link_Bps: float = 0.0
     model: dict | None = None
+    load: float = 0.0
 
     def to_json(self) -> dict:
         return {"sizes": self.sizes, "times": self.times, "key": self.key,
-                "link_Bps": self.link_Bps, "model": self.model}
+                "link_Bps": self.link_Bps, "model": self.model, "load": self.load}
 
     @classmethod
     def from_json(cls, data: dict) -> TuningTable:
         return cls(list(data["sizes"]), dict(data["times"]), data.get("key", ""),
-                   float(data.get("link_Bps", 0.0)), data.get("model"))
+                   float(data.get("link_Bps", 0.0)), data.get("model"),
+                   float(data.get("load", 0.0)))
 
 
 class HostPool:

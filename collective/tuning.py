@@ -33,12 +33,13 @@ across nodes a quick probe at start-up (every node's owners exchange ``PROBE_BYT
 their link, 0.1-0.2 s at 1 Gbit/s) measures the bytes per second through a node's link, and a
 cached table is used only when it was measured at a link within ``LINK_MATCH`` of that (so a
 rate-limited and an unlimited cluster with the same host names keep a table each; a new link
-speed is measured anew). ``COLLECTIVE_RETUNE=1`` measures again; ``COLLECTIVE_TUNING=off`` uses
-built-in defaults without measuring (across nodes: hierarchical at every size). ``prepare``
-runs at start-up (``col.init()``, when every rank is in the same call and nothing else runs), so
-no measurement ever happens inside a training step, under the load of backward and of other
-reductions in flight; the measurement takes about a second on the 2-core machine (ten across
-1 Gbit/s links, where a 16 MiB allreduce takes 150-350 ms).
+speed is measured anew), and only when it was not measured on a machine busier than now by
+``LOAD_MARGIN`` per core (load average). ``COLLECTIVE_RETUNE=1`` measures again;
+``COLLECTIVE_TUNING=off`` uses built-in defaults without measuring (across nodes: hierarchical
+at every size). ``prepare`` runs at start-up (``col.init()``, when every rank is in the same
+call and nothing else runs), so no measurement ever happens inside a training step, under the
+load of backward and of other reductions in flight; the measurement takes about a second on the
+2-core machine (ten across 1 Gbit/s links, where a 16 MiB allreduce takes 150-350 ms).
 """
 
 from __future__ import annotations
@@ -62,11 +63,17 @@ CANDIDATES = FIXED
 OWN = tuple(a for a in CANDIDATES if a != "mpi")
 #: the algorithms DistributedOptimizer's non-blocking engine can keep in flight
 IN_FLIGHT = ("ring", "hierarchical")
-VERSION = 4  # 4: the paired confirmation of the two cheapest candidates per size
+VERSION = 5  # 4: the paired confirmation of the two cheapest candidates per size; 5: load
 CONFIRM_REPS = 9  # paired samples of the confirmation
 CONFIRM_SPREAD = 2.0  # candidates further apart than this factor are not confirmed
 CONFIRM_MARGIN = 1.02  # how much slower the loser of a paired comparison is made in the table
 LINK_MATCH = 2.0  # a cached table serves links within this factor of the one it measured
+# NOTE: a table measured while other jobs loaded the machine went stale when it was quiet
+# again: cached at a load of ~4 per core, it chose shared memory at 1 MiB and recursive
+# doubling at 16 MiB at P = 2, 0.81-0.85x MPI's own, where a table measured quiet gives
+# >= 0.99x. A cached table is measured again when it was measured at a load per core this
+# much higher than the machine's now (a busier machine keeps a quiet table: the better one).
+LOAD_MARGIN = 0.75
 PROBE_BYTES = 1 << 20  # per owner and direction, the start-up link probe
 LEVEL_SIZES = (4096, 64 << 10, 512 << 10, 2 << 20)  # the cost model's exchanges
 
@@ -195,19 +202,39 @@ def pick(entries, link: float):
                                                    / max(link, 1.0))))
 
 
+def machine_load(ctx) -> float:
+    """The busiest host's 1-minute load average per core (every rank calls it)."""
+    from mpi4py import MPI
+
+    try:
+        mine = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        mine = 0.0
+    return float(ctx.comm.allreduce(mine, op=MPI.MAX))
+
+
+def stale(entry: dict, load: float) -> bool:
+    """Whether a cached table (JSON) was measured on a busier machine than the one at ``load``
+    (per core) by LOAD_MARGIN or more."""
+    return float(entry.get("load", 0.0)) - load >= LOAD_MARGIN
+
+
 def load_or_measure(ctx) -> TuningTable:
     """The cached table of this setup and link (see the module docstring), else a fresh one."""
     path, key = _cache_path(ctx)
     link = probe_link(ctx) if across_nodes(ctx) else 0.0
+    load = machine_load(ctx)
     entries, found = [], None
     if ctx.rank == 0:
         entries = _read_entries(path, key)
         found = None if ctx.config.retune else pick(entries, link)
+        if found is not None and stale(found, load):
+            found = None
     found = ctx.comm.bcast(found, root=0)
     if found is not None:
         return TuningTable.from_json(found)
     table = measure(ctx)
-    table.key, table.link_Bps = key, link
+    table.key, table.link_Bps, table.load = key, link, load
     if ctx.rank == 0:
         keep = [e for e in entries if not same_link(e.get("link_Bps", 0.0), link)]
         try:

@@ -142,6 +142,15 @@ def test_cached_tables_are_kept_per_link_class():
     assert math.isclose(tuning.LINK_MATCH, 2.0)
 
 
+def test_a_table_measured_on_a_busier_machine_is_measured_again():
+    assert tuning.stale({"load": 4.0}, 0.3)  # measured under other jobs, the machine now quiet
+    assert not tuning.stale({"load": 0.5}, 0.3)
+    assert not tuning.stale({"load": 0.2}, 3.0)  # a quiet table serves a busy machine
+    assert not tuning.stale({}, 0.0)  # tables of before this rule: load unknown, kept
+    t = TuningTable([4096], {"ring": [1e-5]}, load=2.5)
+    assert TuningTable.from_json(t.to_json()).load == 2.5
+
+
 def test_hierarchical_is_one_of_the_design_algorithms():
     from collective.allreduce import ALGORITHMS, check_algorithm
 
