@@ -206,7 +206,7 @@ def setup_logging(rank: int, world: int) -> logging.Logger:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     a = p.add_argument
-    a("--epochs", type=int, default=15)
+    a("--epochs", type=int, default=10)
     a("--batch-size", type=int, default=64, help="images per rank per step")
     a("--lr", type=float, default=None, help="peak learning rate (default 0.1 x global/128)")
     a("--momentum", type=float, default=0.9)
