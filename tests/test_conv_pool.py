@@ -47,9 +47,14 @@ CONV = [
 @pytest.mark.parametrize("dt", FLOATS)
 @pytest.mark.parametrize("case", CONV)
 def test_conv_kernels_match_references(rng, dt, case, monkeypatch):
+    monkeypatch.setattr(KC, "COLS_PER_BLOCK", 40)  # several samples per block, several blocks
+    _check_fast_against_references(rng, dt, case)
+
+
+def _check_fast_against_references(rng, dt, case):
+    """conv2d_fast and its two backward functions against the numpy references."""
     xs, ws, stride, pads, dil, groups = case
     x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
-    monkeypatch.setattr(KC, "COLS_PER_BLOCK", 40)  # several samples per block, several blocks
     out = KC.conv2d_fast(x, w, stride, pads, dil, groups)
     np.testing.assert_allclose(out, KC.conv2d_ref(x, w, stride, pads, dil, groups), **tol(dt))
     g = rng.standard_normal(out.shape).astype(dt)
@@ -87,16 +92,7 @@ def test_conv3x3_kernels_match_references(rng, dt, case, monkeypatch):
     monkeypatch.setattr(K3, "POSITIONS_PER_BLOCK", 200)  # 2-3 samples per block
     for p in ("forward", "input", "weight"):
         assert KC.conv_route(xs, ws, groups, stride, pads, dil, p) == "3x3"
-    x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
-    out = KC.conv2d_fast(x, w, stride, pads, dil, groups)
-    np.testing.assert_allclose(out, KC.conv2d_ref(x, w, stride, pads, dil, groups), **tol(dt))
-    g = rng.standard_normal(out.shape).astype(dt)
-    np.testing.assert_allclose(
-        KC.conv2d_backward_input_fast(g, w, xs, stride, pads, dil, groups),
-        KC.conv2d_backward_input_ref(g, w, xs, stride, pads, dil, groups), **tol(dt))
-    np.testing.assert_allclose(
-        KC.conv2d_backward_weight_fast(x, g, ws, stride, pads, dil, groups),
-        KC.conv2d_backward_weight_ref(x, g, ws, stride, pads, dil, groups), **tol(dt))
+    _check_fast_against_references(rng, dt, case)
 
 
 def test_conv3x3_route_is_taken_only_where_it_applies():
