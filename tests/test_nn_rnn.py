@@ -66,7 +66,7 @@ def test_unbatched_and_state_dict_names(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_on_cuda(kind, device):
     tm = make(tnn, kind, 2, 3, num_layers=2)
-    x = RNG.standard_normal((12, 1, 2))
+    x = RNG.standard_normal((5, 1, 2))  # NOTE: short: the CUDA simulator pays ~0.1 s per step
     compare(torch, make(nn, kind, 2, 3, num_layers=2), tm, [x], np.float32, device,
             tol=(1e-4, 1e-5))
 
