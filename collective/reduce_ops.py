@@ -27,19 +27,23 @@ import numpy as np
 class ReduceOp:
     """A reduction operator. Compare with ``is`` or ``==``; ``str(op)`` is its name."""
 
-    __slots__ = ("name", "ufunc", "code", "average")
+    __slots__ = ("name", "ufunc", "code", "average", "_mpi")
 
     def __init__(self, name: str, ufunc, code: int, average: bool = False):
         self.name = name
         self.ufunc = ufunc
         self.code = code
         self.average = average
+        self._mpi = None
 
     def mpi_op(self):
-        from mpi4py import MPI
+        """The MPI operator (looked up once: it is on the path of every "mpi" call)."""
+        if self._mpi is None:
+            from mpi4py import MPI
 
-        return {"Sum": MPI.SUM, "Average": MPI.SUM, "Max": MPI.MAX, "Min": MPI.MIN,
-                "Product": MPI.PROD}[self.name]
+            self._mpi = {"Sum": MPI.SUM, "Average": MPI.SUM, "Max": MPI.MAX, "Min": MPI.MIN,
+                         "Product": MPI.PROD}[self.name]
+        return self._mpi
 
     def __repr__(self):
         return f"col.{self.name}"
