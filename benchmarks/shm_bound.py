@@ -1,0 +1,85 @@
+"""What bounds the shared-memory bucket reduction on one node: its kernel against memcpy.
+
+    ./mpirun.sh -n 2 python benchmarks/shm_bound.py [--mib 16] [--reps 25]
+
+Every rank at once (a barrier, then each times its own part; the time is the maximum over
+ranks; medians of ``--reps`` interleaved samples): memcpy of N bytes (``np.copyto``) by rank 0
+alone while the others wait, the same memcpy on every rank at once, and the reduction
+DistributedOptimizer's shared engine runs on a bucket of N bytes
+(``collective.shared_buckets.sum_into_all``: rank r reads segment r of every rank's bucket and
+writes the sum into every one), on buckets in the node's MPI-3 shared window, each rewritten
+by its owner before the sample (as backward does). At P = 2 the reduction moves what one
+memcpy of N bytes moves per rank (N in, N out), so its bound is the concurrent memcpy, not the
+memcpy of one core alone: the ratio of the two is what this machine's cores share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collective.shared_buckets import sum_into_all  # noqa: E402
+
+
+def main(argv=None):
+    from mpi4py import MPI
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=16, help="bucket size in MiB")
+    ap.add_argument("--reps", type=int, default=25)
+    args = ap.parse_args(argv)
+    comm = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+    if comm.size != MPI.COMM_WORLD.size or not 2 <= comm.size <= 4:
+        sys.exit("shm_bound.py: run 2 to 4 ranks on one node")
+    rank, P = comm.rank, comm.size
+    n = (args.mib << 20) // 4
+    win = MPI.Win.Allocate_shared(n * 4, 4, comm=comm)
+    win.Lock_all(MPI.MODE_NOCHECK)
+    buckets = tuple(np.ndarray((n,), np.float32, buffer=win.Shared_query(j)[0])
+                    for j in range(P))
+    lo, hi = rank * n // P, (rank + 1) * n // P
+    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
+
+    def sample(fn, before=None, alone=False):
+        if before is not None:
+            before()
+            win.Sync()
+        comm.Barrier()
+        t0 = time.perf_counter()
+        if not alone or rank == 0:
+            fn()
+        return comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+
+    def rewrite():
+        buckets[rank][:] = 1.0
+
+    cases = {"memcpy, rank 0 alone": lambda: sample(lambda: np.copyto(dst, src), alone=True),
+             "memcpy, every rank at once": lambda: sample(lambda: np.copyto(dst, src)),
+             "bucket reduction (shared window)": lambda: sample(
+                 lambda: sum_into_all(buckets, rank, lo, hi), before=rewrite)}
+    for f in cases.values():
+        f()
+    times = {k: [] for k in cases}
+    for _ in range(args.reps):
+        for k, f in cases.items():
+            times[k].append(f())
+    if rank == 0:
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        one = med["memcpy, rank 0 alone"]
+        print(f"# P = {P}, {args.mib} MiB, medians of {args.reps}; rate = one core's memcpy "
+              f"time / the time (the shared-bucket goal is stated against it)")
+        for k, v in med.items():
+            print(f"{k:>34}: {v * 1e3:7.2f} ms  {one / v:5.2f}x one core's memcpy")
+        both = med["memcpy, every rank at once"]
+        print(f"# the reduction runs at {both / med['bucket reduction (shared window)']:.2f}x "
+              f"the concurrent memcpy, which runs at {one / both:.2f}x one core's alone")
+
+
+if __name__ == "__main__":
+    main()
