@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import dlsys as ds  # noqa: E402  (the data only)
+# NOTE: the recipe's data and schedule come from the example itself, so both runs share them
+# by construction; only the model is written again, in torch
+from train_resnet import load_data, lr_factor  # noqa: E402
 
 
 class BasicBlock(nn.Module):
@@ -76,12 +77,6 @@ class ResNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def lr_factor(step, warmup, total):
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def augment(images, rng):
     """Random 32x32 crops of the images zero-padded by 4, each flipped with probability 1/2."""
     n = len(images)
@@ -111,13 +106,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    (xtr, ytr), (xte, yte) = ds.data.fashion_mnist("train"), ds.data.fashion_mnist("test")
-    if args.limit is not None:
-        xtr, ytr, xte, yte = xtr[:args.limit], ytr[:args.limit], xte[:args.limit], \
-            yte[:args.limit]
-    pad = ((0, 0), (0, 0), (2, 2), (2, 2))
-    xtr, xte = np.pad(xtr, pad), np.pad(xte, pad)
-    mean, std = float(xtr.mean(dtype=np.float64)), float(xtr.std(dtype=np.float64))
+    xtr, ytr, xte, yte, mean, std = load_data(args.limit)
     xte_t = torch.from_numpy(((xte - np.float32(mean)) / np.float32(std)).astype(np.float32))
     yte_t = torch.from_numpy(yte.astype(np.int64))
 

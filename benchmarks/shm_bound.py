@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import interleaved  # noqa: E402
 
 from collective.shared_buckets import sum_into_all  # noqa: E402
 
@@ -46,31 +47,20 @@ def main(argv=None):
     lo, hi = rank * n // P, (rank + 1) * n // P
     src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
 
-    def sample(fn, before=None, alone=False):
-        if before is not None:
-            before()
-            win.Sync()
-        comm.Barrier()
-        t0 = time.perf_counter()
-        if not alone or rank == 0:
-            fn()
-        return comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-
-    def rewrite():
+    def rewrite():  # the owner writes its bucket (as backward does), then a memory barrier
         buckets[rank][:] = 1.0
+        win.Sync()
 
-    cases = {"memcpy, rank 0 alone": lambda: sample(lambda: np.copyto(dst, src), alone=True),
-             "memcpy, every rank at once": lambda: sample(lambda: np.copyto(dst, src)),
-             "bucket reduction (shared window)": lambda: sample(
-                 lambda: sum_into_all(buckets, rank, lo, hi), before=rewrite)}
+    cases = {"memcpy, rank 0 alone": lambda: rank == 0 and np.copyto(dst, src),
+             "memcpy, every rank at once": lambda: np.copyto(dst, src),
+             "bucket reduction (shared window)": lambda: sum_into_all(buckets, rank, lo, hi)}
     for f in cases.values():
         f()
-    times = {k: [] for k in cases}
-    for _ in range(args.reps):
-        for k, f in cases.items():
-            times[k].append(f())
+    rewrite()
+    times = interleaved(comm, list(cases.values()), args.reps, 1,
+                        before=[None, None, rewrite])
     if rank == 0:
-        med = {k: float(np.median(v)) for k, v in times.items()}
+        med = {k: float(np.median(t)) for k, t in zip(cases, times, strict=True)}
         one = med["memcpy, rank 0 alone"]
         print(f"# P = {P}, {args.mib} MiB, medians of {args.reps}; rate = one core's memcpy "
               f"time / the time (the shared-bucket goal is stated against it)")

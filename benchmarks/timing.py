@@ -7,17 +7,21 @@ import time
 import numpy as np
 
 
-def interleaved(comm, fns, iters: int, batch) -> np.ndarray:
+def interleaved(comm, fns, iters: int, batch, before=None) -> np.ndarray:
     """Seconds per call, shape (len(fns), iters): each sample is a batch of back-to-back calls
     after a barrier, its time the maximum over the ranks of ``comm``. The functions take turns
     within every iteration, so a burst of load from other processes hits them alike.
-    ``batch``: calls per sample, one number or one per function."""
+    ``batch``: calls per sample, one number or one per function. ``before``: per function, a
+    callable (or None) run before each of its samples, untimed, ahead of the barrier."""
     from mpi4py import MPI
 
     batches = list(batch) if isinstance(batch, (list, tuple)) else [batch] * len(fns)
+    befores = list(before) if before is not None else [None] * len(fns)
     times = np.zeros((len(fns), iters))
     for it in range(iters):
-        for j, (fn, n) in enumerate(zip(fns, batches, strict=True)):
+        for j, (fn, n, prep) in enumerate(zip(fns, batches, befores, strict=True)):
+            if prep is not None:
+                prep()
             comm.Barrier()
             t0 = time.perf_counter()
             for _ in range(n):

@@ -14,15 +14,23 @@ INSTALL_HINT = (
 )
 
 
+_MPI = None
+
+
 def mpi():
-    """The mpi4py ``MPI`` module, with a clear error when no MPI library can be loaded."""
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:  # mpi4py itself is missing
-        raise ImportError(f"mpi4py is not installed. {INSTALL_HINT}") from exc
-    except RuntimeError as exc:  # NOTE: mpi4py raises RuntimeError when libmpi cannot be loaded
-        raise RuntimeError(f"cannot load an MPI library ({exc}). {INSTALL_HINT}") from exc
-    return MPI
+    """The mpi4py ``MPI`` module, with a clear error when no MPI library can be loaded.
+    Imported on first use (importing collective loads no MPI), then kept: it is on the path
+    of every call that goes to MPI's own collectives."""
+    global _MPI
+    if _MPI is None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:  # mpi4py itself is missing
+            raise ImportError(f"mpi4py is not installed. {INSTALL_HINT}") from exc
+        except RuntimeError as exc:  # NOTE: mpi4py raises RuntimeError when libmpi cannot load
+            raise RuntimeError(f"cannot load an MPI library ({exc}). {INSTALL_HINT}") from exc
+        _MPI = MPI
+    return _MPI
 
 
 def start():

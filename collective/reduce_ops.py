@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .process import mpi
+
 
 class ReduceOp:
     """A reduction operator. Compare with ``is`` or ``==``; ``str(op)`` is its name."""
@@ -39,8 +41,7 @@ class ReduceOp:
     def mpi_op(self):
         """The MPI operator (looked up once: it is on the path of every "mpi" call)."""
         if self._mpi is None:
-            from mpi4py import MPI
-
+            MPI = mpi()
             self._mpi = {"Sum": MPI.SUM, "Average": MPI.SUM, "Max": MPI.MAX, "Min": MPI.MIN,
                          "Product": MPI.PROD}[self.name]
         return self._mpi

@@ -32,6 +32,7 @@ from functools import partial
 import numpy as np
 
 from ..context import TAG_RING
+from ..process import mpi
 
 CHUNK = 16 << 20  # bytes per pipelined chunk of the reduce-scatter (see the module docstring)
 
@@ -117,7 +118,7 @@ class Ring:
                 if not rbufs:
                     self.bounds, rbufs = [(0, 0)], [self.sraw[:0]]
                 sbufs = sbufs or [raw[:0]]
-                self.recvs = [irecv(rbufs[0], self.left, _mpi().ANY_TAG)]
+                self.recvs = [irecv(rbufs[0], self.left, mpi().ANY_TAG)]
                 self.recvs += [irecv(b, self.left, tag) for b in rbufs[1:]]
                 self.sends = [isend(sbufs[0], self.right, self.check.tag)]
                 self.sends += [isend(b, self.right, tag) for b in sbufs[1:]]
@@ -159,7 +160,7 @@ class Ring:
 
     def test(self) -> bool:
         """Advance without waiting; True when the ring is finished."""
-        testall = _mpi().Request.Testall
+        testall = mpi().Request.Testall
         while self.step < self.nsteps:
             recvs, done = self.recvs, self.done
             while done < len(recvs) and (recvs[done].Test() if self.check is None
@@ -181,7 +182,7 @@ class Ring:
         """Finish the ring. ``block``: MPI_Wait on what is pending (MPICH busy-polls); else
         test and yield the CPU between tests (``os.sched_yield``), so a rank waiting for data
         lets the peer that has to produce it run when ranks share cores."""
-        Request = _mpi().Request
+        Request = mpi().Request
         while not self.test():
             pending = self.recvs[self.done] if self.done < len(self.recvs) else None
             if block and pending is not None:
@@ -200,18 +201,6 @@ class Ring:
                 while not Request.Testall(sends):
                     os.sched_yield()
 
-
-_MPI = None
-
-
-def _mpi():
-    """mpi4py's MPI module (imported on first use: importing collective loads no MPI)."""
-    global _MPI
-    if _MPI is None:
-        from mpi4py import MPI
-
-        _MPI = MPI
-    return _MPI
 
 
 def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk: int = 0):
