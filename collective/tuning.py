@@ -63,7 +63,8 @@ CANDIDATES = FIXED
 OWN = tuple(a for a in CANDIDATES if a != "mpi")
 #: the algorithms DistributedOptimizer's non-blocking engine can keep in flight
 IN_FLIGHT = ("ring", "hierarchical")
-VERSION = 5  # 4: the paired confirmation of the two cheapest candidates per size; 5: load
+VERSION = 6  # 4: the paired confirmation of the two cheapest candidates per size; 5: load
+# of the machine kept with the table; 6: "shared_memory" gained its reduce-scatter schedule
 CONFIRM_REPS = 9  # paired samples of the confirmation
 CONFIRM_SPREAD = 2.0  # candidates further apart than this factor are not confirmed
 CONFIRM_MARGIN = 1.02  # how much slower the loser of a paired comparison is made in the table

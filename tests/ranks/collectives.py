@@ -39,6 +39,22 @@ def ref(n, dtype, op):
     return s / P if op is col.Average else s
 
 
+def rank_order(n, dtype, op):
+    """((x0 op x1) op x2) ... in the dtype's arithmetic: the bits of "shared_memory" at every
+    size (its one-round and its reduce-scatter schedules)."""
+    xs = [inp(n, dtype, q) for q in range(P)]
+    ufunc = {col.Max: np.maximum, col.Min: np.minimum}.get(op, np.add)
+    acc = ufunc(xs[0], xs[1])
+    for x in xs[2:]:
+        ufunc(acc, x, out=acc)
+    if op is col.Average:
+        np.true_divide(acc, P, out=acc)
+    return acc
+
+
+SHM = P > 1 and context().shm is not None
+
+
 def check(cond, what):
     if not cond:
         fails.append(what)
@@ -76,6 +92,9 @@ for dt in DTYPES:
                     ok = np.allclose(y.astype(np.float64), want, rtol=TOL[dt], atol=TOL[dt] * 8)
                     check(ok, f"{tag}: wrong values")
                 hashes[tag] = h(y)
+                if algo == "shared_memory" and SHM:
+                    check(np.array_equal(y.view(np.uint8), rank_order(n, dt, op).view(np.uint8)),
+                          f"{tag}: not the rank-order bits")
                 if n == P + 1:  # in place: same bits as out of place
                     z = x.copy()
                     out = col.allreduce_(z, op=op, algorithm=algo)
