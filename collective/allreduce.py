@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from . import scaling
-from .algorithms import FIXED, run
+from .algorithms import FIXED, SCATTER_MIN, run
 from .comm import context
 from .compression import Compression
 from .context import MISMATCH
@@ -139,13 +139,14 @@ class ShmPlan:
 
 
 def _remember(ctx, key, call, x):
-    """After a successful numpy call: keep its Call, and a ShmPlan when it fits in a slot."""
+    """After a successful numpy call: keep its Call, and a ShmPlan when it fits in a slot and
+    goes by the one-round schedule (below ``SCATTER_MIN``)."""
     if len(ctx.calls) > 4096:
         ctx.calls.clear()
     ctx.calls[key] = call
     nb = x.nbytes
     if (call.algorithm == "shared_memory" and ctx.shm is not None
-            and 0 < nb <= ctx.shm.capacity):
+            and 0 < nb <= ctx.shm.capacity and nb < SCATTER_MIN):
         if len(ctx.plans) > 1024:
             ctx.plans.clear()
         ctx.plans[key] = ShmPlan(ctx, call, x.shape, nb, x.dtype)

@@ -7,8 +7,8 @@ from .hierarchical import HierRing, hier_allreduce
 from .mpi_native import mpi_allreduce
 from .recursive_doubling import SMALL_MAX, handshake, rd_allreduce
 from .ring import Ring, layout, ring_allreduce, ring_reduce_scatter, segments
-from .shared_memory import shm_allreduce, shm_handshake
+from .shared_memory import SCATTER_MIN, shm_allreduce, shm_handshake
 
-__all__ = ["FIXED", "SMALL_MAX", "HierRing", "Ring", "handshake", "hier_allreduce", "layout",
-           "mpi_allreduce", "rd_allreduce", "ring_allreduce", "ring_reduce_scatter", "run",
-           "segments", "shm_allreduce", "shm_handshake"]
+__all__ = ["FIXED", "SCATTER_MIN", "SMALL_MAX", "HierRing", "Ring", "handshake",
+           "hier_allreduce", "layout", "mpi_allreduce", "rd_allreduce", "ring_allreduce",
+           "ring_reduce_scatter", "run", "segments", "shm_allreduce", "shm_handshake"]
