@@ -38,11 +38,14 @@ class SharedWindow:
         self.win = MPI.Win.Allocate_shared(seg, 1, comm=comm)
         self.win.Lock_all(MPI.MODE_NOCHECK)
         self.ctrl, self.hdr, self.pay = [], [], []
+        # NOTE: the control words and headers as int64 memoryviews, not numpy arrays: a scalar
+        # load or store costs 40 ns instead of 70-140 (a round makes about ten of them)
         for j in range(self.size):
             mem, _ = self.win.Shared_query(j)
+            m = memoryview(mem)
             a = np.frombuffer(mem, dtype=np.uint8, count=seg)
-            self.ctrl.append(a[:8].view(np.int64))
-            self.hdr.append([a[_CTRL + s * self.slot_bytes:][:16].view(np.int64) for s in (0, 1)])
+            self.ctrl.append(m[:8].cast("q"))
+            self.hdr.append([m[_CTRL + s * self.slot_bytes:][:16].cast("q") for s in (0, 1)])
             self.pay.append([a[_CTRL + s * self.slot_bytes + _HDR:][:cap] for s in (0, 1)])
         self.ctrl[self.rank][0] = 0
         self.win.Sync()
