@@ -34,6 +34,8 @@ import os
 
 import numpy as np
 
+from .shared_window import polls_before_yield
+
 _LINE = 64  # bytes: one cache line
 READY, DONE = 0, 1  # control words of a bucket
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -160,6 +162,7 @@ class BucketWindow:
         self.mine = ctrl[self.rank]
         self.arrays = [tuple(a) for a in arrays]
         self.others = [ctrl[j] for j in range(self.size) if j != self.rank]
+        self.patience = polls_before_yield(self.size)
         self.win.Sync()
         comm.Barrier()
 
@@ -183,12 +186,12 @@ class BucketWindow:
         return True
 
     def wait(self, b: int, word: int, g: int):
-        """Spin until ``reached``; yield the CPU after a few polls (oversubscribed ranks let
-        the rank they wait for run)."""
+        """Spin until ``reached``; yield the CPU after a few polls (``polls_before_yield``:
+        oversubscribed ranks let the rank they wait for run)."""
         spins = 0
         while not self.reached(b, word, g):
             spins += 1
-            if spins > 64:
+            if spins > self.patience:
                 os.sched_yield()
 
 
