@@ -237,13 +237,14 @@ def main(argv=None):
         if r16 is not None and P > 1:
             # bytes each rank moves per payload byte, against memcpy's 2 (one read, one
             # write): the ring of a private array (MPICH's single-copy receive, the reduction
-            # reading two and writing one, the allgather's receive) 7(P-1)/P; the shared
-            # buckets (read P segments of N/P, write P) 2; busbw counts 2(P-1)/P of N
-            f = (P - 1) / P
+            # reading two and writing one, the allgather's receive) 7(P-1)/P. NOTE: not the
+            # shared buckets' bound: they read P segments of N/P and write the same lines back,
+            # an in-place pass, which moves less than a memcpy (that also fetches its
+            # destination lines before writing them): benchmarks/shm_bound.py measures it
             share = r16["memcpy_all_GBps"] / r16["memcpy_GBps"]
             print(f"# 16M bounds with every core copying at once ({share:.2f}x one core's "
                   f"memcpy each): ring of a private array <= {4 / 7 * share:.2f}x one-core "
-                  f"memcpy, shared buckets <= {2 * f * share:.2f}x")
+                  f"memcpy; shared buckets: the concurrent in-place pass (shm_bound.py)")
         for a in ("auto", "shared_buckets"):
             if r16 is not None and a in algos:
                 print(f"# 16M: {a} busbw {r16[a]['busbw_GBps']:.2f} GB/s = "
