@@ -65,8 +65,8 @@ def main(argv=None):
                     help="columns; 'mpi' is the MPI library's own in-place Allreduce, "
                          "'shared_buckets' DistributedOptimizer's buckets in shared memory")
     ap.add_argument("--steps", default="16M",
-                    help="size at which the steps of a private array's ring are timed apart "
-                         "(every rank at once; empty: skip)")
+                    help="size at which the steps of a private array's allreduce (ring, "
+                         "shared memory) are timed apart (every rank at once; empty: skip)")
     ap.add_argument("--no-fusion", dest="fusion", action="store_false",
                     help="skip the fusion benchmark (110 small gradients vs one allreduce)")
     ap.add_argument("--max-seconds", type=float, default=3.0,
@@ -195,7 +195,7 @@ def main(argv=None):
             print(f"  {fmt_size(nbytes):>10}{count:>11}{cells}{ratio}{memcpy_bw:>8.2f}"
                   f"{memcpy_all:>8.2f}{over}  {row['auto_choice']}", flush=True)
     fusion_out = fusion(comm, op, args.iters) if args.fusion else None
-    steps_out = ring_steps(comm, parse_size(args.steps), dtype) if args.steps and P > 1 else None
+    steps_out = private_steps(comm, parse_size(args.steps), dtype) if args.steps and P > 1 else None
     # the cost of the mismatch check alone: one handshake (shared memory on one node, else an
     # 8-byte recursive-doubling butterfly), next to an 8-byte MPI Allreduce for scale
     from collective.algorithms import handshake
@@ -277,12 +277,18 @@ def shared_bucket(count, dtype, op):
     return opt
 
 
-def ring_steps(comm, nbytes, dtype, reps=15):
-    """The steps of the ring of a private array of ``nbytes`` timed apart, every rank at once
-    (medians, max over ranks): a memcpy of the array, the exchange of one segment with the
-    neighbours (MPI Isend/Irecv: what each ring step moves), the reduction of one segment
-    (numpy's add of two segments into one), and the whole ring allreduce."""
+def private_steps(comm, nbytes, dtype, reps=15):
+    """The steps of the allreduce of a private array of ``nbytes`` timed apart, every rank at
+    once (medians, max over ranks), for the ring and for the shared-memory reduce-scatter:
+    a memcpy of the array; the ring's exchange of one segment with the neighbours (MPI
+    Isend/Irecv: what each ring step moves) and its reduction of one segment (numpy's add of
+    two segments into one); the shared-memory schedule's work on private memory (no other core
+    reads it): the copy of the P - 1 segments the others own, the owner's reduction of its
+    segment from P inputs into two outputs, the copy of P - 1 segments back; and both whole
+    allreduces."""
     from mpi4py import MPI
+
+    from collective.algorithms.shared_memory import reducer
 
     P, r = comm.Get_size(), comm.Get_rank()
     n = nbytes // dtype.itemsize
@@ -290,14 +296,21 @@ def ring_steps(comm, nbytes, dtype, reps=15):
     a, b = np.ones(n, dtype), np.ones(n, dtype)
     send, recv = a[:seg], b[:seg]
     left, right = (r - 1) % P, (r + 1) % P
+    others = np.ones((P - 1, seg), dtype)
+    owner_reduce = reducer(dtype, np.add, P)
 
     def exchange():
         MPI.Request.Waitall([comm.Irecv(recv, left, 7), comm.Isend(send, right, 7)])
 
-    ring_buf = np.ones(n, dtype)
+    ring_buf, shm_buf = np.ones(n, dtype), np.ones(n, dtype)
     fns = {"memcpy": lambda: np.copyto(b, a), "exchange_segment": exchange,
            "add_segment": lambda: np.add(a[:seg], b[:seg], out=a[:seg]),
-           "ring": lambda: col.allreduce_(ring_buf, op=col.Sum, algorithm="ring")}
+           "ring": lambda: col.allreduce_(ring_buf, op=col.Sum, algorithm="ring"),
+           "copy_others": lambda: np.copyto(b[seg:], a[seg:]),
+           "owner_reduce": lambda: owner_reduce([a[:seg], *others], a[:seg], b[:seg], 0),
+           "copy_back": lambda: np.copyto(a[seg:], b[seg:]),
+           "shared_memory": lambda: col.allreduce_(shm_buf, op=col.Sum,
+                                                   algorithm="shared_memory")}
     t = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
@@ -308,12 +321,20 @@ def ring_steps(comm, nbytes, dtype, reps=15):
     t = {k: comm.allreduce(float(np.median(v)), op=MPI.MAX) for k, v in t.items()}
     # the ring: 2(P-1) exchanges of a segment and P-1 reductions of one
     model = 2 * (P - 1) * t["exchange_segment"] + (P - 1) * t["add_segment"]
+    shm_model = t["copy_others"] + t["owner_reduce"] + t["copy_back"]
     if r == 0:
+        ms = {k: v * 1e3 for k, v in t.items()}
         print(f"# ring steps at {fmt_size(nbytes)} (every rank at once): memcpy "
-              f"{t['memcpy'] * 1e3:.2f} ms, segment exchange {t['exchange_segment'] * 1e3:.2f} "
-              f"ms, segment add {t['add_segment'] * 1e3:.2f} ms; 2(P-1) exchanges + (P-1) adds "
-              f"= {model * 1e3:.2f} ms; the ring {t['ring'] * 1e3:.2f} ms")
-    return {"bytes": nbytes, "seconds": t, "steps_model_s": model}
+              f"{ms['memcpy']:.2f} ms, segment exchange {ms['exchange_segment']:.2f} "
+              f"ms, segment add {ms['add_segment']:.2f} ms; 2(P-1) exchanges + (P-1) adds "
+              f"= {model * 1e3:.2f} ms; the ring {ms['ring']:.2f} ms")
+        print(f"# shared-memory steps at {fmt_size(nbytes)} on private memory (every rank at "
+              f"once): copy of the others' segments {ms['copy_others']:.2f} ms, owner's "
+              f"reduction {ms['owner_reduce']:.2f} ms, copy back {ms['copy_back']:.2f} ms; sum "
+              f"{shm_model * 1e3:.2f} ms; the allreduce {ms['shared_memory']:.2f} ms (through "
+              f"the window, in pieces)")
+    return {"bytes": nbytes, "seconds": t, "steps_model_s": model,
+            "shm_steps_model_s": shm_model}
 
 
 def fusion(comm, op, reps):
