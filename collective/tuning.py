@@ -17,9 +17,10 @@ s_1 every candidate costs T_k(s_1). Above s_m the last line is extrapolated for 
 algorithms (linear by construction: fixed schedule, no allocation per call), while the MPI
 library's own Allreduce is not chosen there (MPICH allocates a temporary buffer per call and
 collapses at >= 32 MiB on this machine, which no line predicts). ``auto`` picks the argmin of
-the predicted times, cached per byte size. Typical outcome on one node: shared memory for small
-messages, where one round carries data and mismatch check together; the ring for large ones
-(2(P-1)/P of the data per rank and 1/P of the reduction work); across nodes: hierarchical (each
+the predicted times, cached per byte size. Typical outcome on one node: shared memory (one round
+carries data and mismatch check together for small messages; its reduce-scatter from 512 KiB)
+up to 16-64 MiB, where the ring (2(P-1)/P of the data per rank and 1/P of the reduction work)
+measures the same within noise; across nodes: hierarchical (each
 byte crosses a node's link once per direction), recursive doubling or the MPI library's own
 wherever they measured faster.
 
