@@ -17,8 +17,9 @@ s_1 every candidate costs T_k(s_1). Above s_m the last line is extrapolated for 
 algorithms (linear by construction: fixed schedule, no allocation per call), while the MPI
 library's own Allreduce is not chosen there (MPICH allocates a temporary buffer per call and
 collapses at >= 32 MiB on this machine, which no line predicts). ``auto`` picks the argmin of
-the predicted times, cached per byte size. Typical outcome on one node: shared memory (one round
-carries data and mismatch check together for small messages; its reduce-scatter from 512 KiB)
+the predicted times (MPI's own only when faster than ours by ``MPI_MARGIN``), cached per byte
+size. Typical outcome on one node: shared memory (one round carries data and mismatch check
+together for small messages; its reduce-scatter from 512 KiB)
 up to 16-64 MiB, where the ring (2(P-1)/P of the data per rank and 1/P of the reduction work)
 measures the same within noise; across nodes: hierarchical (each
 byte crosses a node's link once per direction), recursive doubling or the MPI library's own
@@ -69,6 +70,12 @@ VERSION = 6  # 4: the paired confirmation of the two cheapest candidates per siz
 CONFIRM_REPS = 9  # paired samples of the confirmation
 CONFIRM_SPREAD = 2.0  # candidates further apart than this factor are not confirmed
 CONFIRM_MARGIN = 1.02  # how much slower the loser of a paired comparison is made in the table
+#: MPI's own Allreduce must be predicted this much faster than our best to be chosen
+#: NOTE: the start-up measurement of oversubscribed ranks ties within noise (P = 3, 4 KiB: MPI's
+#: own 104 us, shared memory 106 us), and a tie won by MPI's own costs most: it pays the
+#: mismatch check as a separate round (P = 3, 4 KiB: 83 us through allreduce_, where the
+#: shared-memory allreduce, whose one round carries the check, took 60 us)
+MPI_MARGIN = 1.1
 LINK_MATCH = 2.0  # a cached table serves links within this factor of the one it measured
 # NOTE: a table measured while other jobs loaded the machine went stale when it was quiet
 # again: cached at a load of ~4 per core, it chose shared memory at 1 MiB and recursive
@@ -132,8 +139,10 @@ def predict(table: TuningTable, algo, n):
 
 
 def best(table, n, candidates=CANDIDATES):
-    """The candidate with the cheapest predicted time for ``n`` bytes."""
-    return min(candidates, key=lambda a: predict(table, a, n))
+    """The candidate with the cheapest predicted time for ``n`` bytes; MPI's own only where it
+    is predicted faster than ours by ``MPI_MARGIN``."""
+    return min(candidates,
+               key=lambda a: predict(table, a, n) * (MPI_MARGIN if a == "mpi" else 1.0))
 
 
 def choose_own(ctx, nbytes: int) -> str:

@@ -210,3 +210,14 @@ def test_distributed_cuda_simulator(tmp_path):
         assert out["none_err"] < 1e-5 and out["none_agree"], out
         assert out["fp16_err"] < 2e-2 and out["fp16_agree"], out
         assert out["nonblocking_err"] < 1e-5 and out["nonblocking_agree"], out
+
+
+def test_mpi_library_only_when_faster_than_ours_by_the_margin():
+    """A near tie goes to our own algorithm (whose first round carries the mismatch check)."""
+    def table(mpi_s):
+        return TuningTable([4096, 1 << 20], {"mpi": [mpi_s, 1.0], "shared_memory": [1e-4, 1.0],
+                                             "ring": [1.0, 1.0], "recursive_doubling": [1.0, 1.0]})
+
+    assert tuning.best(table(0.95e-4), 4096) == "shared_memory"
+    assert tuning.best(table(0.85e-4), 4096) == "mpi"
+    assert tuning.MPI_MARGIN > 1.0
