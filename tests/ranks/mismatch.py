@@ -31,6 +31,10 @@ for algo in ("ring", "recursive_doubling", "mpi", "shared_memory", "auto"):
                                              algorithm=algo), ["op", "col.Sum", "col.Max"])
 scenario("small-vs-large", lambda: col.allreduce(np.ones(10 if r == 0 else 300_000)),
          ["shape", "(10,)", "(300000,)"])
+# shared memory: its reduce-scatter (several pieces) on rank 0 against one round on the others
+scenario("shm-schedules", lambda: col.allreduce(np.ones(200_000 if r == 0 else 1000),
+                                                algorithm="shared_memory"),
+         ["shape", "(200000,)", "(1000,)"])
 scenario("algorithm", lambda: col.allreduce(np.ones(99), algorithm="ring" if r == 0 else "mpi"),
          ["algorithm", "ring", "mpi", "rank 0"])
 scenario("in-place-vs-out", lambda: (col.allreduce_ if r == 0 else col.allreduce)(
