@@ -27,8 +27,9 @@ _HDR = 64  # slot header: fingerprint, payload bytes, padding to a cache line
 
 
 def polls_before_yield(ranks: int) -> int:
-    """How often a rank waiting in a window polls before it yields the CPU at every poll: 64
-    when each of the node's ``ranks`` can have a core of this process's CPU set, else 0.
+    """How many times a rank waiting in a window polls before it starts yielding the CPU
+    between polls: 64 when each of the node's ``ranks`` can have a core of this process's CPU
+    set, else 0.
 
     NOTE: with more ranks than cores the rank waited for is often the one not running, and
     every poll before the yield delays it: yielding at once measured 17 -> 8 us per round and

@@ -19,11 +19,10 @@ library's own Allreduce is not chosen there (MPICH allocates a temporary buffer 
 collapses at >= 32 MiB on this machine, which no line predicts). ``auto`` picks the argmin of
 the predicted times (MPI's own only when faster than ours by ``MPI_MARGIN``), cached per byte
 size. Typical outcome on one node: shared memory (one round carries data and mismatch check
-together for small messages; its reduce-scatter from 512 KiB)
-up to 16-64 MiB, where the ring (2(P-1)/P of the data per rank and 1/P of the reduction work)
-measures the same within noise; across nodes: hierarchical (each
-byte crosses a node's link once per direction), recursive doubling or the MPI library's own
-wherever they measured faster.
+together for small messages; its reduce-scatter from 512 KiB) up to 16-64 MiB, where the ring
+(2(P-1)/P of the data per rank and 1/P of the reduction work) measures the same within noise;
+across nodes: hierarchical (each byte crosses a node's link once per direction), recursive
+doubling or the MPI library's own wherever they measured faster.
 
 The same measurement fits the cost model (``collective.cost_model``): point-to-point exchanges
 within a node and across nodes (every rank at once), a window round, memcpy and ufunc rates.
