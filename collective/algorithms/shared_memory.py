@@ -15,12 +15,12 @@ compute it:
   rank publishes the segments that other ranks own (``ring.segments``), rank r reduces segment
   r from its own input and the others' published copies and writes the result both into its
   output and into the window (one kernel: ``sum_to_two``, reference ``reduce_to_two``), then
-  (a second round) every rank
-  copies the segments it does not own out of their owners' results. Each rank reduces 1/P of
-  the data, reads its input once and writes its output once; the window carries the others'
-  segments in and the results out, each once (at P = 2 about 1.6 memcpys' time in all, about
-  the ring's over MPI messages, but with no message protocol: faster than the ring up to
-  ~2 MiB at P = 2, and at every size when ranks share cores).
+  (a second round) every rank copies the segments it does not own out of their owners'
+  results. Each rank reduces 1/P of the data, reads its input once and writes its output
+  once; the window carries the others' segments in and the results out, each once (at P = 2
+  about 1.6 memcpys' time in all, about the ring's over MPI messages, but with no message
+  protocol: faster than the ring up to ~2 MiB at P = 2, and at every size when ranks share
+  cores).
 
 ``COLLECTIVE_SHM=0`` disables this path (ranks then handshake with the recursive-doubling
 butterfly over MPI messages, as across nodes).
