@@ -212,16 +212,7 @@ def main(argv=None):
              "check_mpi_4K": lambda: (handshake(ctx, fp),
                                       comm.Allreduce(MPI.IN_PLACE, small[1], mpi_op)),
              "api_mpi_4K": lambda: col.allreduce_(small[2], op=op, algorithm="mpi")}
-    check_t = {k: [] for k in check}
-    for _ in range(15):
-        for k, fn in check.items():
-            comm.Barrier()
-            t0 = time.perf_counter()
-            for _ in range(100):
-                fn()
-            check_t[k].append((time.perf_counter() - t0) / 100)
-    check_us = {k: float(np.median(v)) * 1e6 for k, v in check_t.items()}
-    check_us = {k: comm.allreduce(v, op=MPI.MAX) for k, v in check_us.items()}
+    check_us = {k: v * 1e6 for k, v in medians(comm, check, 15, 100).items()}
     if rank == 0:
         print(f"# mismatch check alone (handshake, {'shared memory' if ctx.shm else 'butterfly'}):"
               f" {check_us['handshake']:.2f} us per call; an 8-byte MPI Allreduce: "
@@ -277,6 +268,13 @@ def shared_bucket(count, dtype, op):
     return opt
 
 
+def medians(comm, fns: dict, iters: int, batch: int) -> dict:
+    """Median seconds per call of each of ``fns`` (name -> function), from
+    ``timing.interleaved``'s samples."""
+    times = interleaved(comm, list(fns.values()), iters, batch)
+    return {k: float(np.median(row)) for k, row in zip(fns, times, strict=True)}
+
+
 def private_steps(comm, nbytes, dtype, reps=15):
     """The steps of the allreduce of a private array of ``nbytes`` timed apart, every rank at
     once (medians, max over ranks), for the ring and for the shared-memory reduce-scatter:
@@ -311,14 +309,7 @@ def private_steps(comm, nbytes, dtype, reps=15):
            "copy_back": lambda: np.copyto(a[seg:], b[seg:]),
            "shared_memory": lambda: col.allreduce_(shm_buf, op=col.Sum,
                                                    algorithm="shared_memory")}
-    t = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            comm.Barrier()
-            t0 = time.perf_counter()
-            fn()
-            t[k].append(time.perf_counter() - t0)
-    t = {k: comm.allreduce(float(np.median(v)), op=MPI.MAX) for k, v in t.items()}
+    t = medians(comm, fns, reps, 1)
     # the ring: 2(P-1) exchanges of a segment and P-1 reductions of one
     model = 2 * (P - 1) * t["exchange_segment"] + (P - 1) * t["add_segment"]
     shm_model = t["copy_others"] + t["owner_reduce"] + t["copy_back"]
@@ -355,17 +346,9 @@ def fusion(comm, op, reps):
     flat = np.zeros(nbytes // 4, np.float32)
     fns["flat_allreduce_"] = lambda: col.allreduce_(flat, op=op)
     fns["flat_mpi"] = lambda: comm.Allreduce(MPI.IN_PLACE, flat, op.mpi_op())
-    samples = {k: [] for k in fns}
     for fn in fns.values():
         fn()
-    for _ in range(max(reps, 15)):
-        for k, fn in fns.items():
-            comm.Barrier()
-            t0 = time.perf_counter()
-            for _ in range(5):
-                fn()
-            samples[k].append((time.perf_counter() - t0) / 5)
-    t = {k: comm.allreduce(float(np.median(v)), op=MPI.MAX) for k, v in samples.items()}
+    t = medians(comm, fns, max(reps, 15), 5)
     out = {"tensors": len(shapes), "bytes": nbytes, "seconds": t,
            "ratio_shared": t["sync_shared"] / t["flat_allreduce_"],
            "ratio_nonblocking": t["sync_nonblocking"] / t["flat_allreduce_"]}

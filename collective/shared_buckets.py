@@ -34,11 +34,11 @@ import os
 
 import numpy as np
 
+from .algorithms.shared_memory import compiled, has_kernel
 from .shared_window import polls_before_yield
 
 _LINE = 64  # bytes: one cache line
 READY, DONE = 0, 1  # control words of a bucket
-KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _align(n: int) -> int:
@@ -95,20 +95,6 @@ def _sum4(a, b, c, d, divisor):
         d[i] = s
 
 
-_KERNELS: dict = {}
-
-
-def _kernel(P):
-    """The Numba kernel for P ranks, compiled (or loaded from Numba's cache) on first use:
-    importing collective does not import Numba."""
-    fn = _KERNELS.get(P)
-    if fn is None:
-        from numba import njit
-
-        fn = _KERNELS[P] = njit(cache=True, nogil=True)({2: _sum2, 3: _sum3, 4: _sum4}[P])
-    return fn
-
-
 def sum_into_all(xs: tuple, k: int, lo: int, hi: int, divisor: int = 0):
     """``reduce_into_all(xs, k, lo, hi, np.add, divisor)`` for float32/float64 and P = 2, 3,
     4 in one pass over the inputs (``xs``: 1-D C-contiguous arrays of one dtype).
@@ -119,13 +105,13 @@ def sum_into_all(xs: tuple, k: int, lo: int, hi: int, divisor: int = 0):
     memcpy's speed (8 MiB segments of 16 MiB buckets, P = 2)."""
     P = len(xs)
     args = [xs[(k + j) % P][lo:hi] for j in range(1, P + 1)]
-    _kernel(P)(*args, xs[0].dtype.type(divisor))
+    compiled({2: _sum2, 3: _sum3, 4: _sum4}[P])(*args, xs[0].dtype.type(divisor))
 
 
 def reducer_for(dtype, ufunc, P):
     """The function that reduces a segment of P arrays of ``dtype`` with ``ufunc``:
     ``fn(xs, k, lo, hi, divisor)``."""
-    if ufunc is np.add and np.dtype(dtype) in KERNEL_DTYPES and 2 <= P <= 4:
+    if has_kernel(dtype, ufunc, P):
         return sum_into_all
     return lambda xs, k, lo, hi, divisor: reduce_into_all(xs, k, lo, hi, ufunc, divisor)
 

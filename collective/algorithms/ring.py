@@ -202,7 +202,6 @@ class Ring:
                     os.sched_yield()
 
 
-
 def ring_reduce_scatter(ctx, buf, ufunc, row: int = 1, divide_by: int = 0, chunk: int = 0):
     """Reduce-scatter in place on the 1-D array ``buf``: afterwards this rank's segment of
     ``buf`` holds the reduced (and divided, for Average) values. Returns (counts, offsets)."""

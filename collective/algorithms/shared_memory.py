@@ -176,26 +176,37 @@ def _sum4(a, b, c, d, out, res, divisor):
         out[i] = res[i]
 
 
-_KERNELS: dict = {}
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_COMPILED: dict = {}
+
+
+def has_kernel(dtype, ufunc, P) -> bool:
+    """Whether the Numba reduction kernels (here and in ``shared_buckets``) cover a reduction
+    of P arrays of ``dtype`` with ``ufunc``: float32/float64 Sum at P = 2, 3, 4."""
+    return ufunc is np.add and np.dtype(dtype) in KERNEL_DTYPES and 2 <= P <= 4
+
+
+def compiled(fn):
+    """``fn`` compiled by Numba (nogil; loaded from Numba's cache when it can be) on first use:
+    importing collective does not import Numba."""
+    kernel = _COMPILED.get(fn)
+    if kernel is None:
+        from numba import njit
+
+        kernel = _COMPILED[fn] = njit(cache=True, nogil=True)(fn)
+    return kernel
 
 
 def sum_to_two(xs, out, res, divisor: int = 0):
     """``reduce_to_two(xs, out, res, np.add, divisor)`` for float32/float64 and P = 2, 3, 4 in
-    one pass (Numba, compiled or loaded from its cache on first use: importing collective does
-    not import Numba). 1-D contiguous arrays of one dtype and length."""
-    P = len(xs)
-    fn = _KERNELS.get(P)
-    if fn is None:
-        from numba import njit
-
-        fn = _KERNELS[P] = njit(cache=True, nogil=True)({2: _sum2, 3: _sum3, 4: _sum4}[P])
-    fn(*xs, out, res, out.dtype.type(divisor))
+    one Numba kernel (``compiled``). 1-D contiguous arrays of one dtype and length."""
+    kernel = compiled({2: _sum2, 3: _sum3, 4: _sum4}[len(xs)])
+    kernel(*xs, out, res, out.dtype.type(divisor))
 
 
 def reducer(dtype, ufunc, P):
     """The owner's reduction for P arrays of ``dtype`` with ``ufunc``:
     ``fn(xs, out, res, divisor)``."""
-    if ufunc is np.add and np.dtype(dtype) in KERNEL_DTYPES and 2 <= P <= 4:
+    if has_kernel(dtype, ufunc, P):
         return sum_to_two
     return lambda xs, out, res, divisor: reduce_to_two(xs, out, res, ufunc, divisor)
